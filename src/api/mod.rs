@@ -1,0 +1,98 @@
+//! The dashboard-facing API on one port: Socket.IO (socketioxide) at `socketio.path`,
+//! `GET /health` and `GET /metrics`. Nothing outside this module knows Socket.IO.
+//!
+//! Layers, outermost first: Origin check (403) → per-IP handshake rate limit (429) → CORS →
+//! Socket.IO → routes.
+
+mod guard;
+mod history;
+mod probes;
+mod socket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, Method};
+use axum::routing::get;
+use socketioxide::SocketIo;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::hub::Hub;
+use crate::store::Store;
+
+pub use socket::{run_emitter, run_system_status};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub gateway_id: Arc<str>,
+    pub store: Store,
+    pub health: Arc<Health>,
+    pub hub: Hub,
+}
+
+/// Builds the router and the Socket.IO handle (used to broadcast).
+pub fn app(state: ApiState) -> (Router, SocketIo) {
+    let c = &state.config.socketio;
+    let (layer, io) = SocketIo::builder()
+        .req_path(c.path.clone())
+        .ping_interval(Duration::from_millis(c.ping_interval_ms))
+        .ping_timeout(Duration::from_millis(c.ping_timeout_ms))
+        .max_buffer_size(c.client_buffer_packets)
+        .max_payload(c.max_payload_bytes)
+        .ws_max_message_size(c.max_payload_bytes as usize)
+        .ws_max_frame_size(c.max_payload_bytes as usize)
+        .ws_read_buffer_size(1024)
+        .build_layer();
+    socket::register(&io, state.clone());
+
+    let guard = guard::Guard::new(&state.config);
+    let routes = Router::new()
+        .route("/health", get(probes::health))
+        .route("/metrics", get(probes::metrics))
+        .with_state(state.clone());
+    let router = routes.layer(
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+            .layer(cors(&state.config))
+            .layer(layer),
+    );
+    (router, io)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.server.cors_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+}
+
+/// Serves until `shutdown`, then disconnects every client and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    io: SocketIo,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let closing = shutdown.clone();
+    let io_close = io.clone();
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            closing.cancelled().await;
+            io_close.close().await;
+        })
+        .await
+}

@@ -1,0 +1,62 @@
+//! `GET /health` (JSON; 503 when the store cannot commit) and `GET /metrics` (Prometheus text,
+//! when METRICS_ENABLED).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ApiState;
+use crate::health::ComponentState;
+use crate::telemetry as t;
+use crate::time::{format_ms, now_ms};
+
+pub async fn health(State(state): State<ApiState>) -> Response {
+    let h = &state.health;
+    let store_state = h.store_state();
+    let last_commit = h.last_commit_ms.load(Ordering::Relaxed);
+    let body = json!({
+        "status": h.overall().as_str(),
+        "timestamp": format_ms(now_ms()),
+        "uptime": h.uptime_secs(),
+        "gatewayId": &*state.gateway_id,
+        "components": {
+            "store": {
+                "status": store_state.as_str(),
+                "error": h.store_error(),
+                "bytes": h.store_bytes.load(Ordering::Relaxed),
+                "lastCommit": (last_commit > 0).then(|| format_ms(last_commit)),
+            },
+            "mqtt": { "status": h.mqtt_state().as_str() },
+            "socketio": {
+                "status": "healthy",
+                "clients": h.socket_clients.load(Ordering::Relaxed),
+            },
+        },
+        "devices": {
+            "online": h.devices_online.load(Ordering::Relaxed),
+            "total": h.devices_total.load(Ordering::Relaxed),
+        },
+    });
+    let code = if store_state == ComponentState::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    if !state.config.metrics.enabled {
+        return (StatusCode::NOT_FOUND, "metrics are disabled (METRICS_ENABLED=false)\n").into_response();
+    }
+    let file_bytes = std::fs::metadata(state.store.path()).map(|m| m.len()).unwrap_or(0);
+    metrics::gauge!(t::STORE_FILE_BYTES).set(file_bytes as f64);
+    metrics::gauge!(t::SOCKETIO_CLIENTS)
+        .set(state.health.socket_clients.load(Ordering::Relaxed) as f64);
+    let handle = t::prometheus();
+    handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}

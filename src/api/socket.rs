@@ -1,0 +1,389 @@
+//! The reference Socket.IO event API: connect checks (capacity, JWT), client events
+//! (subscriptions, ping, get:history), and the broadcasts of committed records to rooms.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Serialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::ApiState;
+use super::guard::Window;
+use crate::hub::HubEvent;
+use crate::record::{Committed, Record, RecordKind};
+use crate::telemetry as t;
+use crate::time::{format_ms, now_ms};
+
+const WELCOME: &str = "Connected to IoT Monitoring System";
+/// How many stored records one catch-up read fetches.
+const CATCHUP_CHUNK: usize = 2_000;
+
+#[derive(Debug)]
+struct Refused(&'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Serializes as no arguments at all: `socket.emit('pong')` in the reference.
+const NO_ARGS: [u8; 0] = [];
+
+pub fn register(io: &SocketIo, state: ApiState) {
+    let jwt = (!state.config.auth.jwt_secret.is_empty()).then(|| {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        Arc::new((DecodingKey::from_secret(state.config.auth.jwt_secret.as_bytes()), validation))
+    });
+    let check_state = state.clone();
+    let admit = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let state = check_state.clone();
+        let jwt = jwt.clone();
+        async move {
+            let max = state.config.socketio.max_clients;
+            if state.health.socket_clients.load(Ordering::SeqCst) >= max {
+                metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "max_clients").increment(1);
+                return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
+            }
+            if let Some(jwt) = jwt {
+                let token = auth
+                    .ok()
+                    .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
+                    .or_else(|| query_token(s.req_parts().uri.query()));
+                let Some(token) = token else {
+                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                    return Err(Refused("authentication required: token missing"));
+                };
+                if let Err(e) = jsonwebtoken::decode::<Value>(&token, &jwt.0, &jwt.1) {
+                    tracing::debug!(error = %e, "handshake token refused");
+                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                    return Err(Refused("authentication failed: invalid token"));
+                }
+            }
+            Ok(())
+        }
+    };
+    let on_connect = move |s: SocketRef| {
+        let state = state.clone();
+        async move { connected(s, state) }
+    };
+    io.ns("/", on_connect.with(admit));
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let v = kv.strip_prefix("token=")?;
+        Some(percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Per-socket event budget (RATE_LIMIT_* per socket).
+#[derive(Clone)]
+struct EventLimit {
+    window: Arc<Mutex<Window>>,
+    length: Duration,
+    max: u32,
+}
+
+impl EventLimit {
+    fn allow(&self) -> bool {
+        let ok = self.window.lock().expect("event limit lock poisoned").allow(self.length, self.max);
+        if !ok {
+            metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "event_rate").increment(1);
+        }
+        ok
+    }
+}
+
+fn rate_limited(ack: AckSender) {
+    let _ = ack.send(&json!({
+        "success": false,
+        "message": "Rate limit exceeded",
+        "error": "too many events: RATE_LIMIT_MAX_REQUESTS per RATE_LIMIT_WINDOW",
+    }));
+}
+
+fn connected(s: SocketRef, state: ApiState) {
+    let clients = state.health.socket_clients.fetch_add(1, Ordering::SeqCst) + 1;
+    metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
+    tracing::debug!(sid = %s.id, clients, "client connected");
+    let _ = s.emit("welcome", &json!({"message": WELCOME, "timestamp": format_ms(now_ms())}));
+
+    let limit = EventLimit {
+        window: Arc::new(Mutex::new(Window::new())),
+        length: Duration::from_millis(state.config.rate_limit.window_ms),
+        max: state.config.rate_limit.max_requests,
+    };
+
+    let room_event = |prefix: &'static str, join: bool, limit: EventLimit| {
+        move |s: SocketRef, TryData(id): TryData<Value>, ack: AckSender| {
+            let limit = limit.clone();
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                let id = match id {
+                    Ok(Value::String(id)) if !id.is_empty() => id,
+                    Ok(Value::Number(n)) => n.to_string(),
+                    _ => {
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_event").increment(1);
+                        return;
+                    }
+                };
+                let room = format!("{prefix}{id}");
+                if join { s.join(room) } else { s.leave(room) }
+            }
+        }
+    };
+    s.on("subscribe:device", room_event("device:", true, limit.clone()));
+    s.on("unsubscribe:device", room_event("device:", false, limit.clone()));
+
+    let fixed_room = |room: &'static str, limit: EventLimit| {
+        move |s: SocketRef, ack: AckSender| {
+            let limit = limit.clone();
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                s.join(room);
+            }
+        }
+    };
+    s.on("subscribe-all-devices", fixed_room("all-devices", limit.clone()));
+    s.on("subscribe-system", fixed_room("system-status", limit.clone()));
+    s.on("subscribe-alerts", fixed_room("alerts", limit.clone()));
+
+    let ping_limit = limit.clone();
+    s.on("ping", move |s: SocketRef, ack: AckSender| {
+        let limit = ping_limit.clone();
+        async move {
+            if !limit.allow() {
+                return rate_limited(ack);
+            }
+            let _ = s.emit("pong", &NO_ARGS);
+        }
+    });
+
+    let history_limit = limit.clone();
+    let history_state = state.clone();
+    s.on("get:history", move |TryData(params): TryData<Value>, ack: AckSender| {
+        let state = history_state.clone();
+        let limit = history_limit.clone();
+        async move {
+            if !limit.allow() {
+                return rate_limited(ack);
+            }
+            let reply = history(&state, params.ok()).await;
+            let _ = ack.send(&reply);
+        }
+    });
+
+    s.on_disconnect(move |s: SocketRef| {
+        let clients = state.health.socket_clients.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
+        tracing::debug!(sid = %s.id, clients, "client disconnected");
+        async {}
+    });
+}
+
+async fn history(state: &ApiState, params: Option<Value>) -> Value {
+    let query = match super::history::parse(params.as_ref(), &state.config.socketio) {
+        Ok(q) => q,
+        Err(error) => {
+            return json!({"success": false, "message": "Invalid history parameters", "error": error});
+        }
+    };
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.history(&query)).await {
+        Ok(Ok(data)) => json!({
+            "success": true,
+            "message": "Historical data retrieved",
+            "data": data,
+        }),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "history query failed");
+            json!({"success": false, "message": "Failed to retrieve historical data", "error": e.to_string()})
+        }
+        Err(e) => json!({"success": false, "message": "Failed to retrieve historical data", "error": e.to_string()}),
+    }
+}
+
+/// Emits one record to its rooms with the reference event names.
+async fn emit_record<T: Serialize + ?Sized>(io: &SocketIo, kind: RecordKind, device: Option<&str>, payload: &T) {
+    let mut emitted: [(&'static str, bool); 3] = [("", false); 3];
+    match (kind, device) {
+        (RecordKind::Reading, Some(d)) => {
+            let _ = io.to(format!("device:{d}")).emit("sensor:reading", payload).await;
+            let _ = io.to("all-devices").emit("sensor:all", payload).await;
+            emitted[0] = ("sensor:reading", true);
+            emitted[1] = ("sensor:all", true);
+        }
+        (RecordKind::Status, Some(d)) => {
+            let _ = io.to(format!("device:{d}")).emit("device:status", payload).await;
+            let _ = io.to("all-devices").emit("device:all", payload).await;
+            emitted[0] = ("device:status", true);
+            emitted[1] = ("device:all", true);
+        }
+        (RecordKind::Alert, device) => {
+            let _ = io.to("alerts").emit("alert", payload).await;
+            if let Some(d) = device {
+                let _ = io.to(format!("device:{d}")).emit("alert:device", payload).await;
+                emitted[1] = ("alert:device", true);
+            }
+            let _ = io.emit("alert:system", payload).await;
+            emitted[0] = ("alert", true);
+            emitted[2] = ("alert:system", true);
+        }
+        _ => {}
+    }
+    for (event, done) in emitted {
+        if done {
+            metrics::counter!(t::SOCKETIO_EMITTED, "event" => event).increment(1);
+        }
+    }
+}
+
+async fn emit_committed(io: &SocketIo, gateway_id: &str, c: &Committed) {
+    let wire = c.record.to_wire(gateway_id, Some(c.seq));
+    emit_record(io, c.record.kind(), c.record.device_id(), &wire).await;
+}
+
+/// Forwards committed records to the rooms until shutdown. If it falls behind the hub, it
+/// replays the gap from the store so dashboards miss nothing.
+pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationToken) {
+    let mut rx = state.hub.subscribe();
+    let mut last_seq = 0u64;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            e = rx.recv() => e,
+        };
+        match event {
+            Ok(HubEvent::Committed(batch)) => {
+                for c in batch.iter() {
+                    if c.seq > last_seq {
+                        emit_committed(&io, &state.gateway_id, c).await;
+                        last_seq = c.seq;
+                    }
+                }
+            }
+            Ok(HubEvent::System(alert)) => {
+                let record = Record::Alert((*alert).clone());
+                let wire = record.to_wire(&state.gateway_id, None);
+                let _ = io.emit("alert:system", &wire).await;
+                metrics::counter!(t::SOCKETIO_EMITTED, "event" => "alert:system").increment(1);
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed_commits = missed, from_seq = last_seq + 1, "broadcast lagged; replaying from the store");
+                last_seq = catch_up(&io, &state, last_seq).await;
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+async fn catch_up(io: &SocketIo, state: &ApiState, mut last_seq: u64) -> u64 {
+    loop {
+        let store = state.store.clone();
+        let from = last_seq + 1;
+        let chunk = match tokio::task::spawn_blocking(move || store.read_from(from, CATCHUP_CHUNK)).await {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "catch-up read failed; some live events were skipped");
+                return last_seq;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "catch-up task failed");
+                return last_seq;
+            }
+        };
+        let n = chunk.len();
+        for r in chunk {
+            emit_record(io, r.kind, r.device_id.as_deref(), &r.json).await;
+            last_seq = r.seq;
+        }
+        metrics::counter!(t::SOCKETIO_CATCHUP).increment(n as u64);
+        if n < CATCHUP_CHUNK {
+            return last_seq;
+        }
+    }
+}
+
+/// `system:status` to the `system-status` room every interval.
+pub async fn run_system_status(io: SocketIo, state: ApiState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.socketio.system_status_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let status = system_status(&state);
+        let _ = io.to("system-status").emit("system:status", &status).await;
+        metrics::counter!(t::SOCKETIO_EMITTED, "event" => "system:status").increment(1);
+    }
+}
+
+pub fn system_status(state: &ApiState) -> Value {
+    let h = &state.health;
+    json!({
+        "status": h.overall().as_str(),
+        "timestamp": format_ms(now_ms()),
+        "uptime": h.uptime_secs(),
+        "services": {
+            "mqtt": h.mqtt_state().as_str(),
+            "store": h.store_state().as_str(),
+            "websocket-service": "healthy",
+        },
+        "metrics": {
+            "activeDevices": h.devices_online.load(Ordering::Relaxed),
+            "totalDevices": h.devices_total.load(Ordering::Relaxed),
+            "dataPointsPerMinute": h.readings_last_minute.load(Ordering::Relaxed),
+            "activeAlerts": h.active_alerts.load(Ordering::Relaxed),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_query() {
+        assert_eq!(query_token(Some("EIO=3&transport=polling&token=a.b%2Dc")), Some("a.b-c".into()));
+        assert_eq!(query_token(Some("EIO=3")), None);
+        assert_eq!(query_token(None), None);
+    }
+}

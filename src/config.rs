@@ -1,0 +1,701 @@
+//! Configuration: one TOML file where every key has a default, overridden by environment
+//! variables. The reference service's names (PORT, CORS_ORIGINS, SOCKET_IO_*, JWT_SECRET,
+//! RATE_LIMIT_*, LOG_LEVEL, METRICS_ENABLED) map onto their keys; every other key can be set with
+//! `EDGE_GATEWAY_<SECTION>__<KEY>` (e.g. `EDGE_GATEWAY_MQTT__LISTEN`). A bad value is reported
+//! with its key and where it came from: the file and line, or the environment variable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The full, commented default configuration printed by `edge-gateway default-config`.
+/// A unit test proves it deserializes to exactly [`Config::default`].
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default-config.toml");
+
+/// Reference environment names and the config keys they set.
+const REFERENCE_ENV: &[(&str, &str)] = &[
+    ("HOST", "server.host"),
+    ("PORT", "server.port"),
+    ("CORS_ORIGINS", "server.cors_origins"),
+    ("SOCKET_IO_PATH", "socketio.path"),
+    ("SOCKET_IO_PING_INTERVAL", "socketio.ping_interval_ms"),
+    ("SOCKET_IO_PING_TIMEOUT", "socketio.ping_timeout_ms"),
+    ("SOCKET_IO_MAX_CLIENTS", "socketio.max_clients"),
+    ("JWT_SECRET", "auth.jwt_secret"),
+    ("RATE_LIMIT_WINDOW", "rate_limit.window_ms"),
+    ("RATE_LIMIT_MAX_REQUESTS", "rate_limit.max_requests"),
+    ("LOG_LEVEL", "log.level"),
+    ("METRICS_ENABLED", "metrics.enabled"),
+];
+
+/// Prefix of our own environment overrides.
+pub const ENV_PREFIX: &str = "EDGE_GATEWAY_";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Identifies this gateway upstream and in every record; empty means the host name.
+    pub gateway_id: String,
+    pub server: ServerConfig,
+    pub socketio: SocketIoConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub mqtt: MqttConfig,
+    pub store: StoreConfig,
+    pub devices: DevicesConfig,
+    /// Threshold alert rules; a file that lists any replaces the whole default list.
+    pub thresholds: Vec<ThresholdRule>,
+    pub simulator: SimulatorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Browser origins allowed by CORS and on the WebSocket handshake; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    pub path: String,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub max_clients: usize,
+    /// Largest websocket message or polling body a client may send; bigger closes that client.
+    pub max_payload_bytes: u64,
+    /// Packets queued per client before emits to it fail; small keeps idle clients cheap.
+    pub client_buffer_packets: usize,
+    pub system_status_interval_ms: u64,
+    pub history_default_limit: usize,
+    pub history_max_limit: usize,
+}
+
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret; empty disables authentication.
+    pub jwt_secret: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = if self.jwt_secret.is_empty() { "<unset>" } else { "<redacted>" };
+        f.debug_struct("AuthConfig").field("jwt_secret", &shown).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub window_ms: u64,
+    /// Handshakes per client IP, and events per socket, allowed in one window.
+    pub max_requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Payloads above this are rejected (counted as `oversize`).
+    pub max_payload_bytes: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Most records in one redb commit.
+    pub batch_max_records: usize,
+    /// Longest a record waits for companions before its commit starts.
+    pub commit_interval_ms: u64,
+    /// Records queued for the writer before ingest applies back-pressure.
+    pub queue_capacity: usize,
+    /// Records older than this are evicted.
+    pub retention_max_age_secs: u64,
+    /// Logical bytes the store may hold before the oldest records are evicted.
+    pub byte_budget_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Silence after which a device is marked offline and a connectivity alert raised.
+    pub offline_after_ms: u64,
+    pub check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Operator {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+}
+
+impl Operator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::Gt => ">",
+            Operator::Ge => ">=",
+            Operator::Lt => "<",
+            Operator::Le => "<=",
+        }
+    }
+
+    pub fn breached(self, current: f64, limit: f64) -> bool {
+        match self {
+            Operator::Gt => current > limit,
+            Operator::Ge => current >= limit,
+            Operator::Lt => current < limit,
+            Operator::Le => current <= limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRule {
+    pub sensor_type: String,
+    pub operator: Operator,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    /// Unit used when a reading carries none.
+    #[serde(default)]
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorConfig {
+    /// Simulated devices; `--simulate N` overrides.
+    pub devices: usize,
+    pub interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gateway_id: String::new(),
+            server: ServerConfig {
+                host: "0.0.0.0".into(),
+                port: 3003,
+                cors_origins: vec!["http://localhost:5173".into()],
+            },
+            socketio: SocketIoConfig::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig { window_ms: 900_000, max_requests: 100 },
+            log: LogConfig { level: "info".into() },
+            metrics: MetricsConfig { enabled: true },
+            mqtt: MqttConfig::default(),
+            store: StoreConfig::default(),
+            devices: DevicesConfig { offline_after_ms: 60_000, check_interval_ms: 1_000 },
+            thresholds: default_thresholds(),
+            simulator: SimulatorConfig { devices: 0, interval_ms: 1_000 },
+        }
+    }
+}
+
+macro_rules! section_default {
+    ($t:ty, $e:expr) => {
+        impl Default for $t {
+            fn default() -> Self {
+                $e
+            }
+        }
+    };
+}
+section_default!(ServerConfig, Config::default().server);
+section_default!(RateLimitConfig, Config::default().rate_limit);
+section_default!(LogConfig, Config::default().log);
+section_default!(MetricsConfig, Config::default().metrics);
+section_default!(DevicesConfig, Config::default().devices);
+section_default!(SimulatorConfig, Config::default().simulator);
+section_default!(
+    SocketIoConfig,
+    SocketIoConfig {
+        path: "/socket.io".into(),
+        ping_interval_ms: 25_000,
+        ping_timeout_ms: 20_000,
+        max_clients: 10_000,
+        max_payload_bytes: 65_536,
+        client_buffer_packets: 64,
+        system_status_interval_ms: 5_000,
+        history_default_limit: 1_000,
+        history_max_limit: 10_000,
+    }
+);
+section_default!(
+    MqttConfig,
+    MqttConfig {
+        enabled: true,
+        listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+        max_payload_bytes: 16_384,
+        max_connections: 1_000,
+    }
+);
+section_default!(
+    StoreConfig,
+    StoreConfig {
+        batch_max_records: 1_000,
+        commit_interval_ms: 2,
+        queue_capacity: 16_384,
+        retention_max_age_secs: 30 * 24 * 3600,
+        byte_budget_bytes: 256 * 1024 * 1024,
+    }
+);
+
+fn default_thresholds() -> Vec<ThresholdRule> {
+    let rule = |sensor_type: &str, warning: f64, critical: f64, unit: &str| ThresholdRule {
+        sensor_type: sensor_type.into(),
+        operator: Operator::Gt,
+        warning: Some(warning),
+        critical: Some(critical),
+        unit: unit.into(),
+    };
+    vec![
+        rule("temperature", 35.0, 45.0, "°C"),
+        rule("humidity", 70.0, 85.0, "%"),
+        rule("pressure", 1050.0, 1080.0, "hPa"),
+        rule("vibration", 7.0, 11.0, "mm/s"),
+    ]
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    Default,
+    File { path: PathBuf, line: Option<usize> },
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "the built-in default"),
+            Origin::File { path, line: Some(line) } => write!(f, "{}:{line}", path.display()),
+            Origin::File { path, line: None } => write!(f, "{}", path.display()),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid value for `{key}` (from {origin}): {message}")]
+    Invalid { key: String, origin: Origin, message: String },
+}
+
+/// The loaded configuration and where each overridden key came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Loaded {
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+}
+
+/// Loads the file (if any), applies environment overrides from `env`, and validates.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let (text, mut table) = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+            (Some(text), table)
+        }
+        None => (None, toml::Table::new()),
+    };
+
+    let mut origins = BTreeMap::new();
+    if let (Some(path), Some(text)) = (file, text.as_deref()) {
+        record_file_origins(path, text, &mut origins);
+    }
+    let mut env_values = BTreeMap::new();
+    for (name, value) in env {
+        let Some(key) = env_key(&name) else { continue };
+        env_values.insert(key.clone(), value.clone());
+        set_path(&mut table, &key, guess_value(&key, &value));
+        origins.insert(key, Origin::Env(name));
+    }
+
+    let config = deserialize(table, &env_values, &origins, file, text.as_deref())?;
+    let loaded = Loaded { config, origins };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+/// Maps an environment variable name onto a config key, if it is one of ours.
+fn env_key(name: &str) -> Option<String> {
+    if let Some((_, key)) = REFERENCE_ENV.iter().find(|(env, _)| *env == name) {
+        return Some((*key).to_string());
+    }
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    if rest == "GATEWAY_ID" {
+        return Some("gateway_id".into());
+    }
+    // Only `SECTION__KEY` names are config; other EDGE_GATEWAY_* variables belong to tools.
+    if !rest.contains("__") {
+        return None;
+    }
+    Some(rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join("."))
+}
+
+/// Environment values are untyped: numbers and booleans become TOML numbers and booleans,
+/// comma lists become arrays where the key is a list, everything else a string.
+fn guess_value(key: &str, raw: &str) -> toml::Value {
+    if key == "server.cors_origins" {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect(),
+        );
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>()
+        && raw.contains('.')
+    {
+        return toml::Value::Float(f);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split yields at least one part");
+    let mut cur = table;
+    for part in parts {
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        cur = entry.as_table_mut().expect("just made a table");
+    }
+    cur.insert(last.to_string(), value);
+}
+
+fn deserialize(
+    mut table: toml::Table,
+    env_values: &BTreeMap<String, String>,
+    origins: &BTreeMap<String, Origin>,
+    file: Option<&Path>,
+    text: Option<&str>,
+) -> Result<Config, ConfigError> {
+    // An env value guessed as a number may be meant as a string (e.g. gateway_id = "42"):
+    // retry such keys as strings before reporting.
+    let mut retried = Vec::new();
+    loop {
+        let result: Result<Config, _> =
+            serde_path_to_error::deserialize(toml::Value::Table(table.clone()));
+        let err = match result {
+            Ok(config) => return Ok(config),
+            Err(err) => err,
+        };
+        let key = err.path().to_string();
+        let message = err.inner().to_string();
+        if let Some(raw) = env_values.get(&key)
+            && !retried.contains(&key)
+            && message.contains("expected a string")
+        {
+            set_path(&mut table, &key, toml::Value::String(raw.clone()));
+            retried.push(key);
+            continue;
+        }
+        if let Some(origin @ Origin::Env(_)) = origins.get(&key) {
+            return Err(ConfigError::Invalid { key, origin: origin.clone(), message });
+        }
+        // The bad value is in the file: let toml point at its line and column.
+        if let (Some(path), Some(text)) = (file, text)
+            && let Err(e) = toml::from_str::<Config>(text)
+        {
+            return Err(ConfigError::Syntax { path: path.into(), message: e.to_string() });
+        }
+        let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);
+        return Err(ConfigError::Invalid { key, origin, message });
+    }
+}
+
+/// Records the line of every leaf key in the file, for validation messages.
+fn record_file_origins(path: &Path, text: &str, origins: &mut BTreeMap<String, Origin>) {
+    let Ok(doc) = toml_edit::Document::parse(text) else { return };
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    fn walk(
+        prefix: &str,
+        table: &toml_edit::Table,
+        out: &mut Vec<(String, Option<usize>)>,
+        line_of: &dyn Fn(usize) -> usize,
+    ) {
+        for (key, item) in table.iter() {
+            let full = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+            match item {
+                toml_edit::Item::Table(t) => walk(&full, t, out, line_of),
+                _ => {
+                    let line = table
+                        .key(key)
+                        .and_then(|k| k.span())
+                        .or_else(|| item.span())
+                        .map(|s| line_of(s.start));
+                    out.push((full, line));
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk("", doc.as_table(), &mut found, &line_of);
+    for (key, line) in found {
+        origins.insert(key, Origin::File { path: path.into(), line });
+    }
+}
+
+fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
+    let c = &loaded.config;
+    let fail = |key: &str, message: String| ConfigError::Invalid {
+        key: key.into(),
+        origin: loaded.origin(key),
+        message,
+    };
+    let positive = |key: &str, v: u64| {
+        if v == 0 { Err(fail(key, "must be greater than 0".into())) } else { Ok(()) }
+    };
+
+    for origin in &c.server.cors_origins {
+        if origin != "*"
+            && !(origin.starts_with("http://") || origin.starts_with("https://"))
+        {
+            return Err(fail(
+                "server.cors_origins",
+                format!("`{origin}` is not `*` or an http(s):// origin"),
+            ));
+        }
+    }
+    if !c.socketio.path.starts_with('/') || c.socketio.path.len() < 2 {
+        return Err(fail("socketio.path", "must start with `/` and name a path".into()));
+    }
+    positive("socketio.ping_interval_ms", c.socketio.ping_interval_ms)?;
+    positive("socketio.ping_timeout_ms", c.socketio.ping_timeout_ms)?;
+    positive("socketio.max_clients", c.socketio.max_clients as u64)?;
+    positive("socketio.client_buffer_packets", c.socketio.client_buffer_packets as u64)?;
+    positive("socketio.system_status_interval_ms", c.socketio.system_status_interval_ms)?;
+    if c.socketio.max_payload_bytes < 1024 {
+        return Err(fail("socketio.max_payload_bytes", "must be at least 1024".into()));
+    }
+    positive("socketio.history_max_limit", c.socketio.history_max_limit as u64)?;
+    if c.socketio.history_default_limit == 0
+        || c.socketio.history_default_limit > c.socketio.history_max_limit
+    {
+        return Err(fail(
+            "socketio.history_default_limit",
+            format!("must be between 1 and history_max_limit ({})", c.socketio.history_max_limit),
+        ));
+    }
+    positive("rate_limit.window_ms", c.rate_limit.window_ms)?;
+    positive("rate_limit.max_requests", u64::from(c.rate_limit.max_requests))?;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+        return Err(fail("log.level", format!("`{}` is not a log filter: {e}", c.log.level)));
+    }
+    if c.mqtt.max_payload_bytes < 16 {
+        return Err(fail("mqtt.max_payload_bytes", "must be at least 16".into()));
+    }
+    positive("mqtt.max_connections", c.mqtt.max_connections as u64)?;
+    if !(1..=100_000).contains(&c.store.batch_max_records) {
+        return Err(fail("store.batch_max_records", "must be between 1 and 100000".into()));
+    }
+    positive("store.queue_capacity", c.store.queue_capacity as u64)?;
+    positive("store.retention_max_age_secs", c.store.retention_max_age_secs)?;
+    if c.store.byte_budget_bytes < 1024 * 1024 {
+        return Err(fail("store.byte_budget_bytes", "must be at least 1 MiB (1048576)".into()));
+    }
+    positive("devices.check_interval_ms", c.devices.check_interval_ms)?;
+    if c.devices.offline_after_ms < c.devices.check_interval_ms {
+        return Err(fail(
+            "devices.offline_after_ms",
+            "must be at least devices.check_interval_ms".into(),
+        ));
+    }
+    positive("simulator.interval_ms", c.simulator.interval_ms)?;
+    for (i, rule) in c.thresholds.iter().enumerate() {
+        let key = format!("thresholds[{i}]");
+        if rule.sensor_type.is_empty() {
+            return Err(fail(&key, "sensor_type must not be empty".into()));
+        }
+        if let (Some(w), Some(cr)) = (rule.warning, rule.critical) {
+            let ordered = match rule.operator {
+                Operator::Gt | Operator::Ge => w <= cr,
+                Operator::Lt | Operator::Le => w >= cr,
+            };
+            if !ordered {
+                return Err(fail(
+                    &key,
+                    format!(
+                        "warning {w} and critical {cr} are out of order for operator `{}`",
+                        rule.operator.as_str()
+                    ),
+                ));
+            }
+        }
+        if rule.warning.is_none() && rule.critical.is_none() {
+            return Err(fail(&key, "needs `warning`, `critical` or both".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The host name, for the default gateway id.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "edge-gateway".into())
+}
+
+/// `--data-dir`, else systemd's `$STATE_DIRECTORY` (first entry), else `./data`.
+pub fn data_dir(cli: Option<PathBuf>, state_directory: Option<String>) -> PathBuf {
+    cli.or_else(|| {
+        state_directory
+            .and_then(|s| s.split(':').next().map(PathBuf::from))
+            .filter(|p| !p.as_os_str().is_empty())
+    })
+    .unwrap_or_else(|| PathBuf::from("data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn printed_default_is_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn reference_env_names_override() {
+        let loaded = load(
+            None,
+            env(&[
+                ("PORT", "4000"),
+                ("CORS_ORIGINS", "http://a.example, https://b.example"),
+                ("SOCKET_IO_PING_INTERVAL", "1000"),
+                ("JWT_SECRET", "s3cret"),
+                ("METRICS_ENABLED", "false"),
+                ("EDGE_GATEWAY_MQTT__LISTEN", "127.0.0.1:1999"),
+                ("EDGE_GATEWAY_GATEWAY_ID", "42"),
+                ("EDGE_GATEWAY_BIN", "/not/config"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.server.port, 4000);
+        assert_eq!(c.server.cors_origins, vec!["http://a.example", "https://b.example"]);
+        assert_eq!(c.socketio.ping_interval_ms, 1000);
+        assert_eq!(c.auth.jwt_secret, "s3cret");
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.mqtt.listen, "127.0.0.1:1999".parse().unwrap());
+        assert_eq!(c.gateway_id, "42");
+        assert!(!format!("{:?}", c.auth).contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = load(None, env(&[("PORT", "http")])).unwrap_err().to_string();
+        assert!(err.contains("server.port") && err.contains("environment variable PORT"), "{err}");
+        let err = load(None, env(&[("EDGE_GATEWAY_STORE__NOPE", "1")])).unwrap_err().to_string();
+        assert!(err.contains("EDGE_GATEWAY_STORE__NOPE") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_file_value_names_key_and_line() {
+        let f = file("[server]\nport = 3003\n\n[store]\nbatch_max_records = \"many\"\n");
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 5") && err.contains("batch_max_records"), "{err}");
+
+        let f = file("[mqtt]\nlisten = \"0.0.0.0:1883\"\nsurprise = 1\n");
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let f = file("[devices]\ncheck_interval_ms = 1000\noffline_after_ms = 10\n");
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("devices.offline_after_ms") && err.contains(":3"), "{err}");
+
+        let err = load(None, env(&[("SOCKET_IO_PATH", "socket")])).unwrap_err().to_string();
+        assert!(err.contains("environment variable SOCKET_IO_PATH"), "{err}");
+
+        let f = file(
+            "[[thresholds]]\nsensor_type = \"t\"\noperator = \">\"\nwarning = 9.0\ncritical = 1.0\n",
+        );
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("thresholds[0]") && err.contains("out of order"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_precedence() {
+        assert_eq!(data_dir(Some("/x".into()), Some("/y".into())), PathBuf::from("/x"));
+        assert_eq!(data_dir(None, Some("/y:/z".into())), PathBuf::from("/y"));
+        assert_eq!(data_dir(None, None), PathBuf::from("data"));
+    }
+}

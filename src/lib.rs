@@ -1,0 +1,223 @@
+//! edge-gateway: reads factory sensors, buffers every reading durably in redb, serves the
+//! reference Socket.IO API to on-site dashboards. See ARCHITECTURE.md for the map.
+//!
+//! Data flow: sources → [`pipeline`] (devices, alarms) → [`store::writer`] (group commit)
+//! → [`hub`] → [`api`] (Socket.IO rooms). Only committed records leave the store side.
+
+pub mod alarms;
+pub mod api;
+pub mod config;
+pub mod health;
+pub mod hub;
+pub mod pipeline;
+pub mod record;
+pub mod sources;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiState;
+use crate::config::Config;
+use crate::health::Health;
+use crate::hub::Hub;
+use crate::pipeline::Pipeline;
+use crate::store::{Store, StoreError, StoreWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mqtt(#[from] sources::mqtt::MqttSourceError),
+    #[error("cannot listen on {addr} (server.host/server.port): {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("the simulator publishes through the embedded broker: set mqtt.enabled = true")]
+    SimulatorNeedsBroker,
+    #[error("cannot start the store writer thread: {0}")]
+    Writer(std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Run-time choices that are not configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// Overrides `simulator.devices`.
+    pub simulate: Option<usize>,
+}
+
+/// A running gateway. Dropping it does not stop it; call [`Gateway::stop`].
+pub struct Gateway {
+    http_addr: SocketAddr,
+    gateway_id: Arc<str>,
+    store: Store,
+    health: Arc<Health>,
+    sources_stop: CancellationToken,
+    api_stop: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    pipeline: JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
+    api: Vec<JoinHandle<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    /// Opens the store, starts the broker, the pipeline, the writer and the API. Returns once
+    /// every listener is bound.
+    pub async fn start(config: Config, options: Options) -> Result<Gateway, GatewayError> {
+        let config = Arc::new(config);
+        let gateway_id: Arc<str> = if config.gateway_id.is_empty() {
+            config::hostname().into()
+        } else {
+            config.gateway_id.as_str().into()
+        };
+        telemetry::prometheus();
+        let simulate = options.simulate.unwrap_or(config.simulator.devices);
+        if simulate > 0 && !config.mqtt.enabled {
+            return Err(GatewayError::SimulatorNeedsBroker);
+        }
+
+        let store = Store::open(&options.data_dir)?;
+        let writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
+        let health = Arc::new(Health::new(config.mqtt.enabled));
+        let stats = store.stats()?;
+        health.store_bytes.store(stats.logical_bytes, std::sync::atomic::Ordering::Relaxed);
+        let hub = Hub::new(1024);
+
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| GatewayError::Listen { addr: addr.clone(), source })?;
+        let http_addr = listener.local_addr().map_err(|source| GatewayError::Listen { addr, source })?;
+
+        let sources_stop = CancellationToken::new();
+        let api_stop = CancellationToken::new();
+        let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
+        let (write_tx, write_rx) = mpsc::channel(64);
+
+        let writer = store::writer::spawn(
+            writer,
+            write_rx,
+            hub.clone(),
+            config.store.clone(),
+            health.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(GatewayError::Writer)?;
+
+        let mut pipeline = Pipeline::new(&config, health.clone());
+        pipeline.restore(&store.devices()?);
+        let pipeline = tokio::spawn(pipeline::run(
+            pipeline,
+            ingest_rx,
+            write_tx,
+            Duration::from_millis(config.devices.check_interval_ms),
+        ));
+
+        let mut sources = Vec::new();
+        if config.mqtt.enabled {
+            let broker = sources::mqtt::start_broker(&config.mqtt, simulate > 0)?;
+            let health = health.clone();
+            let stop = sources_stop.clone();
+            let max_payload = config.mqtt.max_payload_bytes;
+            sources.push(tokio::spawn(async move {
+                sources::mqtt::run_ingest(broker.ingest, max_payload, ingest_tx, stop.clone()).await;
+                if !stop.is_cancelled() {
+                    health.set_mqtt_ok(false);
+                }
+            }));
+            if let Some(link) = broker.simulator {
+                sources.push(tokio::spawn(sources::simulator::run(
+                    link,
+                    simulate,
+                    Duration::from_millis(config.simulator.interval_ms),
+                    sources_stop.clone(),
+                )));
+            }
+            tracing::info!(listen = %config.mqtt.listen, "embedded MQTT broker listening");
+        } else {
+            drop(ingest_tx);
+        }
+
+        let state = ApiState {
+            config: config.clone(),
+            gateway_id: gateway_id.clone(),
+            store: store.clone(),
+            health: health.clone(),
+            hub: hub.clone(),
+        };
+        let (router, io) = api::app(state.clone());
+        let api = vec![
+            tokio::spawn(api::run_emitter(io.clone(), state.clone(), api_stop.clone())),
+            tokio::spawn(api::run_system_status(io.clone(), state, api_stop.clone())),
+        ];
+        let server = tokio::spawn(api::serve(listener, router, io, api_stop.clone()));
+        tracing::info!(%http_addr, gateway_id = %gateway_id, data_dir = %options.data_dir.display(), "edge-gateway ready");
+
+        Ok(Gateway {
+            http_addr,
+            gateway_id,
+            store,
+            health,
+            sources_stop,
+            api_stop,
+            sources,
+            pipeline,
+            writer,
+            api,
+            server,
+        })
+    }
+
+    /// Where Socket.IO, /health and /metrics are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
+    /// A read handle on the store (history, stats).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Stops in order: sources, then the pipeline and the writer (which commits everything
+    /// received), then the API (closing every client).
+    pub async fn stop(self) -> Result<(), GatewayError> {
+        self.sources_stop.cancel();
+        for task in self.sources {
+            let _ = task.await;
+        }
+        let _ = self.pipeline.await;
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        self.api_stop.cancel();
+        for task in self.api {
+            let _ = task.await;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+            Ok(Ok(result)) => result.map_err(GatewayError::Serve),
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                tracing::warn!("HTTP server did not finish closing within 10 s");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The `edge-gateway` command line: run, check-config, default-config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edge_gateway::config::{self, DEFAULT_CONFIG_TOML};
+use edge_gateway::{Gateway, Options, telemetry};
+
+#[derive(Parser)]
+#[command(name = "edge-gateway", version, about = "Edge gateway for factory-floor IoT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// TOML configuration file (every key optional; see `default-config`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Run N simulated devices through the embedded MQTT broker.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "8")]
+        simulate: Option<usize>,
+        /// Where the store lives [default: $STATE_DIRECTORY, else ./data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a configuration file (with the current environment's overrides) and exit.
+    CheckConfig { file: PathBuf },
+    /// Print the full, commented default configuration.
+    DefaultConfig,
+}
+
+/// Exit code for configuration errors, distinct from run-time failures (1).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { file } => match config::load(Some(&file), std::env::vars()) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edge-gateway: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config, simulate, data_dir } => {
+            let loaded = match config::load(config.as_deref(), std::env::vars()) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("edge-gateway: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            telemetry::init_logging(&loaded.config.log.level);
+            let options = Options {
+                data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
+                simulate,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("edge-gateway: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(loaded.config, options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("edge-gateway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(config: config::Config, options: Options) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config, options).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down: stopping ingest, committing what is pending");
+    gateway.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

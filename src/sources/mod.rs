@@ -1,0 +1,5 @@
+//! Where readings come from. Every source parses into [`crate::pipeline::Ingest`] and knows
+//! nothing of the store, the API or the sinks.
+
+pub mod mqtt;
+pub mod simulator;

@@ -1,0 +1,473 @@
+//! The durable buffer: every record in one redb file, appended by a single writer
+//! ([`writer`]) with group commit, read concurrently by history queries and catch-up.
+//!
+//! Tables:
+//! - `log`: `seq → encoded record` (header + reference JSON), the append log in commit order.
+//! - `readings_by_device`: `(deviceId, ts_ms, seq) → ()`, so device history is a range scan.
+//! - `readings_by_sensor`: `(deviceId, sensorType, ts_ms, seq) → ()`, likewise per sensor.
+//! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start.
+//! - `meta`: `next_seq`, `logical_bytes`.
+
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::record::{Record, RecordKind};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const BY_DEVICE: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("readings_by_device");
+const BY_SENSOR: TableDefinition<(&str, &str, i64, u64), ()> =
+    TableDefinition::new("readings_by_sensor");
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_NEXT_SEQ: &str = "next_seq";
+const META_BYTES: &str = "logical_bytes";
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "edge-gateway.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open store {path}: {source}")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("store transaction failed: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("store table error: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("store I/O error: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("store commit failed: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("stored record {seq} is corrupt")]
+    Corrupt { seq: u64 },
+}
+
+/// A read handle on the store; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+/// A history request, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    pub device_id: String,
+    pub sensor_type: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// The newest `limit` readings of the range are returned, oldest first.
+    pub limit: usize,
+}
+
+/// A stored record as read back: its sequence number, kind, and reference JSON.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub kind: RecordKind,
+    pub device_id: Option<String>,
+    pub json: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    pub records: u64,
+    pub logical_bytes: u64,
+    pub next_seq: u64,
+    pub file_bytes: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir`. redb recovers a file left by a crash here.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::CreateDir { path: data_dir.into(), source })?;
+        let path = data_dir.join(STORE_FILE);
+        let db = Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(LOG)?;
+            txn.open_table(BY_DEVICE)?;
+            txn.open_table(BY_SENSOR)?;
+            txn.open_table(DEVICES)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get = |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+        Ok(StoreStats {
+            records: txn.open_table(LOG)?.len()?,
+            logical_bytes: get(META_BYTES)?,
+            next_seq: get(META_NEXT_SEQ)?.max(1),
+            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+
+    /// Readings of one device (and sensor type) in a time range: a range scan on an index.
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<serde_json::Value>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let from = q.from_ms.unwrap_or(i64::MIN);
+        let to = q.to_ms.unwrap_or(i64::MAX);
+        let mut seqs = Vec::with_capacity(q.limit.min(4096));
+        match &q.sensor_type {
+            Some(st) => {
+                let idx = txn.open_table(BY_SENSOR)?;
+                let range = (q.device_id.as_str(), st.as_str(), from, 0u64)
+                    ..=(q.device_id.as_str(), st.as_str(), to, u64::MAX);
+                for entry in idx.range(range)?.rev().take(q.limit) {
+                    seqs.push(entry?.0.value().3);
+                }
+            }
+            None => {
+                let idx = txn.open_table(BY_DEVICE)?;
+                let range =
+                    (q.device_id.as_str(), from, 0u64)..=(q.device_id.as_str(), to, u64::MAX);
+                for entry in idx.range(range)?.rev().take(q.limit) {
+                    seqs.push(entry?.0.value().2);
+                }
+            }
+        }
+        seqs.reverse();
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(raw) = log.get(seq)? else { continue };
+            let decoded = decode(raw.value()).ok_or(StoreError::Corrupt { seq })?;
+            out.push(serde_json::from_slice(decoded.json).map_err(|_| StoreError::Corrupt { seq })?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` records with `seq >= from_seq`, in order: how a lagging consumer catches up.
+    pub fn read_from(&self, from_seq: u64, max: usize) -> Result<Vec<StoredRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        for entry in log.range(from_seq..)?.take(max) {
+            let (k, v) = entry?;
+            let seq = k.value();
+            let d = decode(v.value()).ok_or(StoreError::Corrupt { seq })?;
+            out.push(StoredRecord {
+                seq,
+                kind: d.kind,
+                device_id: (!d.device_id.is_empty()).then(|| d.device_id.to_string()),
+                json: serde_json::from_slice(d.json).map_err(|_| StoreError::Corrupt { seq })?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest `device:status` JSON of every device ever seen.
+    pub fn devices(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            if let Ok(json) = serde_json::from_slice(v.value()) {
+                out.push(json);
+            } else {
+                tracing::warn!(device = k.value(), "ignoring unreadable stored device status");
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The parts of an encoded record.
+struct Decoded<'a> {
+    kind: RecordKind,
+    ts_ms: i64,
+    device_id: &'a str,
+    sensor_type: &'a str,
+    json: &'a [u8],
+}
+
+/// `[kind u8][ts_ms i64 LE][len u8][deviceId][len u8][sensorType][reference JSON]`.
+/// The header lets eviction remove index entries without parsing JSON.
+fn encode(record: &Record, gateway_id: &str, seq: u64) -> Vec<u8> {
+    let device = truncate(record.device_id().unwrap_or(""));
+    let sensor = match record {
+        Record::Reading(r) => truncate(&r.sensor_type),
+        _ => "",
+    };
+    let mut out = Vec::with_capacity(160);
+    out.push(record.kind() as u8);
+    out.extend_from_slice(&record.ts_ms().to_le_bytes());
+    out.push(device.len() as u8);
+    out.extend_from_slice(device.as_bytes());
+    out.push(sensor.len() as u8);
+    out.extend_from_slice(sensor.as_bytes());
+    serde_json::to_writer(&mut out, &record.to_wire(gateway_id, Some(seq)))
+        .expect("serializing to a Vec cannot fail");
+    out
+}
+
+/// Ids are limited to 255 bytes at ingest; this only guards the header format.
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn decode(raw: &[u8]) -> Option<Decoded<'_>> {
+    let kind = RecordKind::from_u8(*raw.first()?)?;
+    let ts_ms = i64::from_le_bytes(raw.get(1..9)?.try_into().ok()?);
+    let dlen = usize::from(*raw.get(9)?);
+    let device_id = std::str::from_utf8(raw.get(10..10 + dlen)?).ok()?;
+    let spos = 10 + dlen;
+    let slen = usize::from(*raw.get(spos)?);
+    let sensor_type = std::str::from_utf8(raw.get(spos + 1..spos + 1 + slen)?).ok()?;
+    let json = raw.get(spos + 1 + slen..)?;
+    Some(Decoded { kind, ts_ms, device_id, sensor_type, json })
+}
+
+/// What one stored record costs against the byte budget: its value plus its index keys.
+fn cost(d: &Decoded<'_>, raw_len: usize) -> u64 {
+    let index = if d.kind == RecordKind::Reading {
+        2 * d.device_id.len() + d.sensor_type.len() + 2 * 16
+    } else {
+        0
+    };
+    (raw_len + 8 + index) as u64
+}
+
+/// Outcome of one group commit.
+#[derive(Debug, Default, Clone)]
+pub struct CommitOutcome {
+    /// Sequence number of the first appended record; the rest follow without gaps.
+    pub first_seq: u64,
+    pub evicted_age: u64,
+    pub evicted_budget: u64,
+    pub logical_bytes: u64,
+}
+
+/// Retention applied inside each commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age_ms: i64,
+    pub byte_budget: u64,
+    /// Upper bound on evictions per commit, so one commit never balloons.
+    pub max_evictions_per_commit: usize,
+}
+
+/// The single writer's view: owns the sequence counter.
+pub struct StoreWriter {
+    store: Store,
+    gateway_id: String,
+    next_seq: u64,
+    logical_bytes: u64,
+}
+
+impl StoreWriter {
+    pub fn new(store: Store, gateway_id: String) -> Result<StoreWriter, StoreError> {
+        let stats = store.stats()?;
+        Ok(StoreWriter { store, gateway_id, next_seq: stats.next_seq, logical_bytes: stats.logical_bytes })
+    }
+
+    /// Appends `records` and applies retention in one durable transaction. Sequence numbers
+    /// are assigned here, so they are gap-free and in commit order. On error nothing changed.
+    pub fn append(
+        &mut self,
+        records: &[Record],
+        now_ms: i64,
+        retention: Retention,
+    ) -> Result<CommitOutcome, StoreError> {
+        let txn = self.store.db.begin_write()?;
+        let mut seq = self.next_seq;
+        let mut bytes = self.logical_bytes;
+        let mut outcome = CommitOutcome::default();
+        {
+            let mut log = txn.open_table(LOG)?;
+            let mut by_device = txn.open_table(BY_DEVICE)?;
+            let mut by_sensor = txn.open_table(BY_SENSOR)?;
+            let mut devices = txn.open_table(DEVICES)?;
+            for record in records {
+                let raw = encode(record, &self.gateway_id, seq);
+                let d = decode(&raw).expect("just encoded");
+                bytes += cost(&d, raw.len());
+                if let Record::Reading(_) = record {
+                    by_device.insert((d.device_id, d.ts_ms, seq), ())?;
+                    by_sensor.insert((d.device_id, d.sensor_type, d.ts_ms, seq), ())?;
+                }
+                if let Record::Status(_) = record {
+                    devices.insert(d.device_id, d.json)?;
+                }
+                log.insert(seq, raw.as_slice())?;
+                seq += 1;
+            }
+
+            let oldest_allowed = now_ms.saturating_sub(retention.max_age_ms);
+            let mut evictions = 0;
+            while evictions < retention.max_evictions_per_commit {
+                let Some((k, v)) = log.first()? else { break };
+                let (first_seq, raw) = (k.value(), v.value().to_vec());
+                drop((k, v));
+                let Some(d) = decode(&raw) else {
+                    return Err(StoreError::Corrupt { seq: first_seq });
+                };
+                let over_budget = bytes > retention.byte_budget;
+                let too_old = d.ts_ms < oldest_allowed;
+                if !over_budget && !too_old {
+                    break;
+                }
+                // Never evict what this very commit adds.
+                if first_seq >= self.next_seq {
+                    break;
+                }
+                log.remove(first_seq)?;
+                if d.kind == RecordKind::Reading {
+                    by_device.remove((d.device_id, d.ts_ms, first_seq))?;
+                    by_sensor.remove((d.device_id, d.sensor_type, d.ts_ms, first_seq))?;
+                }
+                bytes = bytes.saturating_sub(cost(&d, raw.len()));
+                if over_budget {
+                    outcome.evicted_budget += 1;
+                } else {
+                    outcome.evicted_age += 1;
+                }
+                evictions += 1;
+            }
+
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_NEXT_SEQ, seq)?;
+            meta.insert(META_BYTES, bytes)?;
+        }
+        txn.commit()?;
+
+        let first = self.next_seq;
+        self.next_seq = seq;
+        self.logical_bytes = bytes;
+        outcome.logical_bytes = bytes;
+        outcome.first_seq = first;
+        Ok(outcome)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{DeviceState, DeviceStatus, Level, Reading};
+
+    fn reading(dev: &str, st: &str, value: f64, ts_ms: i64) -> Record {
+        Record::Reading(Reading {
+            device_id: dev.into(),
+            sensor_type: st.into(),
+            value,
+            unit: "u".into(),
+            ts_ms,
+            status: Level::Normal,
+            location: "L".into(),
+        })
+    }
+
+    const KEEP: Retention =
+        Retention { max_age_ms: i64::MAX, byte_budget: u64::MAX, max_evictions_per_commit: 10_000 };
+
+    fn q(dev: &str, st: Option<&str>, from: Option<i64>, to: Option<i64>, limit: usize) -> HistoryQuery {
+        HistoryQuery {
+            device_id: dev.into(),
+            sensor_type: st.map(Into::into),
+            from_ms: from,
+            to_ms: to,
+            limit,
+        }
+    }
+
+    #[test]
+    fn seq_is_gap_free_across_reopen_and_history_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut w = StoreWriter::new(Store::open(dir.path()).unwrap(), "gw".into()).unwrap();
+            let out = w
+                .append(
+                    &[reading("a", "t", 1.0, 1000), reading("b", "t", 2.0, 1000), reading("a", "h", 3.0, 2000)],
+                    0,
+                    KEEP,
+                )
+                .unwrap();
+            assert_eq!(out.first_seq, 1);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+        let out = w.append(&[reading("a", "t", 4.0, 3000)], 0, KEEP).unwrap();
+        assert_eq!(out.first_seq, 4);
+
+        let values = |h: Vec<serde_json::Value>| h.iter().map(|v| v["value"].as_f64().unwrap()).collect::<Vec<_>>();
+        assert_eq!(values(store.history(&q("a", None, None, None, 10)).unwrap()), vec![1.0, 3.0, 4.0]);
+        assert_eq!(values(store.history(&q("a", Some("t"), None, None, 10)).unwrap()), vec![1.0, 4.0]);
+        assert_eq!(values(store.history(&q("a", None, Some(1500), Some(2500), 10)).unwrap()), vec![3.0]);
+        // The newest `limit`, oldest first.
+        assert_eq!(values(store.history(&q("a", None, None, None, 2)).unwrap()), vec![3.0, 4.0]);
+        assert!(store.history(&q("zzz", None, None, None, 10)).unwrap().is_empty());
+        assert_eq!(store.read_from(2, 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn byte_budget_evicts_oldest_first_with_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+        let budget = Retention { byte_budget: 20_000, ..KEEP };
+        let mut evicted = 0;
+        for i in 0..400 {
+            let out = w.append(&[reading("a", "t", f64::from(i), i64::from(i))], 0, budget).unwrap();
+            evicted += out.evicted_budget;
+            assert!(out.logical_bytes <= 20_000 + 300, "{}", out.logical_bytes);
+        }
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.records + evicted, 400);
+        assert!(evicted > 200, "{evicted}");
+        let h = store.history(&q("a", Some("t"), None, None, 10_000)).unwrap();
+        assert_eq!(h.len() as u64, stats.records);
+        assert_eq!(h.last().unwrap()["value"], 399.0);
+        assert_eq!(h.first().unwrap()["seq"].as_u64().unwrap(), evicted + 1);
+    }
+
+    #[test]
+    fn age_retention_and_device_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+        let status = Record::Status(DeviceStatus {
+            device_id: "a".into(),
+            status: DeviceState::Online,
+            ts_ms: 10_000,
+            location: "L".into(),
+            last_seen_ms: Some(10_000),
+        });
+        w.append(&[reading("a", "t", 1.0, 1_000), status], 0, KEEP).unwrap();
+        let out = w
+            .append(&[reading("a", "t", 2.0, 20_000)], 20_000, Retention { max_age_ms: 15_000, ..KEEP })
+            .unwrap();
+        assert_eq!(out.evicted_age, 1);
+        assert_eq!(store.history(&q("a", None, None, None, 10)).unwrap().len(), 1);
+        let devices = store.devices().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0]["status"], "online");
+    }
+}

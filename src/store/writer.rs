@@ -1,0 +1,188 @@
+//! The single store writer: a dedicated thread that turns queued batches into group commits.
+//! A record is accepted only once its commit returned; only then is it published on the hub.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::{Retention, StoreError, StoreWriter};
+use crate::config::StoreConfig;
+use crate::health::Health;
+use crate::hub::{Hub, HubEvent};
+use crate::record::{Alert, AlertKind, Committed, Level, Record, RecordKind};
+use crate::telemetry as t;
+use crate::time::now_ms;
+
+/// Records from one source hand-off, with when the oldest of them was received.
+#[derive(Debug)]
+pub struct WriteBatch {
+    pub records: Vec<Record>,
+    pub received: Instant,
+}
+
+/// How long a failing store is retried after shutdown began before pending records are given
+/// up (they were never acknowledged).
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
+
+pub fn spawn(
+    mut writer: StoreWriter,
+    mut rx: mpsc::Receiver<WriteBatch>,
+    hub: Hub,
+    config: StoreConfig,
+    health: Arc<Health>,
+    runtime: Handle,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let retention = Retention {
+        max_age_ms: i64::try_from(config.retention_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        byte_budget: config.byte_budget_bytes,
+        max_evictions_per_commit: config.batch_max_records.max(1000) * 4,
+    };
+    let linger = Duration::from_millis(config.commit_interval_ms);
+    std::thread::Builder::new().name("store-writer".into()).spawn(move || {
+        let mut pending: Vec<Record> = Vec::with_capacity(config.batch_max_records);
+        loop {
+            let Some(first) = runtime.block_on(rx.recv()) else { break };
+            let mut oldest = first.received;
+            pending.extend(first.records);
+            let deadline = Instant::now() + linger;
+            while pending.len() < config.batch_max_records {
+                match rx.try_recv() {
+                    Ok(b) => {
+                        oldest = oldest.min(b.received);
+                        pending.extend(b.records);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        match runtime.block_on(tokio::time::timeout(deadline - now, rx.recv())) {
+                            Ok(Some(b)) => {
+                                oldest = oldest.min(b.received);
+                                pending.extend(b.records);
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            }
+            commit_with_retry(&mut writer, &mut pending, oldest, retention, &hub, &health, &rx);
+        }
+        tracing::info!("store writer stopped: all queued records committed");
+    })
+}
+
+fn commit_with_retry(
+    writer: &mut StoreWriter,
+    pending: &mut Vec<Record>,
+    oldest: Instant,
+    retention: Retention,
+    hub: &Hub,
+    health: &Health,
+    rx: &mpsc::Receiver<WriteBatch>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut closed_since: Option<Instant> = None;
+    loop {
+        let started = Instant::now();
+        let count = pending.len();
+        match writer.append(pending, now_ms(), retention) {
+            Ok(outcome) => {
+                let elapsed = started.elapsed();
+                metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
+                metrics::histogram!(t::COMMIT_BATCH_RECORDS).record(count as f64);
+                metrics::histogram!(t::RECEIVE_TO_COMMIT_SECONDS)
+                    .record(oldest.elapsed().as_secs_f64());
+                let committed: Vec<Committed> = pending
+                    .drain(..)
+                    .zip(outcome.first_seq..)
+                    .map(|(record, seq)| Committed { seq, record })
+                    .collect();
+                let mut readings = 0u64;
+                for c in &committed {
+                    let kind = match c.record.kind() {
+                        RecordKind::Reading => {
+                            readings += 1;
+                            "reading"
+                        }
+                        RecordKind::Status => "status",
+                        RecordKind::Alert => "alert",
+                    };
+                    metrics::counter!(t::RECORDS_COMMITTED, "kind" => kind).increment(1);
+                }
+                metrics::counter!(t::READINGS_ACCEPTED).increment(readings);
+                if outcome.evicted_age > 0 {
+                    metrics::counter!(t::STORE_EVICTED, "reason" => "age").increment(outcome.evicted_age);
+                }
+                if outcome.evicted_budget > 0 {
+                    metrics::counter!(t::STORE_EVICTED, "reason" => "budget")
+                        .increment(outcome.evicted_budget);
+                }
+                metrics::gauge!(t::STORE_BYTES).set(outcome.logical_bytes as f64);
+                health.store_bytes.store(outcome.logical_bytes, std::sync::atomic::Ordering::Relaxed);
+                health
+                    .store_records_committed
+                    .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+                health.last_commit_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                if health.set_store_ok() {
+                    tracing::info!("store recovered: commits succeed again");
+                    hub.publish(HubEvent::System(Arc::new(system_alert(
+                        Level::Warning,
+                        "Store recovered: readings are being stored again".into(),
+                    ))));
+                }
+                hub.publish(HubEvent::Committed(committed.into()));
+                return;
+            }
+            Err(err) => {
+                metrics::counter!(t::STORE_ERRORS).increment(1);
+                let first_failure = health.set_store_failed(err.to_string());
+                if first_failure {
+                    tracing::error!(error = %err, records = count, "store commit failed; retrying, nothing is acknowledged meanwhile");
+                    hub.publish(HubEvent::System(Arc::new(system_alert(
+                        Level::Critical,
+                        format!("Store commit failed: {err}"),
+                    ))));
+                } else {
+                    tracing::debug!(error = %err, "store commit still failing");
+                }
+                if is_fatal(&err) {
+                    tracing::error!(error = %err, "store error is not retryable");
+                }
+                if rx.is_closed() {
+                    let since = *closed_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > SHUTDOWN_RETRY {
+                        tracing::error!(records = count, "giving up on unacknowledged records at shutdown: the store keeps failing");
+                        pending.clear();
+                        return;
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn is_fatal(err: &StoreError) -> bool {
+    matches!(err, StoreError::Corrupt { .. })
+}
+
+/// A gateway-level alert (`type: system`) about the store.
+pub fn system_alert(severity: Level, message: String) -> Alert {
+    let ts = now_ms();
+    Alert {
+        alert_id: format!("system-alert-{ts}"),
+        device_id: None,
+        severity,
+        kind: AlertKind::System,
+        message,
+        ts_ms: ts,
+        sensor_type: None,
+        threshold: None,
+        affected_services: vec!["store".into()],
+    }
+}

@@ -1,0 +1,63 @@
+//! Metric names, the Prometheus recorder, and log set-up. Every metric the gateway exports is
+//! named here so `/metrics` is documented in one place.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const READINGS_ACCEPTED: &str = "edge_gateway_readings_accepted_total";
+pub const READINGS_REJECTED: &str = "edge_gateway_readings_rejected_total";
+pub const RECORDS_COMMITTED: &str = "edge_gateway_records_committed_total";
+pub const COMMIT_SECONDS: &str = "edge_gateway_commit_seconds";
+pub const COMMIT_BATCH_RECORDS: &str = "edge_gateway_commit_batch_records";
+pub const RECEIVE_TO_COMMIT_SECONDS: &str = "edge_gateway_receive_to_commit_seconds";
+pub const STORE_BYTES: &str = "edge_gateway_store_bytes";
+pub const STORE_FILE_BYTES: &str = "edge_gateway_store_file_bytes";
+pub const STORE_EVICTED: &str = "edge_gateway_store_evicted_total";
+pub const STORE_ERRORS: &str = "edge_gateway_store_errors_total";
+pub const SOCKETIO_CLIENTS: &str = "edge_gateway_socketio_clients";
+pub const SOCKETIO_EMITTED: &str = "edge_gateway_socketio_events_emitted_total";
+pub const SOCKETIO_REJECTED: &str = "edge_gateway_socketio_rejected_total";
+pub const SOCKETIO_CATCHUP: &str = "edge_gateway_socketio_catchup_records_total";
+pub const DEVICES_ONLINE: &str = "edge_gateway_devices_online";
+pub const DEVICES_TOTAL: &str = "edge_gateway_devices_total";
+pub const ALERTS_ACTIVE: &str = "edge_gateway_alerts_active";
+pub const ALERTS_RAISED: &str = "edge_gateway_alerts_raised_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once per process (tests start several gateways).
+pub fn prometheus() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let batch = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_RECORDS.into()), &batch))
+            .expect("bucket lists are non-empty");
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Someone else installed a recorder: keep a private one so rendering still works.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds timestamps and has no
+/// use for colours, so both are dropped.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if journal {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder.try_init()
+    };
+    if result.is_err() {
+        tracing::debug!("a global log subscriber was already installed");
+    }
+}
