@@ -48,7 +48,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds timestamps and has no
 /// use for colours, so both are dropped.
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // rumqttd logs every connection and subscription at info; keep it to warnings unless the
+    // filter asks for it by name.
+    let level = if level.contains("rumqttd") { level.to_string() } else { format!("{level},rumqttd=warn") };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

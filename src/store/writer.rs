@@ -41,6 +41,7 @@ pub fn spawn(
     };
     let linger = Duration::from_millis(config.commit_interval_ms);
     std::thread::Builder::new().name("store-writer".into()).spawn(move || {
+        let _runtime = runtime.enter();
         let mut pending: Vec<Record> = Vec::with_capacity(config.batch_max_records);
         loop {
             let Some(first) = runtime.block_on(rx.recv()) else { break };
