@@ -18,7 +18,10 @@ pub struct Alarms {
 impl Alarms {
     pub fn new(rules: &[ThresholdRule]) -> Alarms {
         Alarms {
-            rules: rules.iter().map(|r| (r.sensor_type.clone(), r.clone())).collect(),
+            rules: rules
+                .iter()
+                .map(|r| (r.sensor_type.clone(), r.clone()))
+                .collect(),
             levels: HashMap::new(),
             next_id: 0,
         }
@@ -26,7 +29,10 @@ impl Alarms {
 
     /// The unit configured for a sensor type, for readings that carry none.
     pub fn default_unit(&self, sensor_type: &str) -> Option<&str> {
-        self.rules.get(sensor_type).map(|r| r.unit.as_str()).filter(|u| !u.is_empty())
+        self.rules
+            .get(sensor_type)
+            .map(|r| r.unit.as_str())
+            .filter(|u| !u.is_empty())
     }
 
     fn grade(rule: &ThresholdRule, value: f64) -> (Level, Option<f64>) {
@@ -77,7 +83,11 @@ impl Alarms {
             ),
             ts_ms: reading.ts_ms,
             sensor_type: Some(reading.sensor_type.clone()),
-            threshold: Some(Threshold { value: limit, operator: op, current: reading.value }),
+            threshold: Some(Threshold {
+                value: limit,
+                operator: op,
+                current: reading.value,
+            }),
             affected_services: vec![],
         })
     }
@@ -130,7 +140,10 @@ mod tests {
         for v in [20.0, 36.0, 37.0, 46.0, 47.0, 40.0, 20.0, 50.0] {
             let mut r = reading(v);
             let alert = a.evaluate(&mut r);
-            levels.push((r.status, alert.map(|x| (x.severity, x.threshold.unwrap().value))));
+            levels.push((
+                r.status,
+                alert.map(|x| (x.severity, x.threshold.unwrap().value)),
+            ));
         }
         use Level::*;
         assert_eq!(

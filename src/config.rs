@@ -87,8 +87,14 @@ pub struct AuthConfig {
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = if self.jwt_secret.is_empty() { "<unset>" } else { "<redacted>" };
-        f.debug_struct("AuthConfig").field("jwt_secret", &shown).finish()
+        let shown = if self.jwt_secret.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &shown)
+            .finish()
     }
 }
 
@@ -208,14 +214,25 @@ impl Default for Config {
             },
             socketio: SocketIoConfig::default(),
             auth: AuthConfig::default(),
-            rate_limit: RateLimitConfig { window_ms: 900_000, max_requests: 100 },
-            log: LogConfig { level: "info".into() },
+            rate_limit: RateLimitConfig {
+                window_ms: 900_000,
+                max_requests: 100,
+            },
+            log: LogConfig {
+                level: "info".into(),
+            },
             metrics: MetricsConfig { enabled: true },
             mqtt: MqttConfig::default(),
             store: StoreConfig::default(),
-            devices: DevicesConfig { offline_after_ms: 60_000, check_interval_ms: 1_000 },
+            devices: DevicesConfig {
+                offline_after_ms: 60_000,
+                check_interval_ms: 1_000,
+            },
             thresholds: default_thresholds(),
-            simulator: SimulatorConfig { devices: 0, interval_ms: 1_000 },
+            simulator: SimulatorConfig {
+                devices: 0,
+                interval_ms: 1_000,
+            },
         }
     }
 }
@@ -297,7 +314,10 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Default => write!(f, "the built-in default"),
-            Origin::File { path, line: Some(line) } => write!(f, "{}:{line}", path.display()),
+            Origin::File {
+                path,
+                line: Some(line),
+            } => write!(f, "{}:{line}", path.display()),
             Origin::File { path, line: None } => write!(f, "{}", path.display()),
             Origin::Env(name) => write!(f, "environment variable {name}"),
         }
@@ -307,11 +327,18 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("invalid value for `{key}` (from {origin}): {message}")]
-    Invalid { key: String, origin: Origin, message: String },
+    Invalid {
+        key: String,
+        origin: Origin,
+        message: String,
+    },
 }
 
 /// The loaded configuration and where each overridden key came from.
@@ -334,8 +361,10 @@ pub fn load(
 ) -> Result<Loaded, ConfigError> {
     let (text, mut table) = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
             let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
                 path: path.into(),
                 message: e.to_string(),
@@ -376,7 +405,12 @@ fn env_key(name: &str) -> Option<String> {
     if !rest.contains("__") {
         return None;
     }
-    Some(rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join("."))
+    Some(
+        rest.split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join("."),
+    )
 }
 
 /// Environment values are untyped: numbers and booleans become TOML numbers and booleans,
@@ -450,22 +484,35 @@ fn deserialize(
             continue;
         }
         if let Some(origin @ Origin::Env(_)) = origins.get(&key) {
-            return Err(ConfigError::Invalid { key, origin: origin.clone(), message });
+            return Err(ConfigError::Invalid {
+                key,
+                origin: origin.clone(),
+                message,
+            });
         }
         // The bad value is in the file: let toml point at its line and column.
         if let (Some(path), Some(text)) = (file, text)
             && let Err(e) = toml::from_str::<Config>(text)
         {
-            return Err(ConfigError::Syntax { path: path.into(), message: e.to_string() });
+            return Err(ConfigError::Syntax {
+                path: path.into(),
+                message: e.to_string(),
+            });
         }
         let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);
-        return Err(ConfigError::Invalid { key, origin, message });
+        return Err(ConfigError::Invalid {
+            key,
+            origin,
+            message,
+        });
     }
 }
 
 /// Records the line of every leaf key in the file, for validation messages.
 fn record_file_origins(path: &Path, text: &str, origins: &mut BTreeMap<String, Origin>) {
-    let Ok(doc) = toml_edit::Document::parse(text) else { return };
+    let Ok(doc) = toml_edit::Document::parse(text) else {
+        return;
+    };
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     fn walk(
         prefix: &str,
@@ -474,7 +521,11 @@ fn record_file_origins(path: &Path, text: &str, origins: &mut BTreeMap<String, O
         line_of: &dyn Fn(usize) -> usize,
     ) {
         for (key, item) in table.iter() {
-            let full = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+            let full = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
             match item {
                 toml_edit::Item::Table(t) => walk(&full, t, out, line_of),
                 _ => {
@@ -491,7 +542,13 @@ fn record_file_origins(path: &Path, text: &str, origins: &mut BTreeMap<String, O
     let mut found = Vec::new();
     walk("", doc.as_table(), &mut found, &line_of);
     for (key, line) in found {
-        origins.insert(key, Origin::File { path: path.into(), line });
+        origins.insert(
+            key,
+            Origin::File {
+                path: path.into(),
+                line,
+            },
+        );
     }
 }
 
@@ -503,13 +560,15 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         message,
     };
     let positive = |key: &str, v: u64| {
-        if v == 0 { Err(fail(key, "must be greater than 0".into())) } else { Ok(()) }
+        if v == 0 {
+            Err(fail(key, "must be greater than 0".into()))
+        } else {
+            Ok(())
+        }
     };
 
     for origin in &c.server.cors_origins {
-        if origin != "*"
-            && !(origin.starts_with("http://") || origin.starts_with("https://"))
-        {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
             return Err(fail(
                 "server.cors_origins",
                 format!("`{origin}` is not `*` or an http(s):// origin"),
@@ -517,41 +576,74 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         }
     }
     if !c.socketio.path.starts_with('/') || c.socketio.path.len() < 2 {
-        return Err(fail("socketio.path", "must start with `/` and name a path".into()));
+        return Err(fail(
+            "socketio.path",
+            "must start with `/` and name a path".into(),
+        ));
     }
     positive("socketio.ping_interval_ms", c.socketio.ping_interval_ms)?;
     positive("socketio.ping_timeout_ms", c.socketio.ping_timeout_ms)?;
     positive("socketio.max_clients", c.socketio.max_clients as u64)?;
-    positive("socketio.client_buffer_packets", c.socketio.client_buffer_packets as u64)?;
-    positive("socketio.system_status_interval_ms", c.socketio.system_status_interval_ms)?;
+    positive(
+        "socketio.client_buffer_packets",
+        c.socketio.client_buffer_packets as u64,
+    )?;
+    positive(
+        "socketio.system_status_interval_ms",
+        c.socketio.system_status_interval_ms,
+    )?;
     if c.socketio.max_payload_bytes < 1024 {
-        return Err(fail("socketio.max_payload_bytes", "must be at least 1024".into()));
+        return Err(fail(
+            "socketio.max_payload_bytes",
+            "must be at least 1024".into(),
+        ));
     }
-    positive("socketio.history_max_limit", c.socketio.history_max_limit as u64)?;
+    positive(
+        "socketio.history_max_limit",
+        c.socketio.history_max_limit as u64,
+    )?;
     if c.socketio.history_default_limit == 0
         || c.socketio.history_default_limit > c.socketio.history_max_limit
     {
         return Err(fail(
             "socketio.history_default_limit",
-            format!("must be between 1 and history_max_limit ({})", c.socketio.history_max_limit),
+            format!(
+                "must be between 1 and history_max_limit ({})",
+                c.socketio.history_max_limit
+            ),
         ));
     }
     positive("rate_limit.window_ms", c.rate_limit.window_ms)?;
-    positive("rate_limit.max_requests", u64::from(c.rate_limit.max_requests))?;
+    positive(
+        "rate_limit.max_requests",
+        u64::from(c.rate_limit.max_requests),
+    )?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
-        return Err(fail("log.level", format!("`{}` is not a log filter: {e}", c.log.level)));
+        return Err(fail(
+            "log.level",
+            format!("`{}` is not a log filter: {e}", c.log.level),
+        ));
     }
     if c.mqtt.max_payload_bytes < 16 {
         return Err(fail("mqtt.max_payload_bytes", "must be at least 16".into()));
     }
     positive("mqtt.max_connections", c.mqtt.max_connections as u64)?;
     if !(1..=100_000).contains(&c.store.batch_max_records) {
-        return Err(fail("store.batch_max_records", "must be between 1 and 100000".into()));
+        return Err(fail(
+            "store.batch_max_records",
+            "must be between 1 and 100000".into(),
+        ));
     }
     positive("store.queue_capacity", c.store.queue_capacity as u64)?;
-    positive("store.retention_max_age_secs", c.store.retention_max_age_secs)?;
+    positive(
+        "store.retention_max_age_secs",
+        c.store.retention_max_age_secs,
+    )?;
     if c.store.byte_budget_bytes < 1024 * 1024 {
-        return Err(fail("store.byte_budget_bytes", "must be at least 1 MiB (1048576)".into()));
+        return Err(fail(
+            "store.byte_budget_bytes",
+            "must be at least 1 MiB (1048576)".into(),
+        ));
     }
     positive("devices.check_interval_ms", c.devices.check_interval_ms)?;
     if c.devices.offline_after_ms < c.devices.check_interval_ms {
@@ -614,7 +706,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -648,7 +743,10 @@ mod tests {
         .unwrap();
         let c = &loaded.config;
         assert_eq!(c.server.port, 4000);
-        assert_eq!(c.server.cors_origins, vec!["http://a.example", "https://b.example"]);
+        assert_eq!(
+            c.server.cors_origins,
+            vec!["http://a.example", "https://b.example"]
+        );
         assert_eq!(c.socketio.ping_interval_ms, 1000);
         assert_eq!(c.auth.jwt_secret, "s3cret");
         assert!(!c.metrics.enabled);
@@ -659,17 +757,30 @@ mod tests {
 
     #[test]
     fn bad_env_value_names_the_variable() {
-        let err = load(None, env(&[("PORT", "http")])).unwrap_err().to_string();
-        assert!(err.contains("server.port") && err.contains("environment variable PORT"), "{err}");
-        let err = load(None, env(&[("EDGE_GATEWAY_STORE__NOPE", "1")])).unwrap_err().to_string();
-        assert!(err.contains("EDGE_GATEWAY_STORE__NOPE") && err.contains("nope"), "{err}");
+        let err = load(None, env(&[("PORT", "http")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.port") && err.contains("environment variable PORT"),
+            "{err}"
+        );
+        let err = load(None, env(&[("EDGE_GATEWAY_STORE__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("EDGE_GATEWAY_STORE__NOPE") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_file_value_names_key_and_line() {
         let f = file("[server]\nport = 3003\n\n[store]\nbatch_max_records = \"many\"\n");
         let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
-        assert!(err.contains("line 5") && err.contains("batch_max_records"), "{err}");
+        assert!(
+            err.contains("line 5") && err.contains("batch_max_records"),
+            "{err}"
+        );
 
         let f = file("[mqtt]\nlisten = \"0.0.0.0:1883\"\nsurprise = 1\n");
         let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
@@ -680,21 +791,32 @@ mod tests {
     fn semantic_errors_name_key_and_line() {
         let f = file("[devices]\ncheck_interval_ms = 1000\noffline_after_ms = 10\n");
         let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
-        assert!(err.contains("devices.offline_after_ms") && err.contains(":3"), "{err}");
+        assert!(
+            err.contains("devices.offline_after_ms") && err.contains(":3"),
+            "{err}"
+        );
 
-        let err = load(None, env(&[("SOCKET_IO_PATH", "socket")])).unwrap_err().to_string();
+        let err = load(None, env(&[("SOCKET_IO_PATH", "socket")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("environment variable SOCKET_IO_PATH"), "{err}");
 
         let f = file(
             "[[thresholds]]\nsensor_type = \"t\"\noperator = \">\"\nwarning = 9.0\ncritical = 1.0\n",
         );
         let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
-        assert!(err.contains("thresholds[0]") && err.contains("out of order"), "{err}");
+        assert!(
+            err.contains("thresholds[0]") && err.contains("out of order"),
+            "{err}"
+        );
     }
 
     #[test]
     fn data_dir_precedence() {
-        assert_eq!(data_dir(Some("/x".into()), Some("/y".into())), PathBuf::from("/x"));
+        assert_eq!(
+            data_dir(Some("/x".into()), Some("/y".into())),
+            PathBuf::from("/x")
+        );
         assert_eq!(data_dir(None, Some("/y:/z".into())), PathBuf::from("/y"));
         assert_eq!(data_dir(None, None), PathBuf::from("data"));
     }

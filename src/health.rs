@@ -76,11 +76,18 @@ impl Health {
     }
 
     pub fn store_error(&self) -> Option<String> {
-        self.store_error.lock().expect("health lock poisoned").clone()
+        self.store_error
+            .lock()
+            .expect("health lock poisoned")
+            .clone()
     }
 
     pub fn store_state(&self) -> ComponentState {
-        if self.store_ok.load(Ordering::SeqCst) { ComponentState::Healthy } else { ComponentState::Down }
+        if self.store_ok.load(Ordering::SeqCst) {
+            ComponentState::Healthy
+        } else {
+            ComponentState::Down
+        }
     }
 
     pub fn set_mqtt_ok(&self, ok: bool) {

@@ -39,7 +39,10 @@ pub enum GatewayError {
     #[error(transparent)]
     Mqtt(#[from] sources::mqtt::MqttSourceError),
     #[error("cannot listen on {addr} (server.host/server.port): {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("the simulator publishes through the embedded broker: set mqtt.enabled = true")]
     SimulatorNeedsBroker,
     #[error("cannot start the store writer thread: {0}")]
@@ -91,14 +94,21 @@ impl Gateway {
         let writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
         let health = Arc::new(Health::new(config.mqtt.enabled));
         let stats = store.stats()?;
-        health.store_bytes.store(stats.logical_bytes, std::sync::atomic::Ordering::Relaxed);
+        health
+            .store_bytes
+            .store(stats.logical_bytes, std::sync::atomic::Ordering::Relaxed);
         let hub = Hub::new(1024);
 
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .map_err(|source| GatewayError::Listen { addr: addr.clone(), source })?;
-        let http_addr = listener.local_addr().map_err(|source| GatewayError::Listen { addr, source })?;
+            .map_err(|source| GatewayError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Listen { addr, source })?;
 
         let sources_stop = CancellationToken::new();
         let api_stop = CancellationToken::new();
@@ -131,7 +141,8 @@ impl Gateway {
             let stop = sources_stop.clone();
             let max_payload = config.mqtt.max_payload_bytes;
             sources.push(tokio::spawn(async move {
-                sources::mqtt::run_ingest(broker.ingest, max_payload, ingest_tx, stop.clone()).await;
+                sources::mqtt::run_ingest(broker.ingest, max_payload, ingest_tx, stop.clone())
+                    .await;
                 if !stop.is_cancelled() {
                     health.set_mqtt_ok(false);
                 }
@@ -158,7 +169,11 @@ impl Gateway {
         };
         let (router, io) = api::app(state.clone());
         let api = vec![
-            tokio::spawn(api::run_emitter(io.clone(), state.clone(), api_stop.clone())),
+            tokio::spawn(api::run_emitter(
+                io.clone(),
+                state.clone(),
+                api_stop.clone(),
+            )),
             tokio::spawn(api::run_system_status(io.clone(), state, api_stop.clone())),
         ];
         let server = tokio::spawn(api::serve(listener, router, io, api_stop.clone()));

@@ -8,7 +8,11 @@ use edge_gateway::config::{self, DEFAULT_CONFIG_TOML};
 use edge_gateway::{Gateway, Options, telemetry};
 
 #[derive(Parser)]
-#[command(name = "edge-gateway", version, about = "Edge gateway for factory-floor IoT")]
+#[command(
+    name = "edge-gateway",
+    version,
+    about = "Edge gateway for factory-floor IoT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +58,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config, simulate, data_dir } => {
+        Command::Run {
+            config,
+            simulate,
+            data_dir,
+        } => {
             let loaded = match config::load(config.as_deref(), std::env::vars()) {
                 Ok(l) => l,
                 Err(e) => {
@@ -67,7 +75,10 @@ fn main() -> ExitCode {
                 data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
                 simulate,
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("edge-gateway: cannot start the async runtime: {e}");

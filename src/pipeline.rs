@@ -105,7 +105,16 @@ impl Pipeline {
     pub fn process(&mut self, msg: Ingest, out: &mut Vec<Record>) {
         let now = now_ms();
         match msg {
-            Ingest::Reading { device_id, sensor_type, value, unit, ts_ms, status, location, received } => {
+            Ingest::Reading {
+                device_id,
+                sensor_type,
+                value,
+                unit,
+                ts_ms,
+                status,
+                location,
+                received,
+            } => {
                 self.count_reading();
                 let device = self.touch(&device_id, location.as_deref(), now, received, out);
                 let location = device.location.clone();
@@ -128,15 +137,23 @@ impl Pipeline {
                     out.push(Record::Alert(alert));
                 }
             }
-            Ingest::Status { device_id, status, location, received } => {
+            Ingest::Status {
+                device_id,
+                status,
+                location,
+                received,
+            } => {
                 let known = self.devices.contains_key(&device_id);
-                let device = self.devices.entry(device_id.clone()).or_insert_with(|| Device {
-                    status,
-                    location: String::new(),
-                    last_seen_ms: None,
-                    last_heard: received,
-                    connectivity_alert: false,
-                });
+                let device = self
+                    .devices
+                    .entry(device_id.clone())
+                    .or_insert_with(|| Device {
+                        status,
+                        location: String::new(),
+                        last_seen_ms: None,
+                        last_heard: received,
+                        connectivity_alert: false,
+                    });
                 let moved = location.as_ref().is_some_and(|l| *l != device.location);
                 if let Some(l) = location {
                     device.location = l;
@@ -152,7 +169,10 @@ impl Pipeline {
                     let device = device.clone();
                     out.push(status_record(&device_id, &device, now));
                     if status == DeviceState::Offline && !device.connectivity_alert {
-                        self.devices.get_mut(&device_id).expect("inserted above").connectivity_alert = true;
+                        self.devices
+                            .get_mut(&device_id)
+                            .expect("inserted above")
+                            .connectivity_alert = true;
                         let msg = format!("Device {device_id} reported offline");
                         out.push(Record::Alert(self.connectivity_alert(&device_id, msg, now)));
                     }
@@ -171,13 +191,16 @@ impl Pipeline {
         out: &mut Vec<Record>,
     ) -> &Device {
         let known = self.devices.contains_key(device_id);
-        let device = self.devices.entry(device_id.to_string()).or_insert_with(|| Device {
-            status: DeviceState::Online,
-            location: String::new(),
-            last_seen_ms: None,
-            last_heard: received,
-            connectivity_alert: false,
-        });
+        let device = self
+            .devices
+            .entry(device_id.to_string())
+            .or_insert_with(|| Device {
+                status: DeviceState::Online,
+                location: String::new(),
+                last_seen_ms: None,
+                last_heard: received,
+                connectivity_alert: false,
+            });
         let mut changed = !known;
         if let Some(l) = location
             && l != device.location
@@ -246,19 +269,33 @@ impl Pipeline {
         // Called about once per check interval; advance by whole seconds of wall time.
         let now_s = (now_ms() / 1000) as u64;
         while self.second_index < now_s {
-            self.second_index = if self.second_index == 0 { now_s } else { self.second_index + 1 };
+            self.second_index = if self.second_index == 0 {
+                now_s
+            } else {
+                self.second_index + 1
+            };
             self.per_second[(self.second_index % 60) as usize] = 0;
         }
     }
 
     fn publish_figures(&self) {
-        let online = self.devices.values().filter(|d| d.status == DeviceState::Online).count();
-        let connectivity = self.devices.values().filter(|d| d.connectivity_alert).count();
+        let online = self
+            .devices
+            .values()
+            .filter(|d| d.status == DeviceState::Online)
+            .count();
+        let connectivity = self
+            .devices
+            .values()
+            .filter(|d| d.connectivity_alert)
+            .count();
         let h = &self.health;
         h.devices_total.store(self.devices.len(), Ordering::Relaxed);
         h.devices_online.store(online, Ordering::Relaxed);
-        h.active_alerts.store(self.alarms.active() + connectivity, Ordering::Relaxed);
-        h.readings_last_minute.store(self.per_second.iter().sum(), Ordering::Relaxed);
+        h.active_alerts
+            .store(self.alarms.active() + connectivity, Ordering::Relaxed);
+        h.readings_last_minute
+            .store(self.per_second.iter().sum(), Ordering::Relaxed);
         metrics::gauge!(t::DEVICES_ONLINE).set(online as f64);
         metrics::gauge!(t::DEVICES_TOTAL).set(self.devices.len() as f64);
         metrics::gauge!(t::ALERTS_ACTIVE).set((self.alarms.active() + connectivity) as f64);
@@ -355,9 +392,16 @@ mod tests {
         p.process(reading("d1", 50.0), &mut out);
         assert_eq!(
             kinds(&out),
-            vec!["status:online", "reading:20:normal", "reading:50:critical", "alert:Threshold:critical"]
+            vec![
+                "status:online",
+                "reading:20:normal",
+                "reading:50:critical",
+                "alert:Threshold:critical"
+            ]
         );
-        let Record::Reading(r) = &out[1] else { panic!() };
+        let Record::Reading(r) = &out[1] else {
+            panic!()
+        };
         assert_eq!(r.unit, "°C");
         assert_eq!(r.location, "Line 1");
     }
@@ -369,7 +413,10 @@ mod tests {
         p.process(reading("d1", 20.0), &mut out);
         out.clear();
         p.check_silence(&mut out);
-        assert_eq!(kinds(&out), vec!["status:offline", "alert:Connectivity:warning"]);
+        assert_eq!(
+            kinds(&out),
+            vec!["status:offline", "alert:Connectivity:warning"]
+        );
         out.clear();
         p.check_silence(&mut out);
         assert!(out.is_empty());
@@ -393,7 +440,11 @@ mod tests {
         p.process(status(DeviceState::Offline), &mut out);
         assert_eq!(
             kinds(&out),
-            vec!["status:maintenance", "status:offline", "alert:Connectivity:warning"]
+            vec![
+                "status:maintenance",
+                "status:offline",
+                "alert:Connectivity:warning"
+            ]
         );
     }
 }

@@ -309,13 +309,20 @@ mod tests {
             message: "temperature 87.2 > 85".into(),
             ts_ms: 0,
             sensor_type: Some("temperature".into()),
-            threshold: Some(Threshold { value: 85.0, operator: ">", current: 87.2 }),
+            threshold: Some(Threshold {
+                value: 85.0,
+                operator: ">",
+                current: 87.2,
+            }),
             affected_services: vec![],
         });
         let v = serde_json::to_value(a.to_wire("gw", Some(1))).unwrap();
         assert_eq!(v["type"], "threshold");
         assert_eq!(v["severity"], "critical");
-        assert_eq!(v["threshold"], json!({"value": 85.0, "operator": ">", "current": 87.2}));
+        assert_eq!(
+            v["threshold"],
+            json!({"value": 85.0, "operator": ">", "current": 87.2})
+        );
         assert!(v.get("affectedServices").is_none());
     }
 }

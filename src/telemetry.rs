@@ -35,7 +35,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let batch = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_RECORDS.into()), &batch))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_RECORDS.into()), &batch)
+            })
             .expect("bucket lists are non-empty");
         match builder.install_recorder() {
             Ok(handle) => handle,
@@ -50,11 +52,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub fn init_logging(level: &str) {
     // rumqttd logs every connection and subscription at info; keep it to warnings unless the
     // filter asks for it by name.
-    let level = if level.contains("rumqttd") { level.to_string() } else { format!("{level},rumqttd=warn") };
+    let level = if level.contains("rumqttd") {
+        level.to_string()
+    } else {
+        format!("{level},rumqttd=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = if journal {
         builder.without_time().with_ansi(false).try_init()
     } else {

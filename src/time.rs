@@ -44,8 +44,14 @@ mod tests {
 
     #[test]
     fn parses_offsets_and_round_trips() {
-        assert_eq!(parse_rfc3339_ms("2025-06-13T10:00:00Z"), Some(1_749_808_800_000));
-        assert_eq!(parse_rfc3339_ms("2025-06-13T12:00:00.5+02:00"), Some(1_749_808_800_500));
+        assert_eq!(
+            parse_rfc3339_ms("2025-06-13T10:00:00Z"),
+            Some(1_749_808_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-06-13T12:00:00.5+02:00"),
+            Some(1_749_808_800_500)
+        );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
         let ms = 1_749_808_800_123;
         assert_eq!(parse_rfc3339_ms(&format_ms(ms)), Some(ms));

@@ -38,7 +38,10 @@ pub struct Window {
 
 impl Window {
     pub fn new() -> Window {
-        Window { started: Instant::now(), count: 0 }
+        Window {
+            started: Instant::now(),
+            count: 0,
+        }
     }
 
     /// Counts one request; false when it is over `max` in the current window.
@@ -72,16 +75,28 @@ impl Guard {
     }
 
     fn origin_allowed(&self, req: &Request) -> bool {
-        let Some(origin) = req.headers().get(header::ORIGIN) else { return true };
+        let Some(origin) = req.headers().get(header::ORIGIN) else {
+            return true;
+        };
         if self.inner.any_origin {
             return true;
         }
-        let Ok(origin) = origin.to_str() else { return false };
-        if self.inner.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        if self
+            .inner
+            .origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+        {
             return true;
         }
         // Same origin (a page served by this gateway) is always allowed.
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
         match (host, origin.split_once("://")) {
             (Some(host), Some((_, rest))) => rest.eq_ignore_ascii_case(host),
             _ => false,
@@ -89,18 +104,29 @@ impl Guard {
     }
 
     fn handshake_allowed(&self, ip: IpAddr) -> bool {
-        let mut map = self.inner.handshakes.lock().expect("rate limit lock poisoned");
+        let mut map = self
+            .inner
+            .handshakes
+            .lock()
+            .expect("rate limit lock poisoned");
         if map.len() > 10_000 {
             let window = self.inner.window;
             map.retain(|_, w| w.started.elapsed() < window);
         }
-        map.entry(ip).or_default().allow(self.inner.window, self.inner.max_handshakes)
+        map.entry(ip)
+            .or_default()
+            .allow(self.inner.window, self.inner.max_handshakes)
     }
 
     fn is_handshake(&self, req: &Request) -> bool {
         let path = req.uri().path().trim_end_matches('/');
         path == self.inner.socket_path
-            && !req.uri().query().unwrap_or("").split('&').any(|kv| kv.starts_with("sid="))
+            && !req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .any(|kv| kv.starts_with("sid="))
     }
 }
 
@@ -117,7 +143,11 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         if !guard.handshake_allowed(ip) {
             metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "handshake_rate").increment(1);
-            return (StatusCode::TOO_MANY_REQUESTS, "too many connection attempts\n").into_response();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connection attempts\n",
+            )
+                .into_response();
         }
     }
     next.run(req).await

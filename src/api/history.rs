@@ -41,18 +41,26 @@ pub fn parse(params: Option<&Value>, config: &SocketIoConfig) -> Result<HistoryQ
         },
         Some(_) => return Err(format!("limit must be an integer from 1 to {max}")),
     };
-    Ok(HistoryQuery { device_id, sensor_type, from_ms, to_ms, limit })
+    Ok(HistoryQuery {
+        device_id,
+        sensor_type,
+        from_ms,
+        to_ms,
+        limit,
+    })
 }
 
 /// An ISO 8601 / RFC 3339 string, or Unix milliseconds.
 fn time_param(v: Option<&Value>, name: &str) -> Result<Option<i64>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_rfc3339_ms(s)
-            .map(Some)
-            .ok_or_else(|| format!("{name} must be an ISO 8601 timestamp like 2025-06-13T10:00:00Z")),
+        Some(Value::String(s)) => parse_rfc3339_ms(s).map(Some).ok_or_else(|| {
+            format!("{name} must be an ISO 8601 timestamp like 2025-06-13T10:00:00Z")
+        }),
         Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(_) => Err(format!("{name} must be an ISO 8601 timestamp like 2025-06-13T10:00:00Z")),
+        Some(_) => Err(format!(
+            "{name} must be an ISO 8601 timestamp like 2025-06-13T10:00:00Z"
+        )),
     }
 }
 
@@ -67,8 +75,10 @@ mod tests {
 
     #[test]
     fn valid_params() {
-        let q = p(json!({"deviceId": "d", "sensorType": "t", "from": "2025-06-13T10:00:00Z",
-                         "to": "2025-06-13T11:00:00Z", "limit": 5}))
+        let q = p(
+            json!({"deviceId": "d", "sensorType": "t", "from": "2025-06-13T10:00:00Z",
+                         "to": "2025-06-13T11:00:00Z", "limit": 5}),
+        )
         .unwrap();
         assert_eq!(q.device_id, "d");
         assert_eq!(q.sensor_type.as_deref(), Some("t"));
@@ -80,7 +90,11 @@ mod tests {
     #[test]
     fn invalid_params_name_the_problem() {
         let err = |v| p(v).unwrap_err();
-        assert!(parse(None, &SocketIoConfig::default()).unwrap_err().contains("object"));
+        assert!(
+            parse(None, &SocketIoConfig::default())
+                .unwrap_err()
+                .contains("object")
+        );
         assert!(err(json!("device-1")).contains("object"));
         assert!(err(json!({})).contains("deviceId is required"));
         assert!(err(json!({"deviceId": 5})).contains("deviceId must be a string"));

@@ -89,10 +89,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let closing = shutdown.clone();
     let io_close = io.clone();
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            closing.cancelled().await;
-            io_close.close().await;
-        })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        closing.cancelled().await;
+        io_close.close().await;
+    })
+    .await
 }

@@ -50,13 +50,23 @@ pub async fn health(State(state): State<ApiState>) -> Response {
 
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     if !state.config.metrics.enabled {
-        return (StatusCode::NOT_FOUND, "metrics are disabled (METRICS_ENABLED=false)\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are disabled (METRICS_ENABLED=false)\n",
+        )
+            .into_response();
     }
-    let file_bytes = std::fs::metadata(state.store.path()).map(|m| m.len()).unwrap_or(0);
+    let file_bytes = std::fs::metadata(state.store.path())
+        .map(|m| m.len())
+        .unwrap_or(0);
     metrics::gauge!(t::STORE_FILE_BYTES).set(file_bytes as f64);
     metrics::gauge!(t::SOCKETIO_CLIENTS)
         .set(state.health.socket_clients.load(Ordering::Relaxed) as f64);
     let handle = t::prometheus();
     handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }

@@ -41,7 +41,10 @@ pub fn register(io: &SocketIo, state: ApiState) {
     let jwt = (!state.config.auth.jwt_secret.is_empty()).then(|| {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
-        Arc::new((DecodingKey::from_secret(state.config.auth.jwt_secret.as_bytes()), validation))
+        Arc::new((
+            DecodingKey::from_secret(state.config.auth.jwt_secret.as_bytes()),
+            validation,
+        ))
     });
     let check_state = state.clone();
     let admit = move |s: SocketRef, TryData(auth): TryData<Value>| {
@@ -90,7 +93,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(b)) => {
                 out.push(b);
@@ -119,7 +124,11 @@ struct EventLimit {
 
 impl EventLimit {
     fn allow(&self) -> bool {
-        let ok = self.window.lock().expect("event limit lock poisoned").allow(self.length, self.max);
+        let ok = self
+            .window
+            .lock()
+            .expect("event limit lock poisoned")
+            .allow(self.length, self.max);
         if !ok {
             metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "event_rate").increment(1);
         }
@@ -139,7 +148,10 @@ fn connected(s: SocketRef, state: ApiState) {
     let clients = state.health.socket_clients.fetch_add(1, Ordering::SeqCst) + 1;
     metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
     tracing::debug!(sid = %s.id, clients, "client connected");
-    let _ = s.emit("welcome", &json!({"message": WELCOME, "timestamp": format_ms(now_ms())}));
+    let _ = s.emit(
+        "welcome",
+        &json!({"message": WELCOME, "timestamp": format_ms(now_ms())}),
+    );
 
     let limit = EventLimit {
         window: Arc::new(Mutex::new(Window::new())),
@@ -158,7 +170,8 @@ fn connected(s: SocketRef, state: ApiState) {
                     Ok(Value::String(id)) if !id.is_empty() => id,
                     Ok(Value::Number(n)) => n.to_string(),
                     _ => {
-                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_event").increment(1);
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_event")
+                            .increment(1);
                         return;
                     }
                 };
@@ -167,8 +180,14 @@ fn connected(s: SocketRef, state: ApiState) {
             }
         }
     };
-    s.on("subscribe:device", room_event("device:", true, limit.clone()));
-    s.on("unsubscribe:device", room_event("device:", false, limit.clone()));
+    s.on(
+        "subscribe:device",
+        room_event("device:", true, limit.clone()),
+    );
+    s.on(
+        "unsubscribe:device",
+        room_event("device:", false, limit.clone()),
+    );
 
     let fixed_room = |room: &'static str, limit: EventLimit| {
         move |s: SocketRef, ack: AckSender| {
@@ -181,8 +200,14 @@ fn connected(s: SocketRef, state: ApiState) {
             }
         }
     };
-    s.on("subscribe-all-devices", fixed_room("all-devices", limit.clone()));
-    s.on("subscribe-system", fixed_room("system-status", limit.clone()));
+    s.on(
+        "subscribe-all-devices",
+        fixed_room("all-devices", limit.clone()),
+    );
+    s.on(
+        "subscribe-system",
+        fixed_room("system-status", limit.clone()),
+    );
     s.on("subscribe-alerts", fixed_room("alerts", limit.clone()));
 
     let ping_limit = limit.clone();
@@ -198,17 +223,20 @@ fn connected(s: SocketRef, state: ApiState) {
 
     let history_limit = limit.clone();
     let history_state = state.clone();
-    s.on("get:history", move |TryData(params): TryData<Value>, ack: AckSender| {
-        let state = history_state.clone();
-        let limit = history_limit.clone();
-        async move {
-            if !limit.allow() {
-                return rate_limited(ack);
+    s.on(
+        "get:history",
+        move |TryData(params): TryData<Value>, ack: AckSender| {
+            let state = history_state.clone();
+            let limit = history_limit.clone();
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                let reply = history(&state, params.ok()).await;
+                let _ = ack.send(&reply);
             }
-            let reply = history(&state, params.ok()).await;
-            let _ = ack.send(&reply);
-        }
-    });
+        },
+    );
 
     s.on_disconnect(move |s: SocketRef| {
         let clients = state.health.socket_clients.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -236,22 +264,35 @@ async fn history(state: &ApiState, params: Option<Value>) -> Value {
             tracing::error!(error = %e, "history query failed");
             json!({"success": false, "message": "Failed to retrieve historical data", "error": e.to_string()})
         }
-        Err(e) => json!({"success": false, "message": "Failed to retrieve historical data", "error": e.to_string()}),
+        Err(e) => {
+            json!({"success": false, "message": "Failed to retrieve historical data", "error": e.to_string()})
+        }
     }
 }
 
 /// Emits one record to its rooms with the reference event names.
-async fn emit_record<T: Serialize + ?Sized>(io: &SocketIo, kind: RecordKind, device: Option<&str>, payload: &T) {
+async fn emit_record<T: Serialize + ?Sized>(
+    io: &SocketIo,
+    kind: RecordKind,
+    device: Option<&str>,
+    payload: &T,
+) {
     let mut emitted: [(&'static str, bool); 3] = [("", false); 3];
     match (kind, device) {
         (RecordKind::Reading, Some(d)) => {
-            let _ = io.to(format!("device:{d}")).emit("sensor:reading", payload).await;
+            let _ = io
+                .to(format!("device:{d}"))
+                .emit("sensor:reading", payload)
+                .await;
             let _ = io.to("all-devices").emit("sensor:all", payload).await;
             emitted[0] = ("sensor:reading", true);
             emitted[1] = ("sensor:all", true);
         }
         (RecordKind::Status, Some(d)) => {
-            let _ = io.to(format!("device:{d}")).emit("device:status", payload).await;
+            let _ = io
+                .to(format!("device:{d}"))
+                .emit("device:status", payload)
+                .await;
             let _ = io.to("all-devices").emit("device:all", payload).await;
             emitted[0] = ("device:status", true);
             emitted[1] = ("device:all", true);
@@ -259,7 +300,10 @@ async fn emit_record<T: Serialize + ?Sized>(io: &SocketIo, kind: RecordKind, dev
         (RecordKind::Alert, device) => {
             let _ = io.to("alerts").emit("alert", payload).await;
             if let Some(d) = device {
-                let _ = io.to(format!("device:{d}")).emit("alert:device", payload).await;
+                let _ = io
+                    .to(format!("device:{d}"))
+                    .emit("alert:device", payload)
+                    .await;
                 emitted[1] = ("alert:device", true);
             }
             let _ = io.emit("alert:system", payload).await;
@@ -306,7 +350,11 @@ pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationTo
                 metrics::counter!(t::SOCKETIO_EMITTED, "event" => "alert:system").increment(1);
             }
             Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed_commits = missed, from_seq = last_seq + 1, "broadcast lagged; replaying from the store");
+                tracing::warn!(
+                    missed_commits = missed,
+                    from_seq = last_seq + 1,
+                    "broadcast lagged; replaying from the store"
+                );
                 last_seq = catch_up(&io, &state, last_seq).await;
             }
             Err(RecvError::Closed) => break,
@@ -318,7 +366,9 @@ async fn catch_up(io: &SocketIo, state: &ApiState, mut last_seq: u64) -> u64 {
     loop {
         let store = state.store.clone();
         let from = last_seq + 1;
-        let chunk = match tokio::task::spawn_blocking(move || store.read_from(from, CATCHUP_CHUNK)).await {
+        let chunk = match tokio::task::spawn_blocking(move || store.read_from(from, CATCHUP_CHUNK))
+            .await
+        {
             Ok(Ok(chunk)) => chunk,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "catch-up read failed; some live events were skipped");
@@ -343,7 +393,9 @@ async fn catch_up(io: &SocketIo, state: &ApiState, mut last_seq: u64) -> u64 {
 
 /// `system:status` to the `system-status` room every interval.
 pub async fn run_system_status(io: SocketIo, state: ApiState, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(state.config.socketio.system_status_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        state.config.socketio.system_status_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -382,7 +434,10 @@ mod tests {
 
     #[test]
     fn token_from_query() {
-        assert_eq!(query_token(Some("EIO=3&transport=polling&token=a.b%2Dc")), Some("a.b-c".into()));
+        assert_eq!(
+            query_token(Some("EIO=3&transport=polling&token=a.b%2Dc")),
+            Some("a.b-c".into())
+        );
         assert_eq!(query_token(Some("EIO=3")), None);
         assert_eq!(query_token(None), None);
     }

@@ -32,7 +32,10 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSourceError {
     #[error("mqtt.listen {addr}: cannot listen: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create broker link: {0}")]
     Link(String),
     #[error("cannot start broker thread: {0}")]
@@ -71,10 +74,15 @@ pub struct EmbeddedBroker {
 }
 
 /// Starts rumqttd on its own thread (it has no stop API; it ends with the process).
-pub fn start_broker(config: &MqttConfig, with_simulator: bool) -> Result<EmbeddedBroker, MqttSourceError> {
+pub fn start_broker(
+    config: &MqttConfig,
+    with_simulator: bool,
+) -> Result<EmbeddedBroker, MqttSourceError> {
     // rumqttd reports a failed bind only in its own thread's log: check it here first.
-    TcpListener::bind(config.listen)
-        .map_err(|source| MqttSourceError::Listen { addr: config.listen, source })?;
+    TcpListener::bind(config.listen).map_err(|source| MqttSourceError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         // Our own cap (counted as `oversize`) is lower; above this rumqttd drops the client.
@@ -109,9 +117,16 @@ pub fn start_broker(config: &MqttConfig, with_simulator: bool) -> Result<Embedde
         ..Default::default()
     };
     let mut broker = Broker::new(broker_config);
-    let ingest = broker.link("edge-gateway-ingest").map_err(|e| MqttSourceError::Link(e.to_string()))?;
+    let ingest = broker
+        .link("edge-gateway-ingest")
+        .map_err(|e| MqttSourceError::Link(e.to_string()))?;
     let simulator = if with_simulator {
-        Some(broker.link("edge-gateway-simulator").map_err(|e| MqttSourceError::Link(e.to_string()))?.0)
+        Some(
+            broker
+                .link("edge-gateway-simulator")
+                .map_err(|e| MqttSourceError::Link(e.to_string()))?
+                .0,
+        )
     } else {
         None
     };
@@ -176,7 +191,10 @@ pub struct LogThrottle {
 impl LogThrottle {
     pub fn warn(&mut self, reason: Reject, topic: &[u8]) {
         let now = Instant::now();
-        let entry = self.last.entry(reason).or_insert((now - LOG_EVERY - Duration::from_millis(1), 0));
+        let entry = self
+            .last
+            .entry(reason)
+            .or_insert((now - LOG_EVERY - Duration::from_millis(1), 0));
         if now.duration_since(entry.0) > LOG_EVERY {
             tracing::warn!(
                 reason = reason.as_str(),
@@ -199,13 +217,20 @@ fn valid_id(s: &str) -> bool {
 }
 
 /// Parses one publish against the topic contract.
-pub fn parse(topic: &[u8], payload: &[u8], max_payload: usize, received: Instant) -> Result<Ingest, Reject> {
+pub fn parse(
+    topic: &[u8],
+    payload: &[u8],
+    max_payload: usize,
+    received: Instant,
+) -> Result<Ingest, Reject> {
     let topic = std::str::from_utf8(topic).map_err(|_| Reject::BadTopic)?;
     let parts: Vec<&str> = topic.split('/').collect();
     if payload.len() > max_payload {
         return Err(Reject::Oversize);
     }
-    let text = std::str::from_utf8(payload).map_err(|_| Reject::BadUtf8)?.trim();
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| Reject::BadUtf8)?
+        .trim();
     match parts.as_slice() {
         ["sensors", device, sensor] if valid_id(device) && valid_id(sensor) => {
             parse_reading(device, sensor, text, received)
@@ -215,7 +240,12 @@ pub fn parse(topic: &[u8], payload: &[u8], max_payload: usize, received: Instant
     }
 }
 
-fn parse_reading(device: &str, sensor: &str, text: &str, received: Instant) -> Result<Ingest, Reject> {
+fn parse_reading(
+    device: &str,
+    sensor: &str,
+    text: &str,
+    received: Instant,
+) -> Result<Ingest, Reject> {
     let mut reading = Ingest::Reading {
         device_id: device.to_string(),
         sensor_type: sensor.to_string(),
@@ -226,19 +256,35 @@ fn parse_reading(device: &str, sensor: &str, text: &str, received: Instant) -> R
         location: None,
         received,
     };
-    let Ingest::Reading { value, unit, ts_ms, status, location, .. } = &mut reading else {
+    let Ingest::Reading {
+        value,
+        unit,
+        ts_ms,
+        status,
+        location,
+        ..
+    } = &mut reading
+    else {
         unreachable!("constructed as a reading above")
     };
     if !text.starts_with('{') {
         // A bare number; JSON-looking junk is a JSON error, anything else a bad value.
         *value = text.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or(
-            if text.starts_with('[') || text.starts_with('"') { Reject::BadJson } else { Reject::BadValue },
+            if text.starts_with('[') || text.starts_with('"') {
+                Reject::BadJson
+            } else {
+                Reject::BadValue
+            },
         )?;
         return Ok(reading);
     }
     let obj: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|_| Reject::BadJson)?;
-    *value = obj.get("value").and_then(|v| v.as_f64()).filter(|v| v.is_finite()).ok_or(Reject::BadValue)?;
+    *value = obj
+        .get("value")
+        .and_then(|v| v.as_f64())
+        .filter(|v| v.is_finite())
+        .ok_or(Reject::BadValue)?;
     *unit = optional_str(&obj, "unit")?;
     *location = optional_str(&obj, "location")?;
     if let Some(ts) = optional_str(&obj, "timestamp")? {
@@ -257,15 +303,26 @@ fn parse_status(device: &str, text: &str, received: Instant) -> Result<Ingest, R
         let word = optional_str(&obj, "status")?.ok_or(Reject::BadField)?;
         (word, optional_str(&obj, "location")?)
     } else if text.starts_with('"') {
-        (serde_json::from_str::<String>(text).map_err(|_| Reject::BadJson)?, None)
+        (
+            serde_json::from_str::<String>(text).map_err(|_| Reject::BadJson)?,
+            None,
+        )
     } else {
         (text.to_string(), None)
     };
     let status = DeviceState::parse(word.trim()).ok_or(Reject::BadValue)?;
-    Ok(Ingest::Status { device_id: device.to_string(), status, location, received })
+    Ok(Ingest::Status {
+        device_id: device.to_string(),
+        status,
+        location,
+        received,
+    })
 }
 
-fn optional_str(obj: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<Option<String>, Reject> {
+fn optional_str(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<String>, Reject> {
     match obj.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
@@ -283,29 +340,66 @@ mod tests {
 
     #[test]
     fn readings_full_and_bare() {
-        let Ok(Ingest::Reading { device_id, sensor_type, value, unit, ts_ms, status, location, .. }) = p(
+        let Ok(Ingest::Reading {
+            device_id,
+            sensor_type,
+            value,
+            unit,
+            ts_ms,
+            status,
+            location,
+            ..
+        }) = p(
             "sensors/device-001/temperature",
             r#"{"value": 25.5, "unit": "°C", "timestamp": "2025-06-13T10:00:00Z", "status": "warning", "location": "L1"}"#,
-        ) else {
+        )
+        else {
             panic!("expected a reading")
         };
-        assert_eq!((device_id.as_str(), sensor_type.as_str(), value), ("device-001", "temperature", 25.5));
+        assert_eq!(
+            (device_id.as_str(), sensor_type.as_str(), value),
+            ("device-001", "temperature", 25.5)
+        );
         assert_eq!(unit.as_deref(), Some("°C"));
         assert_eq!(ts_ms, Some(1_749_808_800_000));
         assert_eq!(status, Some(Level::Warning));
         assert_eq!(location.as_deref(), Some("L1"));
-        assert!(matches!(p("sensors/d/t", " 21.5\n"), Ok(Ingest::Reading { value: 21.5, .. })));
-        assert!(matches!(p("sensors/d/t", r#"{"value": -3}"#), Ok(Ingest::Reading { value: -3.0, .. })));
+        assert!(matches!(
+            p("sensors/d/t", " 21.5\n"),
+            Ok(Ingest::Reading { value: 21.5, .. })
+        ));
+        assert!(matches!(
+            p("sensors/d/t", r#"{"value": -3}"#),
+            Ok(Ingest::Reading { value: -3.0, .. })
+        ));
     }
 
     #[test]
     fn status_json_and_bare_word() {
         assert!(matches!(
-            p("devices/d/status", r#"{"status":"maintenance","location":"x"}"#),
-            Ok(Ingest::Status { status: DeviceState::Maintenance, .. })
+            p(
+                "devices/d/status",
+                r#"{"status":"maintenance","location":"x"}"#
+            ),
+            Ok(Ingest::Status {
+                status: DeviceState::Maintenance,
+                ..
+            })
         ));
-        assert!(matches!(p("devices/d/status", "offline"), Ok(Ingest::Status { status: DeviceState::Offline, .. })));
-        assert!(matches!(p("devices/d/status", "\"online\""), Ok(Ingest::Status { status: DeviceState::Online, .. })));
+        assert!(matches!(
+            p("devices/d/status", "offline"),
+            Ok(Ingest::Status {
+                status: DeviceState::Offline,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p("devices/d/status", "\"online\""),
+            Ok(Ingest::Status {
+                status: DeviceState::Online,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -316,14 +410,35 @@ mod tests {
         assert_eq!(reason("sensors//t", "1"), Some(Reject::BadTopic));
         assert_eq!(reason("other/d/t", "1"), Some(Reject::BadTopic));
         assert_eq!(reason("sensors/d/t", "{not json"), Some(Reject::BadJson));
-        assert_eq!(reason("sensors/d/t", r#"{"value": "hot"}"#), Some(Reject::BadValue));
-        assert_eq!(reason("sensors/d/t", r#"{"unit": "C"}"#), Some(Reject::BadValue));
+        assert_eq!(
+            reason("sensors/d/t", r#"{"value": "hot"}"#),
+            Some(Reject::BadValue)
+        );
+        assert_eq!(
+            reason("sensors/d/t", r#"{"unit": "C"}"#),
+            Some(Reject::BadValue)
+        );
         assert_eq!(reason("sensors/d/t", "NaN"), Some(Reject::BadValue));
         assert_eq!(reason("sensors/d/t", "hot"), Some(Reject::BadValue));
-        assert_eq!(reason("sensors/d/t", r#"{"value": 1, "timestamp": "soon"}"#), Some(Reject::BadField));
-        assert_eq!(reason("sensors/d/t", r#"{"value": 1, "status": "fine"}"#), Some(Reject::BadField));
-        assert_eq!(reason("sensors/d/t", &"1".repeat(2000)), Some(Reject::Oversize));
-        assert_eq!(reason("devices/d/status", "sleeping"), Some(Reject::BadValue));
-        assert_eq!(parse(b"sensors/d/t", b"\xff\xfe", 1024, Instant::now()).err(), Some(Reject::BadUtf8));
+        assert_eq!(
+            reason("sensors/d/t", r#"{"value": 1, "timestamp": "soon"}"#),
+            Some(Reject::BadField)
+        );
+        assert_eq!(
+            reason("sensors/d/t", r#"{"value": 1, "status": "fine"}"#),
+            Some(Reject::BadField)
+        );
+        assert_eq!(
+            reason("sensors/d/t", &"1".repeat(2000)),
+            Some(Reject::Oversize)
+        );
+        assert_eq!(
+            reason("devices/d/status", "sleeping"),
+            Some(Reject::BadValue)
+        );
+        assert_eq!(
+            parse(b"sensors/d/t", b"\xff\xfe", 1024, Instant::now()).err(),
+            Some(Reject::BadUtf8)
+        );
     }
 }

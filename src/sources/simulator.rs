@@ -37,7 +37,12 @@ struct SimDevice {
     silent_for: u32,
 }
 
-pub async fn run(mut link: LinkTx, devices: usize, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    mut link: LinkTx,
+    devices: usize,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ crate::time::now_ms() as u64);
     let mut sims: Vec<SimDevice> = (0..devices)
         .map(|i| SimDevice {
@@ -50,7 +55,11 @@ pub async fn run(mut link: LinkTx, devices: usize, interval: Duration, shutdown:
         .collect();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(devices, interval_ms = interval.as_millis() as u64, "simulator publishing");
+    tracing::info!(
+        devices,
+        interval_ms = interval.as_millis() as u64,
+        "simulator publishing"
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -70,7 +79,11 @@ pub async fn run(mut link: LinkTx, devices: usize, interval: Duration, shutdown:
             }
             // Mean-reverting random walk, with a rare spike past the critical threshold.
             d.value += (base - d.value) * 0.1 + (rng.next_f64() - 0.5) * spread * 0.5;
-            let value = if rng.next_f64() < 0.002 { spike } else { d.value };
+            let value = if rng.next_f64() < 0.002 {
+                spike
+            } else {
+                d.value
+            };
             let payload = format!(
                 r#"{{"value":{:.2},"unit":"{unit}","location":"{}"}}"#,
                 value, d.location

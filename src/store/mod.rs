@@ -33,9 +33,15 @@ pub const STORE_FILE: &str = "edge-gateway.redb";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open store {path}: {source}")]
-    Open { path: PathBuf, source: redb::DatabaseError },
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("store transaction failed: {0}")]
     Transaction(#[from] redb::TransactionError),
     #[error("store table error: {0}")]
@@ -86,13 +92,18 @@ pub struct StoreStats {
 impl Store {
     /// Opens (or creates) the store in `data_dir`. redb recovers a file left by a crash here.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::CreateDir { path: data_dir.into(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            path: data_dir.into(),
+            source,
+        })?;
         let path = data_dir.join(STORE_FILE);
         let db = Database::builder()
             .set_cache_size(16 * 1024 * 1024)
             .create(&path)
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(LOG)?;
@@ -102,7 +113,10 @@ impl Store {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), path })
+        Ok(Store {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -112,7 +126,8 @@ impl Store {
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let get = |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+        let get =
+            |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
         Ok(StoreStats {
             records: txn.open_table(LOG)?.len()?,
             logical_bytes: get(META_BYTES)?,
@@ -151,7 +166,9 @@ impl Store {
         for seq in seqs {
             let Some(raw) = log.get(seq)? else { continue };
             let decoded = decode(raw.value()).ok_or(StoreError::Corrupt { seq })?;
-            out.push(serde_json::from_slice(decoded.json).map_err(|_| StoreError::Corrupt { seq })?);
+            out.push(
+                serde_json::from_slice(decoded.json).map_err(|_| StoreError::Corrupt { seq })?,
+            );
         }
         Ok(out)
     }
@@ -185,7 +202,10 @@ impl Store {
             if let Ok(json) = serde_json::from_slice(v.value()) {
                 out.push(json);
             } else {
-                tracing::warn!(device = k.value(), "ignoring unreadable stored device status");
+                tracing::warn!(
+                    device = k.value(),
+                    "ignoring unreadable stored device status"
+                );
             }
         }
         Ok(out)
@@ -239,7 +259,13 @@ fn decode(raw: &[u8]) -> Option<Decoded<'_>> {
     let slen = usize::from(*raw.get(spos)?);
     let sensor_type = std::str::from_utf8(raw.get(spos + 1..spos + 1 + slen)?).ok()?;
     let json = raw.get(spos + 1 + slen..)?;
-    Some(Decoded { kind, ts_ms, device_id, sensor_type, json })
+    Some(Decoded {
+        kind,
+        ts_ms,
+        device_id,
+        sensor_type,
+        json,
+    })
 }
 
 /// What one stored record costs against the byte budget: its value plus its index keys.
@@ -282,7 +308,12 @@ pub struct StoreWriter {
 impl StoreWriter {
     pub fn new(store: Store, gateway_id: String) -> Result<StoreWriter, StoreError> {
         let stats = store.stats()?;
-        Ok(StoreWriter { store, gateway_id, next_seq: stats.next_seq, logical_bytes: stats.logical_bytes })
+        Ok(StoreWriter {
+            store,
+            gateway_id,
+            next_seq: stats.next_seq,
+            logical_bytes: stats.logical_bytes,
+        })
     }
 
     /// Appends `records` and applies retention in one durable transaction. Sequence numbers
@@ -385,10 +416,19 @@ mod tests {
         })
     }
 
-    const KEEP: Retention =
-        Retention { max_age_ms: i64::MAX, byte_budget: u64::MAX, max_evictions_per_commit: 10_000 };
+    const KEEP: Retention = Retention {
+        max_age_ms: i64::MAX,
+        byte_budget: u64::MAX,
+        max_evictions_per_commit: 10_000,
+    };
 
-    fn q(dev: &str, st: Option<&str>, from: Option<i64>, to: Option<i64>, limit: usize) -> HistoryQuery {
+    fn q(
+        dev: &str,
+        st: Option<&str>,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+    ) -> HistoryQuery {
         HistoryQuery {
             device_id: dev.into(),
             sensor_type: st.map(Into::into),
@@ -405,7 +445,11 @@ mod tests {
             let mut w = StoreWriter::new(Store::open(dir.path()).unwrap(), "gw".into()).unwrap();
             let out = w
                 .append(
-                    &[reading("a", "t", 1.0, 1000), reading("b", "t", 2.0, 1000), reading("a", "h", 3.0, 2000)],
+                    &[
+                        reading("a", "t", 1.0, 1000),
+                        reading("b", "t", 2.0, 1000),
+                        reading("a", "h", 3.0, 2000),
+                    ],
                     0,
                     KEEP,
                 )
@@ -417,14 +461,47 @@ mod tests {
         let out = w.append(&[reading("a", "t", 4.0, 3000)], 0, KEEP).unwrap();
         assert_eq!(out.first_seq, 4);
 
-        let values = |h: Vec<serde_json::Value>| h.iter().map(|v| v["value"].as_f64().unwrap()).collect::<Vec<_>>();
-        assert_eq!(values(store.history(&q("a", None, None, None, 10)).unwrap()), vec![1.0, 3.0, 4.0]);
-        assert_eq!(values(store.history(&q("a", Some("t"), None, None, 10)).unwrap()), vec![1.0, 4.0]);
-        assert_eq!(values(store.history(&q("a", None, Some(1500), Some(2500), 10)).unwrap()), vec![3.0]);
+        let values = |h: Vec<serde_json::Value>| {
+            h.iter()
+                .map(|v| v["value"].as_f64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(store.history(&q("a", None, None, None, 10)).unwrap()),
+            vec![1.0, 3.0, 4.0]
+        );
+        assert_eq!(
+            values(store.history(&q("a", Some("t"), None, None, 10)).unwrap()),
+            vec![1.0, 4.0]
+        );
+        assert_eq!(
+            values(
+                store
+                    .history(&q("a", None, Some(1500), Some(2500), 10))
+                    .unwrap()
+            ),
+            vec![3.0]
+        );
         // The newest `limit`, oldest first.
-        assert_eq!(values(store.history(&q("a", None, None, None, 2)).unwrap()), vec![3.0, 4.0]);
-        assert!(store.history(&q("zzz", None, None, None, 10)).unwrap().is_empty());
-        assert_eq!(store.read_from(2, 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            values(store.history(&q("a", None, None, None, 2)).unwrap()),
+            vec![3.0, 4.0]
+        );
+        assert!(
+            store
+                .history(&q("zzz", None, None, None, 10))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .read_from(2, 2)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 
     #[test]
@@ -432,17 +509,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
-        let budget = Retention { byte_budget: 20_000, ..KEEP };
+        let budget = Retention {
+            byte_budget: 20_000,
+            ..KEEP
+        };
         let mut evicted = 0;
         for i in 0..400 {
-            let out = w.append(&[reading("a", "t", f64::from(i), i64::from(i))], 0, budget).unwrap();
+            let out = w
+                .append(&[reading("a", "t", f64::from(i), i64::from(i))], 0, budget)
+                .unwrap();
             evicted += out.evicted_budget;
             assert!(out.logical_bytes <= 20_000 + 300, "{}", out.logical_bytes);
         }
         let stats = store.stats().unwrap();
         assert_eq!(stats.records + evicted, 400);
         assert!(evicted > 200, "{evicted}");
-        let h = store.history(&q("a", Some("t"), None, None, 10_000)).unwrap();
+        let h = store
+            .history(&q("a", Some("t"), None, None, 10_000))
+            .unwrap();
         assert_eq!(h.len() as u64, stats.records);
         assert_eq!(h.last().unwrap()["value"], 399.0);
         assert_eq!(h.first().unwrap()["seq"].as_u64().unwrap(), evicted + 1);
@@ -460,12 +544,23 @@ mod tests {
             location: "L".into(),
             last_seen_ms: Some(10_000),
         });
-        w.append(&[reading("a", "t", 1.0, 1_000), status], 0, KEEP).unwrap();
+        w.append(&[reading("a", "t", 1.0, 1_000), status], 0, KEEP)
+            .unwrap();
         let out = w
-            .append(&[reading("a", "t", 2.0, 20_000)], 20_000, Retention { max_age_ms: 15_000, ..KEEP })
+            .append(
+                &[reading("a", "t", 2.0, 20_000)],
+                20_000,
+                Retention {
+                    max_age_ms: 15_000,
+                    ..KEEP
+                },
+            )
             .unwrap();
         assert_eq!(out.evicted_age, 1);
-        assert_eq!(store.history(&q("a", None, None, None, 10)).unwrap().len(), 1);
+        assert_eq!(
+            store.history(&q("a", None, None, None, 10)).unwrap().len(),
+            1
+        );
         let devices = store.devices().unwrap();
         assert_eq!(devices.len(), 1);
         assert_eq!(devices[0]["status"], "online");

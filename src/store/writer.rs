@@ -35,45 +35,56 @@ pub fn spawn(
     runtime: Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let retention = Retention {
-        max_age_ms: i64::try_from(config.retention_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        max_age_ms: i64::try_from(config.retention_max_age_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
         byte_budget: config.byte_budget_bytes,
         max_evictions_per_commit: config.batch_max_records.max(1000) * 4,
     };
     let linger = Duration::from_millis(config.commit_interval_ms);
-    std::thread::Builder::new().name("store-writer".into()).spawn(move || {
-        let _runtime = runtime.enter();
-        let mut pending: Vec<Record> = Vec::with_capacity(config.batch_max_records);
-        loop {
-            let Some(first) = runtime.block_on(rx.recv()) else { break };
-            let mut oldest = first.received;
-            pending.extend(first.records);
-            let deadline = Instant::now() + linger;
-            while pending.len() < config.batch_max_records {
-                match rx.try_recv() {
-                    Ok(b) => {
-                        oldest = oldest.min(b.received);
-                        pending.extend(b.records);
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            break;
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            let _runtime = runtime.enter();
+            let mut pending: Vec<Record> = Vec::with_capacity(config.batch_max_records);
+            while let Some(first) = runtime.block_on(rx.recv()) {
+                let mut oldest = first.received;
+                pending.extend(first.records);
+                let deadline = Instant::now() + linger;
+                while pending.len() < config.batch_max_records {
+                    match rx.try_recv() {
+                        Ok(b) => {
+                            oldest = oldest.min(b.received);
+                            pending.extend(b.records);
                         }
-                        match runtime.block_on(tokio::time::timeout(deadline - now, rx.recv())) {
-                            Ok(Some(b)) => {
-                                oldest = oldest.min(b.received);
-                                pending.extend(b.records);
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            let now = Instant::now();
+                            if now >= deadline {
+                                break;
                             }
-                            Ok(None) | Err(_) => break,
+                            match runtime.block_on(tokio::time::timeout(deadline - now, rx.recv()))
+                            {
+                                Ok(Some(b)) => {
+                                    oldest = oldest.min(b.received);
+                                    pending.extend(b.records);
+                                }
+                                Ok(None) | Err(_) => break,
+                            }
                         }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
+                commit_with_retry(
+                    &mut writer,
+                    &mut pending,
+                    oldest,
+                    retention,
+                    &hub,
+                    &health,
+                    &rx,
+                );
             }
-            commit_with_retry(&mut writer, &mut pending, oldest, retention, &hub, &health, &rx);
-        }
-        tracing::info!("store writer stopped: all queued records committed");
-    })
+            tracing::info!("store writer stopped: all queued records committed");
+        })
 }
 
 fn commit_with_retry(
@@ -116,18 +127,23 @@ fn commit_with_retry(
                 }
                 metrics::counter!(t::READINGS_ACCEPTED).increment(readings);
                 if outcome.evicted_age > 0 {
-                    metrics::counter!(t::STORE_EVICTED, "reason" => "age").increment(outcome.evicted_age);
+                    metrics::counter!(t::STORE_EVICTED, "reason" => "age")
+                        .increment(outcome.evicted_age);
                 }
                 if outcome.evicted_budget > 0 {
                     metrics::counter!(t::STORE_EVICTED, "reason" => "budget")
                         .increment(outcome.evicted_budget);
                 }
                 metrics::gauge!(t::STORE_BYTES).set(outcome.logical_bytes as f64);
-                health.store_bytes.store(outcome.logical_bytes, std::sync::atomic::Ordering::Relaxed);
+                health
+                    .store_bytes
+                    .store(outcome.logical_bytes, std::sync::atomic::Ordering::Relaxed);
                 health
                     .store_records_committed
                     .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
-                health.last_commit_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                health
+                    .last_commit_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
                 if health.set_store_ok() {
                     tracing::info!("store recovered: commits succeed again");
                     hub.publish(HubEvent::System(Arc::new(system_alert(
@@ -156,7 +172,10 @@ fn commit_with_retry(
                 if rx.is_closed() {
                     let since = *closed_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > SHUTDOWN_RETRY {
-                        tracing::error!(records = count, "giving up on unacknowledged records at shutdown: the store keeps failing");
+                        tracing::error!(
+                            records = count,
+                            "giving up on unacknowledged records at shutdown: the store keeps failing"
+                        );
                         pending.clear();
                         return;
                     }
