@@ -160,6 +160,15 @@ pub async fn run_ingest(
         };
         let publish = match notification {
             Ok(Some(Notification::Forward(forward))) => forward.publish,
+            // The router paused us because our outgoing buffer filled up; without a wake-up it
+            // never schedules this link again and keeps accepting (and acking) publishes.
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(e) = link_rx.wake().await {
+                    tracing::error!(error = %e, "MQTT broker link closed; MQTT ingest stopped");
+                    break;
+                }
+                continue;
+            }
             Ok(Some(_)) | Ok(None) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "MQTT broker link closed; MQTT ingest stopped");

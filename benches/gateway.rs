@@ -1,0 +1,341 @@
+//! Benchmarks of the real binary as a child process (so its RSS is its own), driven over the
+//! network like production: rumqttc publishers, Socket.IO clients over websocket.
+//!
+//! `cargo bench --bench gateway -- [ingest] [fanout] [idle]` (all three by default).
+//! Figures are printed; nothing is asserted (machines are noisy). The client side runs on the
+//! same cores as the gateway, so the figures are a floor.
+//!
+//! The Socket.IO clients here speak the Engine.IO v4 websocket framing directly (open `0`,
+//! connect `40`, events `42[...]`, ping `2`/pong `3`): a measuring harness that must be cheap
+//! enough to run 1000 of next to the gateway. Conformance with real socket.io clients is tested
+//! in tests/conformance and tests/python.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Gw {
+    child: Child,
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Gw {
+    fn start(extra_env: &[(&str, &str)]) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
+        cmd.args(["run", "--data-dir"])
+            .arg(dir.path())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", http.port().to_string())
+            .env("EDGE_GATEWAY_MQTT__LISTEN", mqtt.to_string())
+            .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn edge-gateway");
+        let gw = Gw { child, http, mqtt, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(gw.http, "/health").is_none() {
+            assert!(Instant::now() < deadline, "gateway did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let text = http_get(self.http, "/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// (p50, p99) upper bucket bounds of a Prometheus histogram, in ms.
+    fn histogram_ms(&self, name: &str) -> (f64, f64, f64) {
+        let text = http_get(self.http, "/metrics").unwrap_or_default();
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&prefix)?;
+                let (le, count) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, count.parse().ok()?))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+        let q = |q: f64| buckets.iter().find(|b| b.1 >= q * total).map(|b| b.0 * 1000.0).unwrap_or(f64::NAN);
+        let sum = self.metric(&format!("{name}_sum"));
+        let count = self.metric(&format!("{name}_count"));
+        (q(0.5), q(0.99), sum / count * 1000.0)
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.starts_with("HTTP/1.1 200").then(|| raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
+}
+
+async fn publisher(mqtt: SocketAddr, id: &str) -> AsyncClient {
+    let mut opts = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
+    opts.set_keep_alive(Duration::from_secs(60));
+    opts.set_inflight(1000);
+    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("publisher event loop: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    client
+}
+
+/// Durable MQTT ingest: readings/s from first publish to the last reading committed.
+async fn ingest(qos: QoS) {
+    let gw = Gw::start(&[]);
+    let publishers = 4;
+    let per_publisher = 50_000;
+    let total = publishers * per_publisher;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let client = publisher(gw.mqtt, &format!("bench-pub-{p}")).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_publisher {
+                let topic = format!("sensors/bench-{p}-{:02}/temperature", i % 50);
+                let payload = format!("{{\"value\":{}.5,\"unit\":\"°C\"}}", i % 30);
+                client.publish(topic, qos, false, payload).await.unwrap();
+            }
+            client
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    let published = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut accepted = 0.0;
+    while Instant::now() < deadline {
+        accepted = gw.metric("edge_gateway_readings_accepted_total");
+        if accepted as usize >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let (p50, p99, mean) = gw.histogram_ms("edge_gateway_receive_to_commit_seconds");
+    let (c50, c99, cmean) = gw.histogram_ms("edge_gateway_commit_seconds");
+    let batches = gw.metric("edge_gateway_commit_batch_records_count");
+    println!(
+        "ingest {qos:?}: {accepted:.0}/{total} readings committed in {:.2}s = {:.0} readings/s durable \
+         (publishing took {:.2}s); {:.0} commits, {:.0} records/commit",
+        elapsed.as_secs_f64(),
+        accepted / elapsed.as_secs_f64(),
+        published.as_secs_f64(),
+        batches,
+        accepted / batches
+    );
+    println!(
+        "  receive(PUBACK)->commit window: p50 <= {p50} ms, p99 <= {p99} ms, mean {mean:.2} ms; \
+         commit duration p50 <= {c50} ms, p99 <= {c99} ms, mean {cmean:.2} ms; RSS {} KiB",
+        gw.rss_kib()
+    );
+    for c in clients {
+        let _ = c.disconnect().await;
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects one Socket.IO client over websocket and joins `all-devices` if asked.
+async fn sio_connect(http: SocketAddr, subscribe: bool) -> Ws {
+    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+    let open = ws.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with('0'), "engine.io open: {open:?}");
+    ws.send(Message::text("40")).await.unwrap();
+    loop {
+        let m = ws.next().await.unwrap().unwrap();
+        if m.to_text().unwrap_or("").starts_with("40") {
+            break;
+        }
+    }
+    if subscribe {
+        ws.send(Message::text(r#"42["subscribe-all-devices"]"#)).await.unwrap();
+    }
+    ws
+}
+
+/// Fan-out: `rate` readings/s published over MQTT for `secs`, each delivered to `clients`
+/// subscribers of `all-devices`; latency = client receive time − reading timestamp.
+async fn fanout(clients: usize, rate: usize, secs: u64) {
+    let gw = Gw::start(&[("SOCKET_IO_PING_INTERVAL", "25000")]);
+    let latencies = Arc::new(Mutex::new(Vec::<i64>::with_capacity(clients * rate * secs as usize)));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let mut ws = sio_connect(gw.http, true).await;
+        let latencies = latencies.clone();
+        let delivered = delivered.clone();
+        readers.push(tokio::spawn(async move {
+            let mut local = Vec::with_capacity(rate * secs as usize);
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(text) = msg else { continue };
+                let text = text.as_str();
+                if text == "2" {
+                    let _ = ws.send(Message::text("3")).await;
+                    continue;
+                }
+                if !text.starts_with("42[\"sensor:all\"") {
+                    continue;
+                }
+                let now = now_ms();
+                if let Some(pos) = text.find("\"timestamp\":\"") {
+                    let ts = &text[pos + 13..pos + 13 + 24];
+                    if let Some(sent) = parse_rfc3339_ms(ts) {
+                        local.push(now - sent);
+                    }
+                }
+                delivered.fetch_add(1, Ordering::Relaxed);
+                if local.len() == rate * secs as usize {
+                    break;
+                }
+            }
+            latencies.lock().await.extend(local);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = publisher(gw.mqtt, "bench-fanout").await;
+    let total = rate * secs as usize;
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let per_tick = rate / 100;
+    let mut sent = 0;
+    let mut next = Instant::now();
+    while sent < total {
+        for _ in 0..per_tick {
+            let topic = format!("sensors/fan-{:03}/vibration", sent % 100);
+            let payload = format!(r#"{{"value":{}.0,"timestamp":"{}"}}"#, sent % 5, format_ms(now_ms()));
+            client.publish(topic, QoS::AtMostOnce, false, payload).await.unwrap();
+            sent += 1;
+        }
+        next += tick;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    let expected = (total * clients) as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss = gw.rss_kib();
+    for r in &readers {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    let got = delivered.load(Ordering::Relaxed);
+    let mut l = std::mem::take(&mut *latencies.lock().await);
+    // Readers that were aborted did not flush; the counter is authoritative for delivery.
+    l.sort_unstable();
+    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(-1);
+    println!(
+        "fanout: {rate} readings/s x {secs}s to {clients} clients: delivered {got}/{expected} \
+         ({:.0} deliveries/s over {elapsed:.1}s, publishing {publish_secs:.1}s); latency ms p50 {} p99 {} max {} \
+         (n={}); gateway RSS {rss} KiB",
+        got as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        l.last().copied().unwrap_or(-1),
+        l.len()
+    );
+}
+
+/// RSS idle, and per idle Socket.IO client.
+async fn idle(clients: usize) {
+    let gw = Gw::start(&[("SOCKET_IO_MAX_CLIENTS", "100000")]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = gw.rss_kib();
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(sio_connect(gw.http, false).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with = gw.rss_kib();
+    println!(
+        "idle: RSS {idle} KiB ({:.1} MiB) with no clients; {with} KiB with {clients} idle clients = {:.1} KiB per client; \
+         gateway reports {} clients",
+        idle as f64 / 1024.0,
+        (with.saturating_sub(idle)) as f64 / clients as f64,
+        gw.metric("edge_gateway_socketio_clients")
+    );
+    drop(conns);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        if want("ingest") {
+            ingest(QoS::AtLeastOnce).await;
+            ingest(QoS::AtMostOnce).await;
+        }
+        if want("fanout") {
+            fanout(100, 5_000, 10).await;
+        }
+        if want("idle") {
+            idle(1_000).await;
+        }
+    });
+}
