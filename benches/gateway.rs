@@ -70,6 +70,14 @@ impl Gw {
             .unwrap_or(0)
     }
 
+    /// User + system CPU seconds the gateway has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
     fn metric(&self, name: &str) -> f64 {
         let text = http_get(self.http, "/metrics").unwrap_or_default();
         text.lines()
@@ -220,14 +228,24 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let gw = Gw::start(&[("SOCKET_IO_PING_INTERVAL", "25000")]);
     let latencies = Arc::new(Mutex::new(Vec::<i64>::with_capacity(clients * rate * secs as usize)));
     let delivered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
         let mut ws = sio_connect(gw.http, true).await;
         let latencies = latencies.clone();
         let delivered = delivered.clone();
+        let stop = stop.clone();
         readers.push(tokio::spawn(async move {
             let mut local = Vec::with_capacity(rate * secs as usize);
-            while let Some(Ok(msg)) = ws.next().await {
+            loop {
+                if stop.load(Ordering::Relaxed) == 1 {
+                    break;
+                }
+                let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                    Ok(Some(Ok(msg))) => msg,
+                    Ok(_) => break,
+                    Err(_) => continue,
+                };
                 let Message::Text(text) = msg else { continue };
                 let text = text.as_str();
                 if text == "2" {
@@ -254,6 +272,7 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = publisher(gw.mqtt, "bench-fanout").await;
+    let cpu_before = gw.cpu_secs();
     let total = rate * secs as usize;
     let started = Instant::now();
     let tick = Duration::from_millis(10);
@@ -278,26 +297,32 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let rss = gw.rss_kib();
-    for r in &readers {
-        r.abort();
+    let cpu = gw.cpu_secs() - cpu_before;
+    let accepted = gw.metric("edge_gateway_readings_accepted_total");
+    let rejected = gw.metric("edge_gateway_readings_rejected_total");
+    let text = http_get(gw.http, "/metrics").unwrap_or_default();
+    for l in text.lines().filter(|l| l.contains("emitted") || l.contains("catchup") || l.contains("socketio_clients")) {
+        println!("  {l}");
     }
+    println!("fanout: gateway accepted {accepted} readings of {total} published ({rejected} rejected)");
+    stop.store(1, Ordering::Relaxed);
     for r in readers {
-        let _ = r.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
     let got = delivered.load(Ordering::Relaxed);
     let mut l = std::mem::take(&mut *latencies.lock().await);
-    // Readers that were aborted did not flush; the counter is authoritative for delivery.
     l.sort_unstable();
     let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(-1);
     println!(
         "fanout: {rate} readings/s x {secs}s to {clients} clients: delivered {got}/{expected} \
          ({:.0} deliveries/s over {elapsed:.1}s, publishing {publish_secs:.1}s); latency ms p50 {} p99 {} max {} \
-         (n={}); gateway RSS {rss} KiB",
+         (n={}); gateway RSS {rss} KiB, gateway CPU {cpu:.1}s ({:.0}% of one core)",
         got as f64 / elapsed,
         pct(0.50),
         pct(0.99),
         l.last().copied().unwrap_or(-1),
-        l.len()
+        l.len(),
+        cpu / elapsed * 100.0
     );
 }
 

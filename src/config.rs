@@ -260,7 +260,7 @@ section_default!(
         ping_timeout_ms: 20_000,
         max_clients: 10_000,
         max_payload_bytes: 65_536,
-        client_buffer_packets: 64,
+        client_buffer_packets: 1024,
         system_status_interval_ms: 5_000,
         history_default_limit: 1_000,
         history_max_limit: 10_000,
