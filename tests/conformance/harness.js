@@ -1,0 +1,199 @@
+// Starts the real edge-gateway binary on free loopback ports with a temp data dir, and gives
+// tests real socket.io clients (v4 and v2) and a real MQTT publisher (mosquitto_pub).
+'use strict';
+
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const http = require('node:http');
+const crypto = require('node:crypto');
+
+const ioV4 = require('socket.io-client');
+const ioV2 = require('socket.io-client-v2');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const BIN = process.env.EDGE_GATEWAY_BIN || path.join(ROOT, 'target', 'debug', 'edge-gateway');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+function httpGet(port, p, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, headers }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts a gateway; `env` overrides, `dataDir` reuses a store. */
+async function startGateway(env = {}, { dataDir, args = [] } = {}) {
+  const httpPort = await freePort();
+  const mqttPort = await freePort();
+  const dir = dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'egw-conf-'));
+  const child = spawn(BIN, ['run', '--data-dir', dir, ...args], {
+    env: {
+      PATH: process.env.PATH,
+      HOST: '127.0.0.1',
+      PORT: String(httpPort),
+      EDGE_GATEWAY_MQTT__LISTEN: `127.0.0.1:${mqttPort}`,
+      EDGE_GATEWAY_GATEWAY_ID: 'conformance-gw',
+      RATE_LIMIT_MAX_REQUESTS: '100000',
+      LOG_LEVEL: 'warn',
+      EDGE_GATEWAY_SOCKETIO__SYSTEM_STATUS_INTERVAL_MS: '300',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`gateway exited early: ${stderr}`);
+    try {
+      const r = await httpGet(httpPort, '/health');
+      if (r.status === 200) break;
+    } catch (_) { /* not yet listening */ }
+    if (Date.now() > deadline) throw new Error(`gateway not healthy in time: ${stderr}`);
+    await sleep(50);
+  }
+  const gw = {
+    httpPort,
+    mqttPort,
+    dataDir: dir,
+    url: `http://127.0.0.1:${httpPort}`,
+    child,
+    stderr: () => stderr,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10000);
+        const r = await exited;
+        clearTimeout(t);
+        return r;
+      }
+      return exited;
+    },
+    async kill9() {
+      child.kill('SIGKILL');
+      return exited;
+    },
+    metrics: async () => (await httpGet(httpPort, '/metrics')).body,
+    publish: (topic, payload, qos = 1) => publish(mqttPort, topic, payload, qos),
+  };
+  return gw;
+}
+
+/** Publishes with mosquitto_pub (waits for PUBACK at QoS 1). */
+function publish(port, topic, payload, qos = 1) {
+  execFileSync('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-q', String(qos), '-t', topic, '-m', payload], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 10000,
+  });
+}
+
+/** A metric sample's value from Prometheus text (0 if absent). */
+function metric(text, nameAndLabels) {
+  const line = text.split('\n').find((l) => l.startsWith(nameAndLabels + ' '));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+const FLAVORS = [
+  { name: 'v4 websocket', version: 4, transports: ['websocket'] },
+  { name: 'v4 polling', version: 4, transports: ['polling'] },
+  { name: 'v2 websocket (EIO3)', version: 2, transports: ['websocket'] },
+  { name: 'v2 polling (EIO3)', version: 2, transports: ['polling'] },
+];
+
+/** Connects and resolves once connected; rejects with the connect_error. */
+function connect(gw, { version = 4, transports = ['websocket'], auth, query, extraHeaders } = {}) {
+  const io = version === 2 ? ioV2 : ioV4;
+  const opts = { transports, reconnection: false, forceNew: true, timeout: 5000 };
+  if (auth) opts.auth = auth;
+  if (query) opts.query = query;
+  if (extraHeaders) {
+    opts.extraHeaders = extraHeaders;
+    if (version === 2) opts.transportOptions = { polling: { extraHeaders }, websocket: { extraHeaders } };
+  }
+  const socket = io(gw.url, opts);
+  const received = [];
+  socket.onAny
+    ? socket.onAny((event, ...args) => received.push({ event, args }))
+    : null;
+  socket.received = received;
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('connect timeout')), 8000);
+    socket.on('connect', () => { clearTimeout(t); resolve(socket); });
+    socket.on('connect_error', (e) => { clearTimeout(t); socket.close(); reject(e); });
+    socket.on('error', (e) => { clearTimeout(t); socket.close(); reject(e instanceof Error ? e : new Error(String(e))); });
+  });
+}
+
+/** Resolves with the first `event` payload matching `pred`. */
+function waitFor(socket, event, pred = () => true, timeout = 5000) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      socket.off(event, on);
+      reject(new Error(`timed out waiting for ${event}`));
+    }, timeout);
+    function on(data) {
+      if (pred(data)) {
+        clearTimeout(t);
+        socket.off(event, on);
+        resolve(data);
+      }
+    }
+    socket.on(event, on);
+  });
+}
+
+/** Collects every payload of `event` until `ms` pass. */
+function collect(socket, event, ms) {
+  const seen = [];
+  const on = (d) => seen.push(d);
+  socket.on(event, on);
+  return sleep(ms).then(() => { socket.off(event, on); return seen; });
+}
+
+/** Emits with an ack; resolves with the ack payload. */
+function request(socket, event, params, timeout = 5000) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no ack for ${event}`)), timeout);
+    socket.emit(event, params, (reply) => { clearTimeout(t); resolve(reply); });
+  });
+}
+
+function b64url(obj) {
+  return Buffer.from(typeof obj === 'string' ? obj : JSON.stringify(obj)).toString('base64url');
+}
+
+/** HS256 JWT made with node's crypto. */
+function jwt(claims, secret) {
+  const head = b64url({ alg: 'HS256', typ: 'JWT' });
+  const body = b64url(claims);
+  const sig = crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+module.exports = {
+  BIN, FLAVORS, ISO_MS, startGateway, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish,
+};
