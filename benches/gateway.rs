@@ -23,7 +23,11 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Gw {
@@ -51,7 +55,12 @@ impl Gw {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn edge-gateway");
-        let gw = Gw { child, http, mqtt, _dir: dir };
+        let gw = Gw {
+            child,
+            http,
+            mqtt,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while http_get(gw.http, "/health").is_none() {
             assert!(Instant::now() < deadline, "gateway did not become healthy");
@@ -73,7 +82,12 @@ impl Gw {
     /// User + system CPU seconds the gateway has used so far.
     fn cpu_secs(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / 100.0
     }
@@ -95,13 +109,23 @@ impl Gw {
             .filter_map(|l| {
                 let rest = l.strip_prefix(&prefix)?;
                 let (le, count) = rest.split_once("\"} ")?;
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
                 Some((le, count.parse().ok()?))
             })
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-        let q = |q: f64| buckets.iter().find(|b| b.1 >= q * total).map(|b| b.0 * 1000.0).unwrap_or(f64::NAN);
+        let q = |q: f64| {
+            buckets
+                .iter()
+                .find(|b| b.1 >= q * total)
+                .map(|b| b.0 * 1000.0)
+                .unwrap_or(f64::NAN)
+        };
         let sum = self.metric(&format!("{name}_sum"));
         let count = self.metric(&format!("{name}_count"));
         (q(0.5), q(0.99), sum / count * 1000.0)
@@ -110,7 +134,9 @@ impl Gw {
 
 impl Drop for Gw {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -119,10 +145,15 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
-    raw.starts_with("HTTP/1.1 200").then(|| raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
+    raw.starts_with("HTTP/1.1 200")
+        .then(|| raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
 }
 
 async fn publisher(mqtt: SocketAddr, id: &str) -> AsyncClient {
@@ -201,14 +232,20 @@ async fn ingest(qos: QoS) {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects one Socket.IO client over websocket and joins `all-devices` if asked.
 async fn sio_connect(http: SocketAddr, subscribe: bool) -> Ws {
     let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connect");
     let open = ws.next().await.unwrap().unwrap();
-    assert!(open.to_text().unwrap().starts_with('0'), "engine.io open: {open:?}");
+    assert!(
+        open.to_text().unwrap().starts_with('0'),
+        "engine.io open: {open:?}"
+    );
     ws.send(Message::text("40")).await.unwrap();
     loop {
         let m = ws.next().await.unwrap().unwrap();
@@ -217,7 +254,9 @@ async fn sio_connect(http: SocketAddr, subscribe: bool) -> Ws {
         }
     }
     if subscribe {
-        ws.send(Message::text(r#"42["subscribe-all-devices"]"#)).await.unwrap();
+        ws.send(Message::text(r#"42["subscribe-all-devices"]"#))
+            .await
+            .unwrap();
     }
     ws
 }
@@ -226,7 +265,9 @@ async fn sio_connect(http: SocketAddr, subscribe: bool) -> Ws {
 /// subscribers of `all-devices`; latency = client receive time − reading timestamp.
 async fn fanout(clients: usize, rate: usize, secs: u64) {
     let gw = Gw::start(&[("SOCKET_IO_PING_INTERVAL", "25000")]);
-    let latencies = Arc::new(Mutex::new(Vec::<i64>::with_capacity(clients * rate * secs as usize)));
+    let latencies = Arc::new(Mutex::new(Vec::<i64>::with_capacity(
+        clients * rate * secs as usize,
+    )));
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
@@ -282,8 +323,15 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     while sent < total {
         for _ in 0..per_tick {
             let topic = format!("sensors/fan-{:03}/vibration", sent % 100);
-            let payload = format!(r#"{{"value":{}.0,"timestamp":"{}"}}"#, sent % 5, format_ms(now_ms()));
-            client.publish(topic, QoS::AtMostOnce, false, payload).await.unwrap();
+            let payload = format!(
+                r#"{{"value":{}.0,"timestamp":"{}"}}"#,
+                sent % 5,
+                format_ms(now_ms())
+            );
+            client
+                .publish(topic, QoS::AtMostOnce, false, payload)
+                .await
+                .unwrap();
             sent += 1;
         }
         next += tick;
@@ -301,10 +349,14 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let accepted = gw.metric("edge_gateway_readings_accepted_total");
     let rejected = gw.metric("edge_gateway_readings_rejected_total");
     let text = http_get(gw.http, "/metrics").unwrap_or_default();
-    for l in text.lines().filter(|l| l.contains("emitted") || l.contains("catchup") || l.contains("socketio_clients")) {
+    for l in text.lines().filter(|l| {
+        l.contains("emitted") || l.contains("catchup") || l.contains("socketio_clients")
+    }) {
         println!("  {l}");
     }
-    println!("fanout: gateway accepted {accepted} readings of {total} published ({rejected} rejected)");
+    println!(
+        "fanout: gateway accepted {accepted} readings of {total} published ({rejected} rejected)"
+    );
     stop.store(1, Ordering::Relaxed);
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
@@ -312,7 +364,11 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let got = delivered.load(Ordering::Relaxed);
     let mut l = std::mem::take(&mut *latencies.lock().await);
     l.sort_unstable();
-    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(-1);
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
     println!(
         "fanout: {rate} readings/s x {secs}s to {clients} clients: delivered {got}/{expected} \
          ({:.0} deliveries/s over {elapsed:.1}s, publishing {publish_secs:.1}s); latency ms p50 {} p99 {} max {} \
@@ -348,9 +404,15 @@ async fn idle(clients: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         if want("ingest") {
             ingest(QoS::AtLeastOnce).await;
