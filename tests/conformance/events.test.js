@@ -2,7 +2,7 @@
 // flavour: socket.io-client v4 (websocket, polling) and v2 (EIO3; websocket, polling).
 'use strict';
 
-const { test, before, after, describe } = require('node:test');
+const { test, before, after, afterEach, describe } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./harness');
 
@@ -37,6 +37,7 @@ const dev = (p) => `${p}-${++n}`;
 before(async () => {
   gw = await h.startGateway({ EDGE_GATEWAY_DEVICES__OFFLINE_AFTER_MS: '60000' });
 });
+afterEach(() => h.closeClients());
 after(async () => {
   const r = await gw.stop();
   assert.equal(r.code, 0, `graceful exit: ${gw.stderr()}`);
@@ -45,8 +46,7 @@ after(async () => {
 for (const flavor of h.FLAVORS) {
   describe(flavor.name, () => {
     test('welcome on connect', async () => {
-      const { io } = flavor.version === 2 ? { io: require('socket.io-client-v2') } : { io: require('socket.io-client') };
-      const socket = io(gw.url, { transports: flavor.transports, forceNew: true, reconnection: false });
+      const socket = h.client(flavor.version, gw.url, { transports: flavor.transports, forceNew: true, reconnection: false });
       const welcome = await h.waitFor(socket, 'welcome');
       assert.deepEqual(Object.keys(welcome).sort(), ['message', 'timestamp']);
       assert.equal(typeof welcome.message, 'string');

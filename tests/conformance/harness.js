@@ -13,6 +13,31 @@ const crypto = require('node:crypto');
 const ioV4 = require('socket.io-client');
 const ioV2 = require('socket.io-client-v2');
 
+// Every client socket and gateway the tests open, so what a failing test left open is closed
+// after it: a leaked handle would otherwise keep the file alive until the runner's file timeout
+// and hide the real failure.
+const openSockets = new Set();
+const gateways = new Set();
+
+/** Closes every client socket still open (run after each test). */
+function closeClients() {
+  for (const s of openSockets) s.close();
+  openSockets.clear();
+}
+
+/** Stops every gateway still running (run after each file). */
+async function stopGateways() {
+  await Promise.all([...gateways].map((g) => g.stop()));
+}
+
+/** A socket.io client (v4 or v2) that `closeClients()` will close. */
+function client(version, url, opts) {
+  const socket = (version === 2 ? ioV2 : ioV4)(url, opts);
+  openSockets.add(socket);
+  socket.on('disconnect', () => openSockets.delete(socket));
+  return socket;
+}
+
 const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = process.env.EDGE_GATEWAY_BIN || path.join(ROOT, 'target', 'debug', 'edge-gateway');
 
@@ -70,7 +95,10 @@ async function startGateway(env = {}, { dataDir, args = [] } = {}) {
       const r = await httpGet(httpPort, '/health');
       if (r.status === 200) break;
     } catch (_) { /* not yet listening */ }
-    if (Date.now() > deadline) throw new Error(`gateway not healthy in time: ${stderr}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`gateway not healthy in time: ${stderr}`);
+    }
     await sleep(50);
   }
   const gw = {
@@ -82,6 +110,7 @@ async function startGateway(env = {}, { dataDir, args = [] } = {}) {
     stderr: () => stderr,
     exited,
     async stop() {
+      gateways.delete(gw);
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const t = setTimeout(() => child.kill('SIGKILL'), 10000);
@@ -98,6 +127,7 @@ async function startGateway(env = {}, { dataDir, args = [] } = {}) {
     metrics: async () => (await httpGet(httpPort, '/metrics')).body,
     publish: (topic, payload, qos = 1) => publish(mqttPort, topic, payload, qos),
   };
+  gateways.add(gw);
   return gw;
 }
 
@@ -124,7 +154,6 @@ const FLAVORS = [
 
 /** Connects and resolves once connected; rejects with the connect_error. */
 function connect(gw, { version = 4, transports = ['websocket'], auth, query, extraHeaders } = {}) {
-  const io = version === 2 ? ioV2 : ioV4;
   const opts = { transports, reconnection: false, forceNew: true, timeout: 5000 };
   if (auth) opts.auth = auth;
   if (query) opts.query = query;
@@ -132,7 +161,7 @@ function connect(gw, { version = 4, transports = ['websocket'], auth, query, ext
     opts.extraHeaders = extraHeaders;
     if (version === 2) opts.transportOptions = { polling: { extraHeaders }, websocket: { extraHeaders } };
   }
-  const socket = io(gw.url, opts);
+  const socket = client(version, gw.url, opts);
   const received = [];
   socket.onAny
     ? socket.onAny((event, ...args) => received.push({ event, args }))
@@ -147,7 +176,7 @@ function connect(gw, { version = 4, transports = ['websocket'], auth, query, ext
 }
 
 /** Resolves with the first `event` payload matching `pred`. */
-function waitFor(socket, event, pred = () => true, timeout = 5000) {
+function waitFor(socket, event, pred = () => true, timeout = 10000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       socket.off(event, on);
@@ -173,7 +202,7 @@ function collect(socket, event, ms) {
 }
 
 /** Emits with an ack; resolves with the ack payload. */
-function request(socket, event, params, timeout = 5000) {
+function request(socket, event, params, timeout = 10000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ack for ${event}`)), timeout);
     socket.emit(event, params, (reply) => { clearTimeout(t); resolve(reply); });
@@ -195,5 +224,5 @@ function jwt(claims, secret) {
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 module.exports = {
-  BIN, FLAVORS, ISO_MS, startGateway, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish,
+  BIN, FLAVORS, ISO_MS, startGateway, closeClients, stopGateways, client, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish,
 };

@@ -2,10 +2,13 @@
 // garbage packets and malformed MQTT, each while another client keeps being served.
 'use strict';
 
-const { test } = require('node:test');
+const { test, afterEach, after } = require('node:test');
 const assert = require('node:assert/strict');
 const WebSocket = require('ws');
 const h = require('./harness');
+
+afterEach(() => h.closeClients());
+after(() => h.stopGateways());
 
 const SECRET = 'conformance-secret';
 const now = () => Math.floor(Date.now() / 1000);
