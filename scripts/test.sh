@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of edge-gateway: cargo fmt/clippy, the Rust unit and integration tests, the
 # Socket.IO conformance suite (npm socket.io-client v4 and v2) and the python-socketio suite,
-# all against the real binary and real clients. Installs what it needs on a Debian machine
+# all against the real binary and real clients; then the field-deployment checks: the systemd
+# unit, the Yocto layer, and a static aarch64 build booted under qemu (SKIP_CROSS=1 skips that
+# last one, e.g. on a laptop without root). Installs what it needs on a Debian machine
 # (as root) first; quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,8 @@ say() { printf '\n==> %s\n' "$*"; }
 
 need_apt=()
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -38,10 +42,30 @@ say "Rust unit and integration tests"
 cargo test --locked 2>&1 | tee "$logs/cargo.log"
 
 say "Socket.IO conformance suite (socket.io-client v4 + v2)"
-(cd tests/conformance && node --test --test-concurrency=1 --test-timeout=120000 ./*.test.js) 2>&1 | tee "$logs/node.log"
+(cd tests/conformance && node --test --test-concurrency=1 --test-force-exit --test-timeout=120000 ./*.test.js) 2>&1 | tee "$logs/node.log"
 
 say "python-socketio suite"
 python3 -m pytest -q tests/python 2>&1 | tee "$logs/pytest.log"
+
+say "field deployment: systemd unit (systemd-analyze verify, security score)"
+bash scripts/check-systemd.sh target/debug/edge-gateway
+
+say "field deployment: Yocto layer (crate list, oelint-adv)"
+python3 scripts/yocto-crates.py --check
+lint=$(cd yocto/meta-edge-gateway && oelint-adv --quiet recipes-core/edge-gateway/*.bb 2>&1 || true)
+printf '%s\n' "$lint"
+if printf '%s\n' "$lint" | grep -q ':error:'; then
+  echo "oelint-adv reported errors" >&2
+  exit 1
+fi
+
+if [ "${SKIP_CROSS:-0}" = 1 ]; then
+  say "field deployment: static aarch64 build and qemu boot SKIPPED (SKIP_CROSS=1)"
+else
+  say "field deployment: static aarch64 build (Debian rustc + cross gcc), boot under qemu"
+  bash scripts/cross-build.sh aarch64-unknown-linux-gnu
+  bash scripts/qemu-boot-test.sh aarch64-unknown-linux-gnu
+fi
 
 # One closing line over all three runners (each already failed the script if anything failed).
 passed=$(( $(grep -hoE '^test result: ok\. [0-9]+ passed' "$logs/cargo.log" | awk '{s+=$4} END {print s+0}') \

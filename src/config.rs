@@ -29,7 +29,15 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("RATE_LIMIT_MAX_REQUESTS", "rate_limit.max_requests"),
     ("LOG_LEVEL", "log.level"),
     ("METRICS_ENABLED", "metrics.enabled"),
+    ("REDIS_HOST", "sinks.redis.host"),
+    ("REDIS_PORT", "sinks.redis.port"),
+    ("REDIS_PASSWORD", "sinks.redis.password"),
+    ("KAFKA_BROKERS", "sinks.kafka.brokers"),
+    ("KAFKA_CLIENT_ID", "sinks.kafka.client_id"),
 ];
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["server.cors_origins", "sinks.kafka.brokers"];
 
 /// Prefix of our own environment overrides.
 pub const ENV_PREFIX: &str = "EDGE_GATEWAY_";
@@ -51,6 +59,8 @@ pub struct Config {
     /// Threshold alert rules; a file that lists any replaces the whole default list.
     pub thresholds: Vec<ThresholdRule>,
     pub simulator: SimulatorConfig,
+    /// Upstream store-and-forward: each sink is on once its endpoint is set.
+    pub sinks: SinksConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -203,6 +213,129 @@ pub struct SimulatorConfig {
     pub interval_ms: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinksConfig {
+    /// At shutdown, how long connected sinks may keep sending what is still unsent.
+    pub drain_timeout_ms: u64,
+    pub redis: RedisSinkConfig,
+    pub kafka: KafkaSinkConfig,
+}
+
+/// How a sink batches, paces and retries; the same keys for every sink.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Most records in one upstream request (one Redis pipeline, one Kafka produce round).
+    pub batch_max_records: usize,
+    /// Once live, how long to wait for more records before sending a partial batch.
+    pub linger_ms: u64,
+    /// A request (connect, pipeline, produce) not answered within this counts as failed.
+    pub request_timeout_ms: u64,
+    /// Reconnect backoff: doubles from the initial value up to the cap, with jitter.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Caps the catch-up rate after an outage so the backlog does not crowd out the live
+    /// gateway (ingest, dashboards) on a small CPU; 0 = as fast as the upstream takes it.
+    pub max_records_per_sec: u64,
+}
+
+/// The three record kinds and their upstream names (channels, streams or topics).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindNames {
+    pub sensor_readings: String,
+    pub device_status: String,
+    pub alerts: String,
+}
+
+impl KindNames {
+    fn new(sensor_readings: &str, device_status: &str, alerts: &str) -> KindNames {
+        KindNames {
+            sensor_readings: sensor_readings.into(),
+            device_status: device_status.into(),
+            alerts: alerts.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// PUBLISH to channels, what the reference websocket service subscribes to.
+    Publish,
+    /// XADD to streams, for consumers that must not miss records while disconnected.
+    Stream,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    /// Redis host name or address (REDIS_HOST); empty disables the sink.
+    pub host: String,
+    pub port: u16,
+    /// ACL user name; empty for the default user.
+    pub username: String,
+    /// REDIS_PASSWORD; empty for none.
+    pub password: String,
+    pub db: i64,
+    pub mode: RedisMode,
+    pub channels: KindNames,
+    pub streams: KindNames,
+    /// `XADD ... MAXLEN ~ n`: the approximate length each stream is trimmed to.
+    pub stream_maxlen: u64,
+    pub delivery: DeliveryConfig,
+}
+
+impl fmt::Debug for RedisSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSinkConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("db", &self.db)
+            .field("mode", &self.mode)
+            .field("channels", &self.channels)
+            .field("streams", &self.streams)
+            .field("stream_maxlen", &self.stream_maxlen)
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        "<unset>"
+    } else {
+        "<redacted>"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Snappy,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port` (KAFKA_BROKERS, comma-separated); empty disables the sink.
+    pub brokers: Vec<String>,
+    /// KAFKA_CLIENT_ID.
+    pub client_id: String,
+    pub topics: KindNames,
+    /// lz4 and zstd are left out: their crates are C libraries, and the static ARM builds
+    /// stay pure Rust.
+    pub compression: KafkaCompression,
+    /// How often partition counts are re-read (leader changes are followed on every error).
+    pub metadata_refresh_ms: u64,
+    pub delivery: DeliveryConfig,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -233,6 +366,7 @@ impl Default for Config {
                 devices: 0,
                 interval_ms: 1_000,
             },
+            sinks: SinksConfig::default(),
         }
     }
 }
@@ -252,6 +386,55 @@ section_default!(LogConfig, Config::default().log);
 section_default!(MetricsConfig, Config::default().metrics);
 section_default!(DevicesConfig, Config::default().devices);
 section_default!(SimulatorConfig, Config::default().simulator);
+section_default!(
+    SinksConfig,
+    SinksConfig {
+        drain_timeout_ms: 5_000,
+        redis: RedisSinkConfig::default(),
+        kafka: KafkaSinkConfig::default(),
+    }
+);
+section_default!(
+    DeliveryConfig,
+    DeliveryConfig {
+        batch_max_records: 2_000,
+        linger_ms: 5,
+        request_timeout_ms: 10_000,
+        backoff_initial_ms: 250,
+        backoff_max_ms: 30_000,
+        max_records_per_sec: 0,
+    }
+);
+section_default!(
+    KindNames,
+    KindNames::new("sensor-readings", "device-status", "alerts")
+);
+section_default!(
+    RedisSinkConfig,
+    RedisSinkConfig {
+        host: String::new(),
+        port: 6379,
+        username: String::new(),
+        password: String::new(),
+        db: 0,
+        mode: RedisMode::Publish,
+        channels: KindNames::default(),
+        streams: KindNames::default(),
+        stream_maxlen: 1_000_000,
+        delivery: DeliveryConfig::default(),
+    }
+);
+section_default!(
+    KafkaSinkConfig,
+    KafkaSinkConfig {
+        brokers: Vec::new(),
+        client_id: "edge-gateway".into(),
+        topics: KindNames::new("sensors-data", "device-status", "alerts"),
+        compression: KafkaCompression::None,
+        metadata_refresh_ms: 60_000,
+        delivery: DeliveryConfig::default(),
+    }
+);
 section_default!(
     SocketIoConfig,
     SocketIoConfig {
@@ -416,7 +599,7 @@ fn env_key(name: &str) -> Option<String> {
 /// Environment values are untyped: numbers and booleans become TOML numbers and booleans,
 /// comma lists become arrays where the key is a list, everything else a string.
 fn guess_value(key: &str, raw: &str) -> toml::Value {
-    if key == "server.cors_origins" {
+    if LIST_KEYS.contains(&key) {
         return toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -653,6 +836,37 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         ));
     }
     positive("simulator.interval_ms", c.simulator.interval_ms)?;
+    let r = &c.sinks.redis;
+    if !r.host.is_empty() {
+        positive("sinks.redis.port", u64::from(r.port))?;
+        let names = match r.mode {
+            RedisMode::Publish => ("sinks.redis.channels", &r.channels),
+            RedisMode::Stream => ("sinks.redis.streams", &r.streams),
+        };
+        validate_names(names.0, names.1, &fail)?;
+        positive("sinks.redis.stream_maxlen", r.stream_maxlen)?;
+        validate_delivery("sinks.redis.delivery", &r.delivery, &fail)?;
+    }
+    let k = &c.sinks.kafka;
+    if !k.brokers.is_empty() {
+        for broker in &k.brokers {
+            let port_ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(fail(
+                    "sinks.kafka.brokers",
+                    format!("`{broker}` is not host:port"),
+                ));
+            }
+        }
+        if k.client_id.is_empty() {
+            return Err(fail("sinks.kafka.client_id", "must not be empty".into()));
+        }
+        validate_names("sinks.kafka.topics", &k.topics, &fail)?;
+        positive("sinks.kafka.metadata_refresh_ms", k.metadata_refresh_ms)?;
+        validate_delivery("sinks.kafka.delivery", &k.delivery, &fail)?;
+    }
     for (i, rule) in c.thresholds.iter().enumerate() {
         let key = format!("thresholds[{i}]");
         if rule.sensor_type.is_empty() {
@@ -680,6 +894,52 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn validate_names(
+    prefix: &str,
+    names: &KindNames,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (key, value) in [
+        ("sensor_readings", &names.sensor_readings),
+        ("device_status", &names.device_status),
+        ("alerts", &names.alerts),
+    ] {
+        if value.is_empty() {
+            return Err(fail(&format!("{prefix}.{key}"), "must not be empty".into()));
+        }
+    }
+    Ok(())
+}
+
+fn validate_delivery(
+    prefix: &str,
+    d: &DeliveryConfig,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    if !(1..=100_000).contains(&d.batch_max_records) {
+        return Err(fail(
+            &key("batch_max_records"),
+            "must be between 1 and 100000".into(),
+        ));
+    }
+    for (k, v) in [
+        ("request_timeout_ms", d.request_timeout_ms),
+        ("backoff_initial_ms", d.backoff_initial_ms),
+    ] {
+        if v == 0 {
+            return Err(fail(&key(k), "must be greater than 0".into()));
+        }
+    }
+    if d.backoff_max_ms < d.backoff_initial_ms {
+        return Err(fail(
+            &key("backoff_max_ms"),
+            "must be at least backoff_initial_ms".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The host name, for the default gateway id.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -698,6 +958,13 @@ pub fn data_dir(cli: Option<PathBuf>, state_directory: Option<String>) -> PathBu
             .filter(|p| !p.as_os_str().is_empty())
     })
     .unwrap_or_else(|| PathBuf::from("data"))
+}
+
+/// `$CONFIGURATION_DIRECTORY/edge-gateway.toml` (systemd's ConfigurationDirectory=), if present.
+pub fn systemd_config_file(configuration_directory: Option<String>) -> Option<PathBuf> {
+    let dir = configuration_directory?.split(':').next()?.to_string();
+    let path = PathBuf::from(dir).join("edge-gateway.toml");
+    path.is_file().then_some(path)
 }
 
 #[cfg(test)]

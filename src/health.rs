@@ -1,8 +1,8 @@
 //! Shared, lock-light state that `/health`, `/metrics` and `system:status` read: component
 //! health and the figures the pipeline keeps current.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +39,86 @@ pub struct Health {
     pub active_alerts: AtomicUsize,
     pub readings_last_minute: AtomicU64,
     pub socket_clients: AtomicUsize,
+    /// When the writer entered its current commit (ms since the epoch), 0 when not committing.
+    writer_busy_since_ms: AtomicI64,
+    /// One entry per configured upstream sink.
+    pub sinks: Vec<Arc<SinkHealth>>,
+}
+
+/// One upstream sink's state and figures, kept current by its task.
+#[derive(Debug)]
+pub struct SinkHealth {
+    /// `redis` or `kafka`: the metric label and the `<name>-sink` service name.
+    pub name: &'static str,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    /// The next `seq` to send.
+    pub cursor: AtomicU64,
+    /// Records stored but not yet acknowledged upstream.
+    pub lag_records: AtomicU64,
+    /// Age of the oldest unsent record, in milliseconds (0 when caught up).
+    pub lag_ms: AtomicU64,
+    pub sent: AtomicU64,
+    pub sent_per_sec: AtomicU64,
+    pub errors: AtomicU64,
+    /// Records the store evicted before this sink sent them.
+    pub dropped_unsent: AtomicU64,
+}
+
+impl SinkHealth {
+    pub fn new(name: &'static str) -> SinkHealth {
+        SinkHealth {
+            name,
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(Some("not connected yet".into())),
+            cursor: AtomicU64::new(0),
+            lag_records: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            sent_per_sec: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dropped_unsent: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns true when this call changed the state (so callers alert once per transition).
+    pub fn set_connected(&self) -> bool {
+        *self.last_error.lock().expect("health lock poisoned") = None;
+        !self.connected.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn set_failed(&self, error: String) -> bool {
+        *self.last_error.lock().expect("health lock poisoned") = Some(error);
+        self.connected.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .expect("health lock poisoned")
+            .clone()
+    }
+
+    pub fn state(&self) -> ComponentState {
+        if self.connected() {
+            ComponentState::Healthy
+        } else {
+            ComponentState::Down
+        }
+    }
+
+    /// The name in `system:status` services and in system alerts.
+    pub fn service(&self) -> String {
+        format!("{}-sink", self.name)
+    }
 }
 
 impl Health {
-    pub fn new(mqtt_enabled: bool) -> Health {
+    pub fn new(mqtt_enabled: bool, sinks: &[&'static str]) -> Health {
         Health {
             started: Instant::now(),
             store_ok: AtomicBool::new(true),
@@ -57,7 +133,27 @@ impl Health {
             active_alerts: AtomicUsize::new(0),
             readings_last_minute: AtomicU64::new(0),
             socket_clients: AtomicUsize::new(0),
+            writer_busy_since_ms: AtomicI64::new(0),
+            sinks: sinks
+                .iter()
+                .map(|name| Arc::new(SinkHealth::new(name)))
+                .collect(),
         }
+    }
+
+    pub fn writer_entered_commit(&self) {
+        self.writer_busy_since_ms
+            .store(crate::time::now_ms().max(1), Ordering::SeqCst);
+    }
+
+    pub fn writer_left_commit(&self) {
+        self.writer_busy_since_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// True when one commit has been running for longer than `limit`.
+    pub fn writer_wedged(&self, limit: std::time::Duration) -> bool {
+        let since = self.writer_busy_since_ms.load(Ordering::SeqCst);
+        since > 0 && crate::time::now_ms() - since > limit.as_millis() as i64
     }
 
     pub fn uptime_secs(&self) -> u64 {
@@ -105,11 +201,13 @@ impl Health {
     }
 
     /// Overall: down without the store (nothing can be accepted), degraded if an ingest path
-    /// is down, healthy otherwise.
+    /// or an upstream sink is down (records wait in the store), healthy otherwise.
     pub fn overall(&self) -> ComponentState {
+        let sink_down = self.sinks.iter().any(|s| !s.connected());
         match (self.store_state(), self.mqtt_state()) {
             (ComponentState::Down, _) => ComponentState::Down,
             (_, ComponentState::Down) => ComponentState::Degraded,
+            _ if sink_down => ComponentState::Degraded,
             _ => ComponentState::Healthy,
         }
     }

@@ -11,8 +11,10 @@ pub mod health;
 pub mod hub;
 pub mod pipeline;
 pub mod record;
+pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod time;
 
@@ -69,6 +71,9 @@ pub struct Gateway {
     api_stop: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     pipeline: JoinHandle<()>,
+    sinks_stop: CancellationToken,
+    sinks: Vec<JoinHandle<()>>,
+    sinks_drain: Duration,
     writer: std::thread::JoinHandle<()>,
     api: Vec<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
@@ -92,7 +97,14 @@ impl Gateway {
 
         let store = Store::open(&options.data_dir)?;
         let writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
-        let health = Arc::new(Health::new(config.mqtt.enabled));
+        let mut sink_names = Vec::new();
+        if !config.sinks.redis.host.is_empty() {
+            sink_names.push("redis");
+        }
+        if !config.sinks.kafka.brokers.is_empty() {
+            sink_names.push("kafka");
+        }
+        let health = Arc::new(Health::new(config.mqtt.enabled, &sink_names));
         let stats = store.stats()?;
         health
             .store_bytes
@@ -124,6 +136,39 @@ impl Gateway {
             tokio::runtime::Handle::current(),
         )
         .map_err(GatewayError::Writer)?;
+
+        let sinks_stop = CancellationToken::new();
+        let mut sinks = Vec::new();
+        for sink_health in &health.sinks {
+            let ctx = sinks::SinkContext {
+                store: store.clone(),
+                hub: hub.clone(),
+                writer: write_tx.clone(),
+                health: sink_health.clone(),
+                stop: sinks_stop.clone(),
+            };
+            let id = gateway_id.to_string();
+            sinks.push(match sink_health.name {
+                "redis" => {
+                    let c = config.sinks.redis.clone();
+                    let delivery = c.delivery.clone();
+                    tokio::spawn(sinks::run(
+                        sinks::redis::RedisSink::new(c, id),
+                        delivery,
+                        ctx,
+                    ))
+                }
+                _ => {
+                    let c = config.sinks.kafka.clone();
+                    let delivery = c.delivery.clone();
+                    tokio::spawn(sinks::run(
+                        sinks::kafka::KafkaSink::new(c, id),
+                        delivery,
+                        ctx,
+                    ))
+                }
+            });
+        }
 
         let mut pipeline = Pipeline::new(&config, health.clone());
         pipeline.restore(&store.devices()?);
@@ -188,6 +233,9 @@ impl Gateway {
             api_stop,
             sources,
             pipeline,
+            sinks_stop,
+            sinks,
+            sinks_drain: Duration::from_millis(config.sinks.drain_timeout_ms),
             writer,
             api,
             server,
@@ -212,14 +260,37 @@ impl Gateway {
         &self.health
     }
 
-    /// Stops in order: sources, then the pipeline and the writer (which commits everything
-    /// received), then the API (closing every client).
+    /// Cancelled when the gateway begins to stop; for tasks that live as long as it does.
+    pub fn stopping(&self) -> CancellationToken {
+        self.api_stop.clone()
+    }
+
+    /// Stops in order: sources, then the pipeline, then the sinks (after letting connected ones
+    /// catch up for `sinks.drain_timeout_ms`), then the writer (which commits everything
+    /// received, cursors included), then the API (closing every client).
     pub async fn stop(self) -> Result<(), GatewayError> {
         self.sources_stop.cancel();
         for task in self.sources {
             let _ = task.await;
         }
         let _ = self.pipeline.await;
+        if !self.sinks.is_empty() {
+            let deadline = tokio::time::Instant::now() + self.sinks_drain;
+            while tokio::time::Instant::now() < deadline {
+                let next = self.store.next_seq().unwrap_or(0);
+                let pending = self.health.sinks.iter().any(|s| {
+                    s.connected() && s.cursor.load(std::sync::atomic::Ordering::Relaxed) < next
+                });
+                if !pending {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.sinks_stop.cancel();
+        for task in self.sinks {
+            let _ = task.await;
+        }
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         self.api_stop.cancel();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edge_gateway::config::{self, DEFAULT_CONFIG_TOML};
-use edge_gateway::{Gateway, Options, telemetry};
+use edge_gateway::{Gateway, Options, systemd, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,8 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Run {
-        /// TOML configuration file (every key optional; see `default-config`).
+        /// TOML configuration file (every key optional; see `default-config`)
+        /// [default: $CONFIGURATION_DIRECTORY/edge-gateway.toml if it exists].
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Run N simulated devices through the embedded MQTT broker.
@@ -63,6 +64,9 @@ fn main() -> ExitCode {
             simulate,
             data_dir,
         } => {
+            let config = config.or_else(|| {
+                config::systemd_config_file(std::env::var("CONFIGURATION_DIRECTORY").ok())
+            });
             let loaded = match config::load(config.as_deref(), std::env::vars()) {
                 Ok(l) => l,
                 Err(e) => {
@@ -99,7 +103,13 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Config, options: Options) -> anyhow::Result<()> {
     let gateway = Gateway::start(config, options).await?;
+    systemd::ready();
+    tokio::spawn(systemd::watchdog(
+        gateway.health().clone(),
+        gateway.stopping(),
+    ));
     wait_for_signal().await?;
+    systemd::stopping();
     tracing::info!("shutting down: stopping ingest, committing what is pending");
     gateway.stop().await?;
     tracing::info!("stopped cleanly");

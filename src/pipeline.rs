@@ -17,7 +17,7 @@ use crate::alarms::Alarms;
 use crate::config::Config;
 use crate::health::Health;
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
-use crate::store::writer::WriteBatch;
+use crate::store::writer::{WriteBatch, WriteRequest};
 use crate::telemetry as t;
 use crate::time::{now_ms, parse_rfc3339_ms};
 
@@ -316,7 +316,7 @@ fn status_record(device_id: &str, d: &Device, now: i64) -> Record {
 pub async fn run(
     mut pipeline: Pipeline,
     mut rx: mpsc::Receiver<Ingest>,
-    tx: mpsc::Sender<WriteBatch>,
+    tx: mpsc::Sender<WriteRequest>,
     check_interval: Duration,
 ) {
     let mut tick = tokio::time::interval(check_interval);
@@ -342,7 +342,12 @@ pub async fn run(
                 pipeline.check_silence(&mut records);
             }
         }
-        if !records.is_empty() && tx.send(WriteBatch { records, received }).await.is_err() {
+        if !records.is_empty()
+            && tx
+                .send(WriteRequest::Records(WriteBatch { records, received }))
+                .await
+                .is_err()
+        {
             tracing::error!("store writer is gone; pipeline stopping");
             break;
         }
@@ -370,7 +375,7 @@ mod tests {
     fn pipeline(offline_after_ms: u64) -> Pipeline {
         let mut c = Config::default();
         c.devices.offline_after_ms = offline_after_ms;
-        Pipeline::new(&c, Arc::new(Health::new(true)))
+        Pipeline::new(&c, Arc::new(Health::new(true, &[])))
     }
 
     fn kinds(records: &[Record]) -> Vec<String> {

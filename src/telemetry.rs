@@ -23,6 +23,13 @@ pub const DEVICES_ONLINE: &str = "edge_gateway_devices_online";
 pub const DEVICES_TOTAL: &str = "edge_gateway_devices_total";
 pub const ALERTS_ACTIVE: &str = "edge_gateway_alerts_active";
 pub const ALERTS_RAISED: &str = "edge_gateway_alerts_raised_total";
+pub const SINK_CONNECTED: &str = "edge_gateway_sink_connected";
+pub const SINK_SENT: &str = "edge_gateway_sink_sent_total";
+pub const SINK_SEND_SECONDS: &str = "edge_gateway_sink_send_seconds";
+pub const SINK_ERRORS: &str = "edge_gateway_sink_errors_total";
+pub const SINK_DROPPED_UNSENT: &str = "edge_gateway_sink_dropped_unsent_total";
+pub const SINK_LAG_RECORDS: &str = "edge_gateway_sink_lag_records";
+pub const SINK_LAG_SECONDS: &str = "edge_gateway_sink_lag_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

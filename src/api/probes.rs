@@ -17,6 +17,25 @@ pub async fn health(State(state): State<ApiState>) -> Response {
     let h = &state.health;
     let store_state = h.store_state();
     let last_commit = h.last_commit_ms.load(Ordering::Relaxed);
+    let sinks: serde_json::Map<String, serde_json::Value> = h
+        .sinks
+        .iter()
+        .map(|s| {
+            let v = json!({
+                "status": s.state().as_str(),
+                "connected": s.connected(),
+                "error": s.last_error(),
+                "cursor": s.cursor.load(Ordering::Relaxed),
+                "lagRecords": s.lag_records.load(Ordering::Relaxed),
+                "lagSeconds": s.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                "sent": s.sent.load(Ordering::Relaxed),
+                "sentPerSecond": s.sent_per_sec.load(Ordering::Relaxed),
+                "errors": s.errors.load(Ordering::Relaxed),
+                "droppedUnsent": s.dropped_unsent.load(Ordering::Relaxed),
+            });
+            (s.name.to_string(), v)
+        })
+        .collect();
     let body = json!({
         "status": h.overall().as_str(),
         "timestamp": format_ms(now_ms()),
@@ -34,6 +53,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
                 "status": "healthy",
                 "clients": h.socket_clients.load(Ordering::Relaxed),
             },
+            "sinks": sinks,
         },
         "devices": {
             "online": h.devices_online.load(Ordering::Relaxed),

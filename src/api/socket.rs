@@ -410,15 +410,19 @@ pub async fn run_system_status(io: SocketIo, state: ApiState, shutdown: Cancella
 
 pub fn system_status(state: &ApiState) -> Value {
     let h = &state.health;
+    let mut services = json!({
+        "mqtt": h.mqtt_state().as_str(),
+        "store": h.store_state().as_str(),
+        "websocket-service": "healthy",
+    });
+    for sink in &h.sinks {
+        services[sink.service()] = json!(sink.state().as_str());
+    }
     json!({
         "status": h.overall().as_str(),
         "timestamp": format_ms(now_ms()),
         "uptime": h.uptime_secs(),
-        "services": {
-            "mqtt": h.mqtt_state().as_str(),
-            "store": h.store_state().as_str(),
-            "websocket-service": "healthy",
-        },
+        "services": services,
         "metrics": {
             "activeDevices": h.devices_online.load(Ordering::Relaxed),
             "totalDevices": h.devices_total.load(Ordering::Relaxed),

@@ -5,7 +5,10 @@
 //! - `log`: `seq → encoded record` (header + reference JSON), the append log in commit order.
 //! - `readings_by_device`: `(deviceId, ts_ms, seq) → ()`, so device history is a range scan.
 //! - `readings_by_sensor`: `(deviceId, sensorType, ts_ms, seq) → ()`, likewise per sensor.
+//! - `log_by_kind`: `(kind, seq) → ()`, so the byte budget evicts telemetry before status
+//!   changes and those before alerts.
 //! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start.
+//! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`.
 
 pub mod writer;
@@ -21,7 +24,9 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const BY_DEVICE: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("readings_by_device");
 const BY_SENSOR: TableDefinition<(&str, &str, i64, u64), ()> =
     TableDefinition::new("readings_by_sensor");
+const BY_KIND: TableDefinition<(u8, u64), ()> = TableDefinition::new("log_by_kind");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("sink_cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const META_NEXT_SEQ: &str = "next_seq";
@@ -72,6 +77,18 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// A stored record as its bytes: what the upstream sinks forward without re-encoding.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub seq: u64,
+    pub kind: RecordKind,
+    pub ts_ms: i64,
+    /// Empty for records that belong to no device.
+    pub device_id: String,
+    /// The reference JSON, with `gatewayId` and `seq`.
+    pub json: Vec<u8>,
+}
+
 /// A stored record as read back: its sequence number, kind, and reference JSON.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
@@ -106,11 +123,26 @@ impl Store {
             })?;
         let txn = db.begin_write()?;
         {
-            txn.open_table(LOG)?;
+            let log = txn.open_table(LOG)?;
             txn.open_table(BY_DEVICE)?;
             txn.open_table(BY_SENSOR)?;
+            let mut by_kind = txn.open_table(BY_KIND)?;
             txn.open_table(DEVICES)?;
+            txn.open_table(CURSORS)?;
             txn.open_table(META)?;
+            // A store written before the kind index existed: build it once.
+            if by_kind.is_empty()? && !log.is_empty()? {
+                for entry in log.iter()? {
+                    let (k, v) = entry?;
+                    let seq = k.value();
+                    let kind = v
+                        .value()
+                        .first()
+                        .copied()
+                        .ok_or(StoreError::Corrupt { seq })?;
+                    by_kind.insert((kind, seq), ())?;
+                }
+            }
         }
         txn.commit()?;
         Ok(Store {
@@ -134,6 +166,17 @@ impl Store {
             next_seq: get(META_NEXT_SEQ)?.max(1),
             file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
         })
+    }
+
+    /// The `seq` the next committed record will get.
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(META_NEXT_SEQ)?
+            .map(|v| v.value())
+            .unwrap_or(0)
+            .max(1))
     }
 
     /// Readings of one device (and sensor type) in a time range: a range scan on an index.
@@ -190,6 +233,49 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Up to `max` records with `seq >= from_seq` as stored bytes, in order. Evicted records
+    /// show up as gaps in `seq`.
+    pub fn read_raw(&self, from_seq: u64, max: usize) -> Result<Vec<RawRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let mut out = Vec::with_capacity(max.min(8192));
+        for entry in log.range(from_seq..)?.take(max) {
+            let (k, v) = entry?;
+            let seq = k.value();
+            let d = decode(v.value()).ok_or(StoreError::Corrupt { seq })?;
+            out.push(RawRecord {
+                seq,
+                kind: d.kind,
+                ts_ms: d.ts_ms,
+                device_id: d.device_id.to_string(),
+                json: d.json.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The timestamp of the oldest record with `seq >= from_seq`, if any: how far behind a
+    /// consumer at `from_seq` is, in time.
+    pub fn oldest_ts_from(&self, from_seq: u64) -> Result<Option<i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let Some(entry) = log.range(from_seq..)?.next() else {
+            return Ok(None);
+        };
+        let (k, v) = entry?;
+        let seq = k.value();
+        Ok(Some(
+            decode(v.value()).ok_or(StoreError::Corrupt { seq })?.ts_ms,
+        ))
+    }
+
+    /// A sink's committed cursor: the next `seq` it has to send. `None` for a new sink.
+    pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CURSORS)?;
+        Ok(table.get(sink)?.map(|v| v.value()))
     }
 
     /// The latest `device:status` JSON of every device ever seen.
@@ -275,7 +361,8 @@ fn cost(d: &Decoded<'_>, raw_len: usize) -> u64 {
     } else {
         0
     };
-    (raw_len + 8 + index) as u64
+    // + the log key and the kind index entry.
+    (raw_len + 8 + 9 + index) as u64
 }
 
 /// Outcome of one group commit.
@@ -316,11 +403,13 @@ impl StoreWriter {
         })
     }
 
-    /// Appends `records` and applies retention in one durable transaction. Sequence numbers
-    /// are assigned here, so they are gap-free and in commit order. On error nothing changed.
+    /// Appends `records`, moves sink `cursors` and applies retention in one durable
+    /// transaction. Sequence numbers are assigned here, so they are gap-free and in commit
+    /// order. On error nothing changed.
     pub fn append(
         &mut self,
         records: &[Record],
+        cursors: &[(&str, u64)],
         now_ms: i64,
         retention: Retention,
     ) -> Result<CommitOutcome, StoreError> {
@@ -332,7 +421,12 @@ impl StoreWriter {
             let mut log = txn.open_table(LOG)?;
             let mut by_device = txn.open_table(BY_DEVICE)?;
             let mut by_sensor = txn.open_table(BY_SENSOR)?;
+            let mut by_kind = txn.open_table(BY_KIND)?;
             let mut devices = txn.open_table(DEVICES)?;
+            let mut cursor_table = txn.open_table(CURSORS)?;
+            for &(sink, next) in cursors {
+                cursor_table.insert(sink, next)?;
+            }
             for record in records {
                 let raw = encode(record, &self.gateway_id, seq);
                 let d = decode(&raw).expect("just encoded");
@@ -345,34 +439,53 @@ impl StoreWriter {
                     devices.insert(d.device_id, d.json)?;
                 }
                 log.insert(seq, raw.as_slice())?;
+                by_kind.insert((d.kind as u8, seq), ())?;
                 seq += 1;
             }
 
+            // Age: oldest first, whatever the kind. Budget: telemetry first, then status
+            // changes, alerts last, each oldest first. Never what this very commit adds.
             let oldest_allowed = now_ms.saturating_sub(retention.max_age_ms);
             let mut evictions = 0;
             while evictions < retention.max_evictions_per_commit {
-                let Some((k, v)) = log.first()? else { break };
-                let (first_seq, raw) = (k.value(), v.value().to_vec());
-                drop((k, v));
-                let Some(d) = decode(&raw) else {
-                    return Err(StoreError::Corrupt { seq: first_seq });
+                let victim = match log.first()? {
+                    Some((k, v)) if k.value() < self.next_seq => {
+                        let seq = k.value();
+                        let d = decode(v.value()).ok_or(StoreError::Corrupt { seq })?;
+                        (d.ts_ms < oldest_allowed).then_some((seq, false))
+                    }
+                    _ => None,
                 };
-                let over_budget = bytes > retention.byte_budget;
-                let too_old = d.ts_ms < oldest_allowed;
-                if !over_budget && !too_old {
+                let victim = match victim {
+                    Some(v) => Some(v),
+                    None if bytes > retention.byte_budget => {
+                        let mut found = None;
+                        for kind in [RecordKind::Reading, RecordKind::Status, RecordKind::Alert] {
+                            let k = kind as u8;
+                            if let Some(entry) = by_kind.range((k, 0)..(k, self.next_seq))?.next() {
+                                found = Some((entry?.0.value().1, true));
+                                break;
+                            }
+                        }
+                        found
+                    }
+                    None => None,
+                };
+                let Some((victim, budget)) = victim else {
                     break;
-                }
-                // Never evict what this very commit adds.
-                if first_seq >= self.next_seq {
-                    break;
-                }
-                log.remove(first_seq)?;
+                };
+                let raw = log
+                    .remove(victim)?
+                    .map(|v| v.value().to_vec())
+                    .ok_or(StoreError::Corrupt { seq: victim })?;
+                let d = decode(&raw).ok_or(StoreError::Corrupt { seq: victim })?;
+                by_kind.remove((d.kind as u8, victim))?;
                 if d.kind == RecordKind::Reading {
-                    by_device.remove((d.device_id, d.ts_ms, first_seq))?;
-                    by_sensor.remove((d.device_id, d.sensor_type, d.ts_ms, first_seq))?;
+                    by_device.remove((d.device_id, d.ts_ms, victim))?;
+                    by_sensor.remove((d.device_id, d.sensor_type, d.ts_ms, victim))?;
                 }
                 bytes = bytes.saturating_sub(cost(&d, raw.len()));
-                if over_budget {
+                if budget {
                     outcome.evicted_budget += 1;
                 } else {
                     outcome.evicted_age += 1;
@@ -450,6 +563,7 @@ mod tests {
                         reading("b", "t", 2.0, 1000),
                         reading("a", "h", 3.0, 2000),
                     ],
+                    &[],
                     0,
                     KEEP,
                 )
@@ -458,7 +572,9 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
-        let out = w.append(&[reading("a", "t", 4.0, 3000)], 0, KEEP).unwrap();
+        let out = w
+            .append(&[reading("a", "t", 4.0, 3000)], &[], 0, KEEP)
+            .unwrap();
         assert_eq!(out.first_seq, 4);
 
         let values = |h: Vec<serde_json::Value>| {
@@ -516,7 +632,12 @@ mod tests {
         let mut evicted = 0;
         for i in 0..400 {
             let out = w
-                .append(&[reading("a", "t", f64::from(i), i64::from(i))], 0, budget)
+                .append(
+                    &[reading("a", "t", f64::from(i), i64::from(i))],
+                    &[],
+                    0,
+                    budget,
+                )
                 .unwrap();
             evicted += out.evicted_budget;
             assert!(out.logical_bytes <= 20_000 + 300, "{}", out.logical_bytes);
@@ -544,11 +665,12 @@ mod tests {
             location: "L".into(),
             last_seen_ms: Some(10_000),
         });
-        w.append(&[reading("a", "t", 1.0, 1_000), status], 0, KEEP)
+        w.append(&[reading("a", "t", 1.0, 1_000), status], &[], 0, KEEP)
             .unwrap();
         let out = w
             .append(
                 &[reading("a", "t", 2.0, 20_000)],
+                &[],
                 20_000,
                 Retention {
                     max_age_ms: 15_000,

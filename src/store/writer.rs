@@ -1,6 +1,7 @@
 //! The single store writer: a dedicated thread that turns queued batches into group commits.
 //! A record is accepted only once its commit returned; only then is it published on the hub.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +23,48 @@ pub struct WriteBatch {
     pub received: Instant,
 }
 
+/// What the single writer is asked to make durable.
+#[derive(Debug)]
+pub enum WriteRequest {
+    Records(WriteBatch),
+    /// An upstream sink's new position (the next `seq` to send), once the upstream
+    /// acknowledged everything before it. Committed with the next group commit.
+    Cursor {
+        sink: Arc<str>,
+        next_seq: u64,
+    },
+}
+
+/// Everything one group commit will hold.
+#[derive(Default)]
+struct Pending {
+    records: Vec<Record>,
+    cursors: BTreeMap<Arc<str>, u64>,
+    oldest: Option<Instant>,
+}
+
+impl Pending {
+    fn add(&mut self, request: WriteRequest) {
+        match request {
+            WriteRequest::Records(b) => {
+                self.oldest = Some(self.oldest.map_or(b.received, |o| o.min(b.received)));
+                self.records.extend(b.records);
+            }
+            WriteRequest::Cursor { sink, next_seq } => {
+                let slot = self.cursors.entry(sink).or_insert(next_seq);
+                *slot = (*slot).max(next_seq);
+            }
+        }
+    }
+}
+
 /// How long a failing store is retried after shutdown began before pending records are given
 /// up (they were never acknowledged).
 const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
 
 pub fn spawn(
     mut writer: StoreWriter,
-    mut rx: mpsc::Receiver<WriteBatch>,
+    mut rx: mpsc::Receiver<WriteRequest>,
     hub: Hub,
     config: StoreConfig,
     health: Arc<Health>,
@@ -45,17 +81,13 @@ pub fn spawn(
         .name("store-writer".into())
         .spawn(move || {
             let _runtime = runtime.enter();
-            let mut pending: Vec<Record> = Vec::with_capacity(config.batch_max_records);
+            let mut pending = Pending::default();
             while let Some(first) = runtime.block_on(rx.recv()) {
-                let mut oldest = first.received;
-                pending.extend(first.records);
+                pending.add(first);
                 let deadline = Instant::now() + linger;
-                while pending.len() < config.batch_max_records {
+                while pending.records.len() < config.batch_max_records {
                     match rx.try_recv() {
-                        Ok(b) => {
-                            oldest = oldest.min(b.received);
-                            pending.extend(b.records);
-                        }
+                        Ok(r) => pending.add(r),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let now = Instant::now();
                             if now >= deadline {
@@ -63,25 +95,14 @@ pub fn spawn(
                             }
                             match runtime.block_on(tokio::time::timeout(deadline - now, rx.recv()))
                             {
-                                Ok(Some(b)) => {
-                                    oldest = oldest.min(b.received);
-                                    pending.extend(b.records);
-                                }
+                                Ok(Some(r)) => pending.add(r),
                                 Ok(None) | Err(_) => break,
                             }
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => break,
                     }
                 }
-                commit_with_retry(
-                    &mut writer,
-                    &mut pending,
-                    oldest,
-                    retention,
-                    &hub,
-                    &health,
-                    &rx,
-                );
+                commit_with_retry(&mut writer, &mut pending, retention, &hub, &health, &rx);
             }
             tracing::info!("store writer stopped: all queued records committed");
         })
@@ -89,26 +110,38 @@ pub fn spawn(
 
 fn commit_with_retry(
     writer: &mut StoreWriter,
-    pending: &mut Vec<Record>,
-    oldest: Instant,
+    pending: &mut Pending,
     retention: Retention,
     hub: &Hub,
     health: &Health,
-    rx: &mpsc::Receiver<WriteBatch>,
+    rx: &mpsc::Receiver<WriteRequest>,
 ) {
+    let cursors: Vec<(&str, u64)> = pending
+        .cursors
+        .iter()
+        .map(|(sink, next)| (&**sink, *next))
+        .collect();
     let mut backoff = Duration::from_millis(100);
     let mut closed_since: Option<Instant> = None;
     loop {
         let started = Instant::now();
-        let count = pending.len();
-        match writer.append(pending, now_ms(), retention) {
+        let count = pending.records.len();
+        health.writer_entered_commit();
+        let result = writer.append(&pending.records, &cursors, now_ms(), retention);
+        health.writer_left_commit();
+        match result {
             Ok(outcome) => {
                 let elapsed = started.elapsed();
                 metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
                 metrics::histogram!(t::COMMIT_BATCH_RECORDS).record(count as f64);
-                metrics::histogram!(t::RECEIVE_TO_COMMIT_SECONDS)
-                    .record(oldest.elapsed().as_secs_f64());
+                if let Some(oldest) = pending.oldest.take() {
+                    metrics::histogram!(t::RECEIVE_TO_COMMIT_SECONDS)
+                        .record(oldest.elapsed().as_secs_f64());
+                }
+                drop(cursors);
+                pending.cursors.clear();
                 let committed: Vec<Committed> = pending
+                    .records
                     .drain(..)
                     .zip(outcome.first_seq..)
                     .map(|(record, seq)| Committed { seq, record })
@@ -151,7 +184,9 @@ fn commit_with_retry(
                         "Store recovered: readings are being stored again".into(),
                     ))));
                 }
-                hub.publish(HubEvent::Committed(committed.into()));
+                if !committed.is_empty() {
+                    hub.publish(HubEvent::Committed(committed.into()));
+                }
                 return;
             }
             Err(err) => {
@@ -176,7 +211,9 @@ fn commit_with_retry(
                             records = count,
                             "giving up on unacknowledged records at shutdown: the store keeps failing"
                         );
-                        pending.clear();
+                        pending.records.clear();
+                        pending.cursors.clear();
+                        pending.oldest = None;
                         return;
                     }
                 }

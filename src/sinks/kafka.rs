@@ -1,0 +1,268 @@
+//! The Kafka sink (rskafka, pure Rust): produce to the reference topics (`sensors-data`,
+//! `device-status`, `alerts`) with acks=all. The record key is the device id and the partition
+//! is Kafka's default for that key (murmur2), so every device stays on one partition and its
+//! records stay in order; headers `gateway-id` and `seq` carry the de-duplication key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rskafka::BackoffConfig;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use tokio::task::JoinSet;
+
+use super::{SinkError, Upstream, name_for};
+use crate::config::{KafkaCompression, KafkaSinkConfig};
+use crate::store::RawRecord;
+
+pub struct KafkaSink {
+    config: KafkaSinkConfig,
+    gateway_id: String,
+    link: Option<Link>,
+}
+
+/// A connected client and one partition client per partition of each topic.
+struct Link {
+    client: Client,
+    partitions: HashMap<String, Vec<Arc<PartitionClient>>>,
+    loaded_at: Instant,
+}
+
+impl KafkaSink {
+    pub fn new(config: KafkaSinkConfig, gateway_id: String) -> KafkaSink {
+        KafkaSink {
+            config,
+            gateway_id,
+            link: None,
+        }
+    }
+
+    fn topics(&self) -> Vec<(&str, &'static str)> {
+        let t = &self.config.topics;
+        let mut out = vec![
+            (t.sensor_readings.as_str(), "sensor_readings"),
+            (t.device_status.as_str(), "device_status"),
+            (t.alerts.as_str(), "alerts"),
+        ];
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    fn compression(&self) -> Compression {
+        match self.config.compression {
+            KafkaCompression::None => Compression::NoCompression,
+            KafkaCompression::Gzip => Compression::Gzip,
+            KafkaCompression::Snappy => Compression::Snappy,
+        }
+    }
+
+    /// Reads the partition counts of our topics and opens a client for each partition's
+    /// leader. A missing topic is an error that names it.
+    async fn load_partitions(
+        &self,
+        client: &Client,
+    ) -> Result<HashMap<String, Vec<Arc<PartitionClient>>>, SinkError> {
+        let listed = client.list_topics().await?;
+        let mut out = HashMap::new();
+        for (topic, key) in self.topics() {
+            let Some(found) = listed.iter().find(|t| t.name == topic) else {
+                return Err(SinkError::MissingTopic {
+                    topic: topic.to_string(),
+                    key: format!("sinks.kafka.topics.{key}"),
+                });
+            };
+            let mut clients = Vec::with_capacity(found.partitions.len());
+            // Partitions are numbered 0..n; the default partitioner relies on that.
+            for p in 0..found.partitions.len() as i32 {
+                let pc = client
+                    .partition_client(topic, p, UnknownTopicHandling::Error)
+                    .await?;
+                clients.push(Arc::new(pc));
+            }
+            out.insert(topic.to_string(), clients);
+        }
+        Ok(out)
+    }
+
+    fn to_kafka(&self, r: &RawRecord) -> Record {
+        let key = if r.device_id.is_empty() {
+            self.gateway_id.as_bytes()
+        } else {
+            r.device_id.as_bytes()
+        };
+        Record {
+            key: Some(key.to_vec()),
+            value: Some(r.json.clone()),
+            headers: BTreeMap::from([
+                (
+                    "gateway-id".to_string(),
+                    self.gateway_id.as_bytes().to_vec(),
+                ),
+                ("seq".to_string(), r.seq.to_string().into_bytes()),
+            ]),
+            timestamp: chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default(),
+        }
+    }
+}
+
+impl Upstream for KafkaSink {
+    async fn connect(&mut self) -> Result<(), SinkError> {
+        self.link = None;
+        let timeout = Duration::from_millis(self.config.delivery.request_timeout_ms);
+        // rskafka retries internally; bound it so an outage surfaces here and the sink's
+        // own backoff, health and alerts take over.
+        let backoff = BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+            deadline: Some(timeout),
+        };
+        let client = ClientBuilder::new(self.config.brokers.clone())
+            .client_id(self.config.client_id.as_str())
+            .backoff_config(backoff)
+            .build()
+            .await?;
+        let partitions = self.load_partitions(&client).await?;
+        self.link = Some(Link {
+            client,
+            partitions,
+            loaded_at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: &[RawRecord]) -> Result<(), SinkError> {
+        let refresh = Duration::from_millis(self.config.metadata_refresh_ms);
+        if let Some(link) = self.link.as_ref()
+            && link.loaded_at.elapsed() > refresh
+        {
+            let partitions = self.load_partitions(&link.client).await;
+            let link = self.link.as_mut().expect("checked above");
+            match partitions {
+                Ok(p) => {
+                    link.partitions = p;
+                    link.loaded_at = Instant::now();
+                }
+                Err(e) => {
+                    self.link = None;
+                    return Err(e);
+                }
+            }
+        }
+        let Some(link) = self.link.as_ref() else {
+            return Err(SinkError::Timeout {
+                what: "kafka link (not connected)",
+                timeout_ms: 0,
+            });
+        };
+
+        // One produce request per partition, in seq order within it; all in flight at once.
+        let mut groups: BTreeMap<(&str, usize), Vec<Record>> = BTreeMap::new();
+        for r in batch {
+            let topic = name_for(&self.config.topics, r.kind);
+            let parts = &link.partitions[topic];
+            let key = if r.device_id.is_empty() {
+                self.gateway_id.as_bytes()
+            } else {
+                r.device_id.as_bytes()
+            };
+            let p = partition_for(key, parts.len());
+            groups.entry((topic, p)).or_default().push(self.to_kafka(r));
+        }
+        let compression = self.compression();
+        let mut inflight = JoinSet::new();
+        for ((topic, p), records) in groups {
+            let pc = link.partitions[topic][p].clone();
+            inflight.spawn(async move { pc.produce(records, compression).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = inflight.join_next().await {
+            match done.expect("produce task panicked") {
+                Ok(_offsets) => {}
+                Err(e) if result.is_ok() => result = Err(SinkError::Kafka(e)),
+                Err(_) => {}
+            }
+        }
+        if result.is_err() {
+            self.link = None;
+        }
+        result
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.config.brokers.clone()
+    }
+}
+
+/// Kafka's default partitioner for keyed records: `toPositive(murmur2(key)) % partitions`,
+/// so Java and librdkafka (`murmur2_random`) producers put a device on the same partition.
+pub fn partition_for(key: &[u8], partitions: usize) -> usize {
+    if partitions == 0 {
+        return 0;
+    }
+    (murmur2(key) & 0x7fff_ffff) as usize % partitions
+}
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Vectors from Kafka's UtilsTest.testMurmur2.
+        let cases: [(&str, i32); 6] = [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(murmur2(input.as_bytes()) as i32, expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn a_device_always_maps_to_one_partition() {
+        let p = partition_for(b"device-001", 6);
+        assert!(p < 6);
+        for _ in 0..10 {
+            assert_eq!(partition_for(b"device-001", 6), p);
+        }
+        assert_eq!(partition_for(b"anything", 1), 0);
+    }
+}

@@ -1,0 +1,480 @@
+//! Upstream store-and-forward: each sink reads committed records from the store, in `seq`
+//! order, from its own cursor, sends them upstream, and moves its cursor (through the store
+//! writer, in the next group commit) only once the upstream acknowledged them.
+//!
+//! The delivery loop ([`run`]) is shared; the protocols live in [`redis`] and [`kafka`] behind
+//! [`Upstream`]. Nothing outside this module knows Redis or Kafka; sinks know nothing of the
+//! sources or of Socket.IO.
+
+pub mod kafka;
+pub mod redis;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DeliveryConfig, KindNames};
+use crate::health::SinkHealth;
+use crate::hub::{Hub, HubEvent};
+use crate::record::{Alert, AlertKind, Level, RecordKind};
+use crate::store::writer::WriteRequest;
+use crate::store::{RawRecord, Store, StoreError};
+use crate::telemetry as t;
+use crate::time::now_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rskafka::client::error::Error),
+    #[error("kafka topic `{topic}` does not exist on the brokers (create it, or set {key})")]
+    MissingTopic { topic: String, key: String },
+    #[error("{what} not answered within {timeout_ms} ms")]
+    Timeout { what: &'static str, timeout_ms: u64 },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One upstream protocol. `send` must return only once the upstream acknowledged every
+/// record of the batch (or failed): the cursor moves on that answer.
+pub trait Upstream: Send {
+    /// (Re)establishes the link; called after a failure before the next `send`.
+    fn connect(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn send(&mut self, batch: &[RawRecord]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// `host:port` endpoints, probed cheaply during backoff to reconnect as soon as one
+    /// accepts TCP again.
+    fn endpoints(&self) -> Vec<String>;
+}
+
+/// The upstream name (channel, stream or topic) for a record kind.
+pub fn name_for(names: &KindNames, kind: RecordKind) -> &str {
+    match kind {
+        RecordKind::Reading => &names.sensor_readings,
+        RecordKind::Status => &names.device_status,
+        RecordKind::Alert => &names.alerts,
+    }
+}
+
+/// What a sink task needs from the gateway.
+pub struct SinkContext {
+    pub store: Store,
+    pub hub: Hub,
+    pub writer: mpsc::Sender<WriteRequest>,
+    pub health: Arc<SinkHealth>,
+    pub stop: CancellationToken,
+}
+
+/// Runs one sink until `stop`: connect, send from the cursor, back off on failure.
+pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: SinkContext) {
+    let name = ctx.health.name;
+    let sink: Arc<str> = name.into();
+    let mut commits = ctx.hub.subscribe();
+    let mut cursor = match initial_cursor(&ctx.store, name) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(sink = name, error = %e, "cannot read the sink cursor; sink not started");
+            return;
+        }
+    };
+    ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    let mut backoff = Backoff::new(&delivery);
+    let mut connected = false;
+    let mut rate = RateWindow::new();
+    let mut pacer = Pacer::new(delivery.max_records_per_sec);
+    let timeout = Duration::from_millis(delivery.request_timeout_ms);
+    let mut figures_at = Instant::now();
+
+    while !ctx.stop.is_cancelled() {
+        if figures_at.elapsed() >= Duration::from_millis(500) {
+            update_lag(&ctx, cursor);
+            ctx.health
+                .sent_per_sec
+                .store(rate.per_sec(), Ordering::Relaxed);
+            figures_at = Instant::now();
+        }
+        if !connected {
+            match with_timeout("connect", timeout, upstream.connect()).await {
+                Ok(()) => {
+                    connected = true;
+                    backoff.reset();
+                    if ctx.health.set_connected() {
+                        tracing::info!(sink = name, "upstream connected");
+                        announce(
+                            &ctx,
+                            Level::Warning,
+                            format!("{} recovered: forwarding resumes", ctx.health.service()),
+                        );
+                    }
+                }
+                Err(e) => {
+                    fail(&ctx, &e);
+                    let wait = backoff.next();
+                    wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
+                    continue;
+                }
+            }
+        }
+
+        let batch = match read(&ctx.store, cursor, delivery.batch_max_records).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(sink = name, error = %e, "cannot read the store; retrying");
+                sleep_or_stop(Duration::from_secs(1), &ctx.stop).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            update_lag(&ctx, cursor);
+            wait_for_commit(&mut commits, Duration::from_millis(500), &ctx.stop).await;
+            // Live: let a few commits gather so one request carries them.
+            sleep_or_stop(Duration::from_millis(delivery.linger_ms), &ctx.stop).await;
+            continue;
+        }
+
+        let dropped = gaps(cursor, &batch);
+        if dropped > 0 {
+            ctx.health
+                .dropped_unsent
+                .fetch_add(dropped, Ordering::Relaxed);
+            metrics::counter!(t::SINK_DROPPED_UNSENT, "sink" => name).increment(dropped);
+            tracing::warn!(
+                sink = name,
+                dropped,
+                "the store evicted records before this sink sent them (byte budget or age)"
+            );
+        }
+
+        let started = Instant::now();
+        match with_timeout("send", timeout, upstream.send(&batch)).await {
+            Ok(()) => {
+                let n = batch.len() as u64;
+                cursor = batch.last().map_or(cursor, |r| r.seq + 1);
+                metrics::counter!(t::SINK_SENT, "sink" => name).increment(n);
+                metrics::histogram!(t::SINK_SEND_SECONDS, "sink" => name)
+                    .record(started.elapsed().as_secs_f64());
+                ctx.health.sent.fetch_add(n, Ordering::Relaxed);
+                ctx.health.cursor.store(cursor, Ordering::Relaxed);
+                rate.add(n);
+                let moved = ctx
+                    .writer
+                    .send(WriteRequest::Cursor {
+                        sink: sink.clone(),
+                        next_seq: cursor,
+                    })
+                    .await;
+                if moved.is_err() {
+                    // The writer is gone: the gateway is stopping. The cursor stays where the
+                    // store has it; what was sent since is sent again after the restart.
+                    break;
+                }
+                pacer.pace(n, &ctx.stop).await;
+            }
+            Err(e) => {
+                connected = false;
+                fail(&ctx, &e);
+                let wait = backoff.next();
+                wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
+            }
+        }
+    }
+    tracing::debug!(sink = name, cursor, "sink stopped");
+}
+
+/// A new sink starts at the oldest stored record: everything the gateway holds goes upstream.
+fn initial_cursor(store: &Store, name: &str) -> Result<u64, StoreError> {
+    if let Some(c) = store.cursor(name)? {
+        return Ok(c);
+    }
+    Ok(match store.read_raw(0, 1)?.first() {
+        Some(r) => r.seq,
+        None => store.next_seq()?,
+    })
+}
+
+async fn read(store: &Store, from: u64, max: usize) -> Result<Vec<RawRecord>, SinkError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.read_raw(from, max))
+        .await
+        .expect("store read task panicked")
+        .map_err(SinkError::from)
+}
+
+/// Records missing between `cursor` and the batch (evicted before they were sent).
+fn gaps(cursor: u64, batch: &[RawRecord]) -> u64 {
+    let mut expected = cursor;
+    let mut missing = 0;
+    for r in batch {
+        missing += r.seq.saturating_sub(expected);
+        expected = r.seq + 1;
+    }
+    missing
+}
+
+fn update_lag(ctx: &SinkContext, cursor: u64) {
+    let name = ctx.health.name;
+    let next = ctx.store.next_seq().unwrap_or(cursor);
+    let lag = next.saturating_sub(cursor);
+    let age_ms = match ctx.store.oldest_ts_from(cursor) {
+        Ok(Some(ts)) => u64::try_from(now_ms() - ts).unwrap_or(0),
+        _ => 0,
+    };
+    ctx.health.lag_records.store(lag, Ordering::Relaxed);
+    ctx.health.lag_ms.store(age_ms, Ordering::Relaxed);
+    metrics::gauge!(t::SINK_LAG_RECORDS, "sink" => name).set(lag as f64);
+    metrics::gauge!(t::SINK_LAG_SECONDS, "sink" => name).set(age_ms as f64 / 1000.0);
+    metrics::gauge!(t::SINK_CONNECTED, "sink" => name).set(if ctx.health.connected() {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+fn fail(ctx: &SinkContext, e: &SinkError) {
+    let name = ctx.health.name;
+    ctx.health.errors.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(t::SINK_ERRORS, "sink" => name).increment(1);
+    metrics::gauge!(t::SINK_CONNECTED, "sink" => name).set(0.0);
+    if ctx.health.set_failed(e.to_string()) {
+        tracing::error!(sink = name, error = %e, "upstream down; records wait in the store");
+        announce(
+            ctx,
+            Level::Critical,
+            format!(
+                "{} down: {e}; records are kept and sent when it is back",
+                ctx.health.service()
+            ),
+        );
+    } else {
+        tracing::debug!(sink = name, error = %e, "upstream still down");
+    }
+}
+
+/// An `alert:system` to every dashboard (not stored: it is about the gateway itself).
+fn announce(ctx: &SinkContext, severity: Level, message: String) {
+    let ts = now_ms();
+    ctx.hub.publish(HubEvent::System(Arc::new(Alert {
+        alert_id: format!("system-alert-{}-{ts}", ctx.health.name),
+        device_id: None,
+        severity,
+        kind: AlertKind::System,
+        message,
+        ts_ms: ts,
+        sensor_type: None,
+        threshold: None,
+        affected_services: vec![ctx.health.service()],
+    })));
+}
+
+async fn with_timeout<T>(
+    what: &'static str,
+    timeout: Duration,
+    f: impl Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r,
+        Err(_) => Err(SinkError::Timeout {
+            what,
+            timeout_ms: timeout.as_millis() as u64,
+        }),
+    }
+}
+
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Waits for the next group commit (or `max`), so an idle sink costs nothing.
+async fn wait_for_commit(
+    commits: &mut broadcast::Receiver<HubEvent>,
+    max: Duration,
+    stop: &CancellationToken,
+) {
+    let deadline = tokio::time::sleep(max);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = &mut deadline => return,
+            event = commits.recv() => match event {
+                Ok(HubEvent::Committed(_)) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Ok(HubEvent::System(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    sleep_or_stop(max, stop).await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Sleeps `wait`, but returns early once an endpoint that refused TCP accepts it again:
+/// the upstream is back, and waiting out a long backoff would only delay the catch-up.
+async fn wait_for_retry(endpoints: &[String], wait: Duration, stop: &CancellationToken) {
+    let deadline = Instant::now() + wait;
+    let mut was_unreachable = false;
+    while Instant::now() < deadline && !stop.is_cancelled() {
+        let step = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(250));
+        sleep_or_stop(step, stop).await;
+        let mut reachable = false;
+        for e in endpoints {
+            let connect = tokio::net::TcpStream::connect(e.as_str());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+                reachable = true;
+                break;
+            }
+        }
+        if reachable && was_unreachable {
+            return;
+        }
+        was_unreachable |= !reachable;
+    }
+}
+
+/// Exponential backoff with full jitter between the initial value and the doubled step.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(d: &DeliveryConfig) -> Backoff {
+        let initial = Duration::from_millis(d.backoff_initial_ms);
+        Backoff {
+            initial,
+            max: Duration::from_millis(d.backoff_max_ms),
+            next: initial,
+            seed: now_ms() as u64 | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    fn next(&mut self) -> Duration {
+        // xorshift: jitter only needs to spread gateways apart, not be unpredictable.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = step / 2;
+        half + Duration::from_millis(self.seed % (half.as_millis() as u64 + 1))
+    }
+}
+
+/// Records sent over the last few seconds, for `sentPerSecond`.
+struct RateWindow {
+    since: Instant,
+    count: u64,
+    last: u64,
+}
+
+impl RateWindow {
+    fn new() -> RateWindow {
+        RateWindow {
+            since: Instant::now(),
+            count: 0,
+            last: 0,
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.count += n;
+    }
+
+    fn per_sec(&mut self) -> u64 {
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_secs(2) {
+            self.last = (self.count as f64 / elapsed.as_secs_f64()) as u64;
+            self.count = 0;
+            self.since = Instant::now();
+        }
+        self.last
+    }
+}
+
+/// Keeps the send rate under `max_records_per_sec` (0: no cap).
+struct Pacer {
+    per_sec: u64,
+    since: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(per_sec: u64) -> Pacer {
+        Pacer {
+            per_sec,
+            since: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn pace(&mut self, n: u64, stop: &CancellationToken) {
+        if self.per_sec == 0 {
+            return;
+        }
+        if self.since.elapsed() > Duration::from_secs(1) {
+            self.since = Instant::now();
+            self.sent = 0;
+        }
+        self.sent += n;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.per_sec as f64);
+        if let Some(wait) = due.checked_sub(self.since.elapsed()) {
+            sleep_or_stop(wait, stop).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(seq: u64) -> RawRecord {
+        RawRecord {
+            seq,
+            kind: RecordKind::Reading,
+            ts_ms: 0,
+            device_id: "d".into(),
+            json: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn gaps_count_evicted_records() {
+        assert_eq!(gaps(5, &[raw(5), raw(6), raw(7)]), 0);
+        assert_eq!(gaps(5, &[raw(8), raw(9)]), 3);
+        assert_eq!(gaps(5, &[raw(5), raw(7), raw(10)]), 3);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(&DeliveryConfig {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1000,
+            ..DeliveryConfig::default()
+        });
+        let steps: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        for (i, d) in steps.iter().enumerate() {
+            let step = (100u64 << i).min(1000);
+            assert!(
+                *d >= Duration::from_millis(step / 2) && *d <= Duration::from_millis(step),
+                "step {i}: {d:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}
