@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use edge_gateway::store::{HistoryQuery, Store};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 
 fn history(store: &Store, device: &str) -> Vec<serde_json::Value> {
     store
@@ -19,33 +19,6 @@ fn history(store: &Store, device: &str) -> Vec<serde_json::Value> {
             limit: 10_000,
         })
         .unwrap()
-}
-
-/// A connected rumqttc client whose event loop runs in the background; returns the client and
-/// a counter of PUBACKs received.
-async fn mqtt_client(
-    addr: std::net::SocketAddr,
-    id: &str,
-) -> (AsyncClient, tokio::sync::watch::Receiver<u64>) {
-    let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-    let (tx, rx) = tokio::sync::watch::channel(0u64);
-    tokio::spawn(async move {
-        let mut acks = 0;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    acks += 1;
-                    let _ = tx.send(acks);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    (client, rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,7 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
     let mut rate = RateWindow::new();
     let mut pacer = Pacer::new(delivery.max_records_per_sec);
     let timeout = Duration::from_millis(delivery.request_timeout_ms);
+    update_lag(&ctx, cursor);
     let mut figures_at = Instant::now();
 
     while !ctx.stop.is_cancelled() {
@@ -113,6 +114,7 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
                 }
                 Err(e) => {
                     fail(&ctx, &e);
+                    update_lag(&ctx, cursor);
                     let wait = backoff.next();
                     wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
                     continue;

@@ -687,4 +687,111 @@ mod tests {
         assert_eq!(devices.len(), 1);
         assert_eq!(devices[0]["status"], "online");
     }
+
+    #[test]
+    fn budget_evicts_telemetry_before_status_before_alerts() {
+        use crate::record::{Alert, AlertKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+        let status = |i: i64| {
+            Record::Status(DeviceStatus {
+                device_id: format!("d{i}"),
+                status: DeviceState::Online,
+                ts_ms: i,
+                location: "L".into(),
+                last_seen_ms: Some(i),
+            })
+        };
+        let alert = |i: i64| {
+            Record::Alert(Alert {
+                alert_id: format!("a{i}"),
+                device_id: Some("d".into()),
+                severity: Level::Warning,
+                kind: AlertKind::Threshold,
+                message: "m".into(),
+                ts_ms: i,
+                sensor_type: None,
+                threshold: None,
+                affected_services: vec![],
+            })
+        };
+        // Oldest first: an alert, a status, then readings.
+        w.append(&[alert(0), status(1)], &[], 0, KEEP).unwrap();
+        for i in 0..50 {
+            w.append(
+                &[reading("a", "t", f64::from(i), 10 + i64::from(i))],
+                &[],
+                0,
+                KEEP,
+            )
+            .unwrap();
+        }
+        let full = store.stats().unwrap().logical_bytes;
+        // A budget that forces evicting a few records: readings go, although older
+        // status and alert records exist.
+        let tight = Retention {
+            byte_budget: full - 1500,
+            ..KEEP
+        };
+        let out = w
+            .append(&[reading("a", "t", 99.0, 100)], &[], 0, tight)
+            .unwrap();
+        assert!(out.evicted_budget > 0);
+        let kinds: Vec<RecordKind> = store
+            .read_raw(0, 1000)
+            .unwrap()
+            .iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(&kinds[..2], &[RecordKind::Alert, RecordKind::Status]);
+        assert!(kinds[2..].iter().all(|k| *k == RecordKind::Reading));
+        // Far over budget, with room for all but one eviction: every reading goes, then the
+        // status; the alert is what is left.
+        let starve = Retention {
+            byte_budget: 1,
+            max_evictions_per_commit: kinds.len() - 1,
+            ..KEEP
+        };
+        w.append(&[reading("b", "t", 1.0, 200)], &[], 0, starve)
+            .unwrap();
+        let left: Vec<RecordKind> = store
+            .read_raw(0, 1000)
+            .unwrap()
+            .iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            left,
+            vec![RecordKind::Alert, RecordKind::Reading],
+            "alert kept longest; the new record is never evicted"
+        );
+    }
+
+    #[test]
+    fn sink_cursors_commit_with_records_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+            assert_eq!(store.cursor("redis").unwrap(), None);
+            w.append(&[reading("a", "t", 1.0, 1)], &[("redis", 1)], 0, KEEP)
+                .unwrap();
+            // A cursor-only commit, as when a sink drains with no new readings.
+            w.append(&[], &[("redis", 2), ("kafka", 1)], 0, KEEP)
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.cursor("redis").unwrap(), Some(2));
+        assert_eq!(store.cursor("kafka").unwrap(), Some(1));
+        assert_eq!(store.next_seq().unwrap(), 2);
+        let raw = store.read_raw(1, 10).unwrap();
+        assert_eq!(raw.len(), 1);
+        let json: serde_json::Value = serde_json::from_slice(&raw[0].json).unwrap();
+        assert_eq!(
+            (json["gatewayId"].as_str(), json["seq"].as_u64()),
+            (Some("gw"), Some(1))
+        );
+        assert_eq!(raw[0].device_id, "a");
+    }
 }

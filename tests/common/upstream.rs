@@ -1,0 +1,750 @@
+//! Real upstream servers for sink tests: `redis-server` and a `tansu` Kafka broker, each on a
+//! free 127.0.0.1 port, with stop/restart for outage tests and helpers that read back what
+//! they hold. Every process is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rskafka::BackoffConfig;
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+
+const LOOPBACK: &str = "127.0.0.1";
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A port the OS just handed out on loopback (own copy so this file also works via `#[path]`).
+fn loopback_port() -> u16 {
+    TcpListener::bind((LOOPBACK, 0))
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local_addr")
+        .port()
+}
+
+fn port_refuses(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
+}
+
+/// Tail of a log for panic messages (whole logs drown the failure).
+fn log_tail(path: &Path) -> String {
+    let text = read_log(path);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    format!(
+        "{} (last lines):\n{}",
+        path.display(),
+        lines[start..].join("\n")
+    )
+}
+
+/// Sends `sig` (e.g. "TERM", "STOP") with kill(1): std only has SIGKILL, and the package has no
+/// libc/nix dev-dependency.
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill(1) to signal a server process");
+    assert!(status.success(), "kill -{sig} {} failed", child.id());
+}
+
+/// Waits for `child` to exit; SIGKILLs it and returns false if it takes longer than `timeout`.
+fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stdout+stderr of a server, appended to `log` so restarts keep the earlier output.
+fn log_stdio(log: &Path) -> (Stdio, Stdio) {
+    let f = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let g = f.try_clone().expect("clone log file handle");
+    (Stdio::from(f), Stdio::from(g))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` on 127.0.0.1 with an append-only file fsynced on every write, so whatever
+/// was acknowledged before [`RedisServer::stop`] is back after [`RedisServer::start_again`].
+pub struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (optionally with `--requirepass`) and waits until it answers PING.
+    pub fn start(password: Option<&str>) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("egw-redis-")
+            .tempdir()
+            .expect("create temp dir for redis-server");
+        let mut server = RedisServer {
+            port: 0,
+            password: password.map(str::to_owned),
+            dir,
+            child: None,
+        };
+        // The free port is only free until someone else binds it: retry on an early exit.
+        for attempt in 1..=3 {
+            server.port = loopback_port();
+            server.spawn();
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(exited) if exited && attempt < 3 => server.child = None,
+                Err(_) => server.panic_not_ready(),
+            }
+        }
+        unreachable!()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("{LOOPBACK}:{}", self.port)
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// `redis://[:password@]127.0.0.1:<port>/`, password percent-encoded, for gateway configs.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{}@{}/", percent_encode(p), self.addr()),
+            None => format!("redis://{}/", self.addr()),
+        }
+    }
+
+    /// The data and log directory (survives restarts; removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log_path())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A sync client that authenticates with the server's password (if any).
+    pub fn client(&self) -> redis::Client {
+        client_for(self.port, self.password.as_deref())
+    }
+
+    /// A fresh sync connection; panics if the server does not accept it.
+    pub fn connection(&self) -> redis::Connection {
+        self.client()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to redis-server on {}: {e}", self.addr()))
+    }
+
+    /// Graceful outage: SIGTERM, wait for exit, and make sure the port refuses connections.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("RedisServer::stop: not running");
+        signal(&child, "TERM");
+        let clean = wait_exit(&mut child, STOP_TIMEOUT);
+        assert!(
+            clean,
+            "redis-server on {} did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed); log: {}",
+            self.addr(),
+            log_tail(&self.log_path())
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !port_refuses(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "{} still accepts connections after redis-server exited",
+                self.addr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Restarts on the same port and directory, so the AOF is replayed; waits for PING.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "RedisServer::start_again: still running"
+        );
+        self.spawn();
+        if self.wait_ready().is_err() {
+            self.panic_not_ready();
+        }
+    }
+
+    /// Every entry of `stream` (XRANGE - +) as field/value pairs, in stream order.
+    pub fn xrange_all(&self, stream: &str) -> Vec<Vec<(String, String)>> {
+        let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut self.connection())
+            .unwrap_or_else(|e| panic!("XRANGE {stream} - + on {}: {e}", self.addr()));
+        entries
+            .into_iter()
+            .map(|(_id, kv)| {
+                kv.chunks(2)
+                    .map(|p| {
+                        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                        (s(&p[0]), p.get(1).map(|v| s(v)).unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Starts collecting messages published on `channels`; returns once subscribed, so
+    /// everything published afterwards is seen.
+    pub fn subscribe(&self, channels: &[&str]) -> RedisSubscriber {
+        RedisSubscriber::start(
+            self.port,
+            self.password.clone(),
+            channels.iter().map(|c| c.to_string()).collect(),
+        )
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let log = self.log_path();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", LOOPBACK, "--port", &self.port.to_string()])
+            .args(["--protected-mode", "no", "--daemonize", "no"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        // Config errors go to stderr before the logfile is opened: keep them in the same file.
+        let (out, err) = log_stdio(&log);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn redis-server (apt install redis-server): {e}"));
+        self.child = Some(child);
+    }
+
+    /// Ok once PING answers; Err(true) if the process exited (e.g. port taken), Err(false) on timeout.
+    fn wait_ready(&mut self) -> Result<(), bool> {
+        let client = self.client();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("spawned");
+            if child.try_wait().ok().flatten().is_some() {
+                return Err(true);
+            }
+            let pong = client
+                .get_connection_with_timeout(Duration::from_millis(500))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if matches!(pong.as_deref(), Ok("PONG")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn panic_not_ready(&mut self) -> ! {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        panic!(
+            "redis-server did not answer PING on {} within {START_TIMEOUT:?}; log: {}",
+            self.addr(),
+            log_tail(&self.log_path())
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn client_for(port: u16, password: Option<&str>) -> redis::Client {
+    use redis::IntoConnectionInfo;
+    let mut info = redis::ConnectionAddr::Tcp(LOOPBACK.into(), port)
+        .into_connection_info()
+        .expect("connection info");
+    if let Some(p) = password {
+        info = info.set_redis_settings(redis::RedisConnectionInfo::default().set_password(p));
+    }
+    redis::Client::open(info).expect("redis client")
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Collects `(channel, payload)` pub/sub messages on a background thread. Reconnects and
+/// resubscribes (best effort) when the server goes away; messages published while it is
+/// disconnected are lost, as with any Redis subscriber.
+pub struct RedisSubscriber {
+    messages: Arc<Mutex<Vec<(String, String)>>>,
+    subscriptions: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RedisSubscriber {
+    fn start(port: u16, password: Option<String>, channels: Vec<String>) -> RedisSubscriber {
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let subscriptions = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (messages, subscriptions, stop) =
+                (messages.clone(), subscriptions.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("redis-subscriber".into())
+                .spawn(move || {
+                    let client = client_for(port, password.as_deref());
+                    while !stop.load(Ordering::Relaxed) {
+                        collect(&client, &channels, &messages, &subscriptions, &stop);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+                .expect("spawn redis subscriber thread")
+        };
+        let sub = RedisSubscriber {
+            messages,
+            subscriptions,
+            stop,
+            thread: Some(thread),
+        };
+        sub.wait_subscribed(1, START_TIMEOUT);
+        sub
+    }
+
+    /// Snapshot of everything received so far, in arrival order.
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// How many times the subscription has been (re)established; 1 after `subscribe` returns.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until at least `n` subscriptions were made, e.g. `n = 2` to know the subscriber
+    /// is back after a server restart before publishing again.
+    pub fn wait_subscribed(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.subscriptions() < n {
+            assert!(
+                Instant::now() < deadline,
+                "redis subscriber not subscribed ({n} times) within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// One connection's worth of collecting; returns when the connection fails or on stop.
+fn collect(
+    client: &redis::Client,
+    channels: &[String],
+    messages: &Mutex<Vec<(String, String)>>,
+    subscriptions: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+        return;
+    };
+    let mut pubsub = con.as_pubsub();
+    if pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .is_err()
+        || pubsub.subscribe(channels).is_err()
+        || pubsub
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .is_err()
+    {
+        return;
+    }
+    subscriptions.fetch_add(1, Ordering::SeqCst);
+    while !stop.load(Ordering::Relaxed) {
+        match pubsub.get_message() {
+            Ok(msg) => {
+                let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
+                messages
+                    .lock()
+                    .unwrap()
+                    .push((msg.get_channel_name().to_owned(), payload));
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for RedisSubscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka (tansu)
+// ---------------------------------------------------------------------------------------------
+
+/// One record as read back from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+/// The `tansu` binary: `$TANSU`, else `~/.cargo/bin/tansu`, else `tansu` on PATH.
+fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return p.into();
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = Path::new(&home).join(".cargo/bin/tansu");
+        if p.exists() {
+            return p;
+        }
+    }
+    "tansu".into()
+}
+
+/// Bounded retries: rskafka's default `BackoffConfig` retries forever, which turns a broken
+/// broker into a hung test instead of a failure.
+pub fn kafka_backoff(deadline: Duration) -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        base: 2.,
+        deadline: Some(deadline),
+    }
+}
+
+/// A `tansu` Kafka broker on 127.0.0.1 with in-memory storage (its dynostore engine only knows
+/// memory://, s3:// and gs://, so nothing survives a process restart). For outages that keep
+/// the data use [`KafkaBroker::pause`]/[`KafkaBroker::resume`] (SIGSTOP/SIGCONT: connections
+/// hang rather than being refused); [`KafkaBroker::stop`]/[`KafkaBroker::start_again`] give a
+/// refused-connection outage but come back EMPTY.
+pub struct KafkaBroker {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl KafkaBroker {
+    /// Starts the broker and waits until it answers Kafka metadata requests.
+    pub async fn start() -> KafkaBroker {
+        let dir = tempfile::Builder::new()
+            .prefix("egw-tansu-")
+            .tempdir()
+            .expect("create temp dir for tansu");
+        let mut broker = KafkaBroker {
+            port: 0,
+            dir,
+            child: None,
+            paused: false,
+        };
+        for attempt in 1..=3 {
+            broker.port = loopback_port();
+            broker.spawn();
+            match broker.wait_ready().await {
+                Ok(()) => return broker,
+                Err(exited) if exited && attempt < 3 => broker.child = None,
+                Err(_) => broker.panic_not_ready(),
+            }
+        }
+        unreachable!()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, the bootstrap address.
+    pub fn addr(&self) -> String {
+        format!("{LOOPBACK}:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("tansu.log")
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log_path())
+    }
+
+    /// An rskafka client whose retries give up after 10 s.
+    pub async fn client(&self) -> Client {
+        match self.try_client(Duration::from_secs(10)).await {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "rskafka client for tansu on {}: {e}; log: {}",
+                self.addr(),
+                log_tail(&self.log_path())
+            ),
+        }
+    }
+
+    async fn try_client(
+        &self,
+        deadline: Duration,
+    ) -> Result<Client, rskafka::client::error::Error> {
+        ClientBuilder::new(vec![self.addr()])
+            .backoff_config(kafka_backoff(deadline))
+            .build()
+            .await
+    }
+
+    /// Creates `name` with `partitions` partitions (replication factor 1).
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let client = self.client().await;
+        client
+            .controller_client()
+            .expect("controller client")
+            .create_topic(name, partitions, 1, 5_000)
+            .await
+            .unwrap_or_else(|e| panic!("create topic {name} on tansu {}: {e}", self.addr()));
+    }
+
+    /// Every record of every partition of `topic`, from offset 0 to the high watermark, ordered
+    /// by (partition, offset).
+    pub async fn read_all(&self, topic: &str) -> Vec<KafkaRecord> {
+        let client = self.client().await;
+        let partitions = client
+            .list_topics()
+            .await
+            .unwrap_or_else(|e| panic!("list topics on tansu {}: {e}", self.addr()))
+            .into_iter()
+            .find(|t| t.name == topic)
+            .unwrap_or_else(|| panic!("topic {topic} does not exist on tansu {}", self.addr()))
+            .partitions;
+        let mut out = Vec::new();
+        for p in partitions {
+            let pc = client
+                .partition_client(topic, p, UnknownTopicHandling::Error)
+                .await
+                .unwrap_or_else(|e| panic!("partition client {topic}/{p}: {e}"));
+            let high = pc
+                .get_offset(OffsetAt::Latest)
+                .await
+                .unwrap_or_else(|e| panic!("high watermark of {topic}/{p}: {e}"));
+            let mut offset = pc
+                .get_offset(OffsetAt::Earliest)
+                .await
+                .unwrap_or_else(|e| panic!("low watermark of {topic}/{p}: {e}"));
+            while offset < high {
+                let (records, _) = pc
+                    .fetch_records(offset, 1..10_000_000, 100)
+                    .await
+                    .unwrap_or_else(|e| panic!("fetch {topic}/{p} at offset {offset}: {e}"));
+                let Some(last) = records.last().map(|r| r.offset) else {
+                    panic!(
+                        "fetch {topic}/{p} at offset {offset} returned nothing below high watermark {high}"
+                    );
+                };
+                out.extend(records.into_iter().map(|r| KafkaRecord {
+                    partition: p,
+                    offset: r.offset,
+                    key: r.record.key,
+                    value: r.record.value.unwrap_or_default(),
+                    headers: r.record.headers,
+                }));
+                offset = last + 1;
+            }
+        }
+        out
+    }
+
+    /// Freezes the broker (SIGSTOP): its socket stays open but nothing answers; data is kept.
+    pub fn pause(&mut self) {
+        assert!(!self.paused, "KafkaBroker::pause: already paused");
+        signal(
+            self.child
+                .as_ref()
+                .expect("KafkaBroker::pause: not running"),
+            "STOP",
+        );
+        self.paused = true;
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&mut self) {
+        assert!(self.paused, "KafkaBroker::resume: not paused");
+        signal(self.child.as_ref().expect("running"), "CONT");
+        self.paused = false;
+    }
+
+    /// Refused-connection outage: SIGTERM and wait until the port refuses. LOSES ALL DATA
+    /// (memory storage).
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("KafkaBroker::stop: not running");
+        if self.paused {
+            signal(&child, "CONT");
+            self.paused = false;
+        }
+        signal(&child, "TERM");
+        if !wait_exit(&mut child, STOP_TIMEOUT) {
+            eprintln!(
+                "tansu on {} ignored SIGTERM for {STOP_TIMEOUT:?}; killed",
+                self.addr()
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !port_refuses(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "{} still accepts connections after tansu exited",
+                self.addr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a fresh broker on the same port (empty: topics must be created again).
+    pub async fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "KafkaBroker::start_again: still running"
+        );
+        self.spawn();
+        if self.wait_ready().await.is_err() {
+            self.panic_not_ready();
+        }
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let (out, err) = log_stdio(&self.log_path());
+        let bin = tansu_bin();
+        let child = Command::new(&bin)
+            .arg("broker")
+            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--cluster-id", "egw-test"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "spawn {} (cargo install --locked tansu --features dynostore): {e}",
+                    bin.display()
+                )
+            });
+        self.child = Some(child);
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), bool> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = self.child.as_mut().expect("spawned");
+            if child.try_wait().ok().flatten().is_some() {
+                return Err(true);
+            }
+            if let Ok(c) = self.try_client(Duration::from_millis(500)).await
+                && c.list_topics().await.is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn panic_not_ready(&mut self) -> ! {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        panic!(
+            "tansu did not answer Kafka metadata requests on {} within 30 s; log: {}",
+            self.addr(),
+            log_tail(&self.log_path())
+        )
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGKILL also ends a SIGSTOPped process.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
