@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of edge-gateway: cargo fmt/clippy, the Rust unit and integration tests, the
 # Socket.IO conformance suite (npm socket.io-client v4 and v2) and the python-socketio suite,
-# all against the real binary and real clients; then the field-deployment checks: the systemd
+# all against the real binary and real clients and servers (redis-server and a tansu Kafka
+# broker for the upstream sinks); then the field-deployment checks: the systemd
 # unit, the Yocto layer, and a static aarch64 build booted under qemu (SKIP_CROSS=1 skips that
 # last one, e.g. on a laptop without root). Installs what it needs on a Debian machine
 # (as root) first; quick when everything is already there.
@@ -14,11 +15,20 @@ need_apt=()
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# A Kafka-protocol broker for the Kafka sink tests (in-memory storage). Built once (~10 min on
+# 2 cores) and kept in ~/.cargo/bin.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null; then
+  say "installing tansu (cargo install; once)"
+  cargo install --locked tansu --version 0.6.0 --features dynostore
 fi
 
 say "python test dependencies (pip)"

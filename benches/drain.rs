@@ -1,0 +1,329 @@
+//! Upstream catch-up: how fast a sink drains a backlog built while its upstream was down,
+//! while live ingest continues and a dashboard measures live Socket.IO latency.
+//!
+//! `cargo bench --bench drain -- [redis] [kafka] [--backlog N]` (both sinks by default,
+//! N = 1,000,000). The gateway is the release binary as a child process; redis-server and a
+//! tansu broker run on loopback (tests/common/upstream.rs). Figures are printed, not asserted.
+
+#[path = "../tests/common/upstream.rs"]
+mod upstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use upstream::{KafkaBroker, RedisServer};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn sink_health(http: SocketAddr, name: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(&http_get(http, "/health")?).ok()?;
+    Some(v["components"]["sinks"][name].clone())
+}
+
+struct Gw {
+    child: Child,
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Gw {
+    fn start(env: &[(&str, String)]) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
+        cmd.args(["run", "--data-dir"])
+            .arg(dir.path())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", http.port().to_string())
+            .env("EDGE_GATEWAY_MQTT__LISTEN", mqtt.to_string())
+            .env(
+                "EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES",
+                (2u64 << 30).to_string(),
+            )
+            .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn edge-gateway");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(http, "/health").is_none() {
+            assert!(Instant::now() < deadline, "gateway did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Gw {
+            child,
+            http,
+            mqtt,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn publisher(mqtt: SocketAddr, id: &str) -> AsyncClient {
+    let mut opts = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
+    opts.set_keep_alive(Duration::from_secs(60));
+    opts.set_inflight(1000);
+    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(rumqttc::Packet::Disconnect)) => break,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    client
+}
+
+/// A dashboard on `all-devices` that records live latency (receive − reading timestamp) of
+/// readings from devices named `live-*`.
+async fn dashboard(http: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<i64>> {
+    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    ws.next().await.unwrap().unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    ws.send(Message::text(r#"42["subscribe-all-devices"]"#))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut lat = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(_) => break,
+                Err(_) => continue,
+            };
+            let Message::Text(text) = msg else { continue };
+            let text = text.as_str();
+            if text == "2" {
+                let _ = ws.send(Message::text("3")).await;
+            } else if text.starts_with("42[\"sensor:all\"") && text.contains("\"live-") {
+                let now = now_ms();
+                if let Some(pos) = text.find("\"timestamp\":\"")
+                    && let Some(ts) = parse_rfc3339_ms(&text[pos + 13..pos + 13 + 24])
+                {
+                    lat.push(now - ts);
+                }
+            }
+        }
+        lat
+    })
+}
+
+async fn drain(sink: &str, backlog: u64) {
+    // The upstream is down while the backlog builds: a port nothing listens on yet.
+    let mut redis = None;
+    let mut kafka = None;
+    let env: Vec<(&str, String)> = match sink {
+        "redis" => {
+            let mut r = RedisServer::start(None);
+            r.stop();
+            let port = r.port();
+            redis = Some(r);
+            vec![
+                ("REDIS_HOST", "127.0.0.1".into()),
+                ("REDIS_PORT", port.to_string()),
+            ]
+        }
+        _ => {
+            let mut k = KafkaBroker::start().await;
+            k.create_topic("sensors-data", 3).await;
+            k.create_topic("device-status", 1).await;
+            k.create_topic("alerts", 1).await;
+            k.pause();
+            let addr = k.addr();
+            kafka = Some(k);
+            vec![("KAFKA_BROKERS", addr)]
+        }
+    };
+    let gw = Gw::start(&env);
+
+    let started = Instant::now();
+    let publishers = 4u64;
+    let per = backlog / publishers;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let client = publisher(gw.mqtt, &format!("backlog-{p}")).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let topic = format!("sensors/bl-{p}-{:02}/temperature", i % 50);
+                let payload = format!("{{\"value\":{}.5}}", i % 30);
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+            client
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = per * publishers;
+    loop {
+        let lag = sink_health(gw.http, sink)
+            .and_then(|s| s["lagRecords"].as_u64())
+            .unwrap_or(0);
+        if lag >= total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "backlog did not build"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "drain {sink}: backlog of {total} readings built in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Live load during the drain: 1000 readings/s and a dashboard measuring latency.
+    let stop = Arc::new(AtomicBool::new(false));
+    let live_sent = Arc::new(AtomicU64::new(0));
+    let watcher = dashboard(gw.http, stop.clone()).await;
+    let live = {
+        let client = publisher(gw.mqtt, "live").await;
+        let stop = stop.clone();
+        let live_sent = live_sent.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for d in 0..10 {
+                    let payload =
+                        format!(r#"{{"value":1.0,"timestamp":"{}"}}"#, format_ms(now_ms()));
+                    client
+                        .publish(
+                            format!("sensors/live-{d}/vibration"),
+                            QoS::AtMostOnce,
+                            false,
+                            payload,
+                        )
+                        .await
+                        .unwrap();
+                    live_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let before = sink_health(gw.http, sink).unwrap();
+    let sent_before = before["sent"].as_u64().unwrap_or(0);
+    let drain_started = Instant::now();
+    if let Some(r) = redis.as_mut() {
+        r.start_again();
+    }
+    if let Some(k) = kafka.as_mut() {
+        k.resume();
+    }
+    let mut peak = 0;
+    loop {
+        let s = sink_health(gw.http, sink).unwrap_or_default();
+        peak = peak.max(s["sentPerSecond"].as_u64().unwrap_or(0));
+        // Caught up with the backlog; live records keep the lag near zero.
+        if s["connected"] == true && s["lagRecords"].as_u64().unwrap_or(u64::MAX) < 2_000 {
+            break;
+        }
+        assert!(
+            drain_started.elapsed() < Duration::from_secs(900),
+            "drain did not finish: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = drain_started.elapsed().as_secs_f64();
+    let after = sink_health(gw.http, sink).unwrap();
+    let sent = after["sent"].as_u64().unwrap_or(0) - sent_before;
+    stop.store(true, Ordering::Relaxed);
+    live.await.unwrap();
+    let mut lat = watcher.await.unwrap();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+    println!(
+        "drain {sink}: {sent} records sent in {secs:.1}s after the upstream came back = {:.0} records/s \
+         (peak reported {peak}/s), while live ingest ran at ~1000 readings/s; live Socket.IO latency \
+         during the drain: p50 {} ms, p99 {} ms, max {} ms (n={}, {} live readings published)",
+        sent as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        lat.last().copied().unwrap_or(-1),
+        lat.len(),
+        live_sent.load(Ordering::Relaxed),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backlog = args
+        .iter()
+        .position(|a| a == "--backlog")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000u64);
+    let names: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<u64>().is_err())
+        .collect();
+    let want = |n: &str| names.is_empty() || names.iter().any(|a| *a == n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if want("redis") {
+            drain("redis", backlog).await;
+        }
+        if want("kafka") {
+            drain("kafka", backlog).await;
+        }
+    });
+}
