@@ -14,7 +14,7 @@
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -57,12 +57,38 @@ pub enum StoreError {
     Commit(#[from] redb::CommitError),
     #[error("stored record {seq} is corrupt")]
     Corrupt { seq: u64 },
+    #[error("store is being reopened after an I/O error")]
+    Reopening,
+}
+
+impl StoreError {
+    /// An I/O failure (disk full, device error) after which redb refuses further writes on
+    /// this handle: the database has to be reopened once the cause is gone.
+    pub fn needs_reopen(&self) -> bool {
+        let storage = match self {
+            StoreError::Storage(e)
+            | StoreError::Transaction(redb::TransactionError::Storage(e))
+            | StoreError::Commit(redb::CommitError::Storage(e))
+            | StoreError::Table(redb::TableError::Storage(e)) => e,
+            StoreError::Reopening => return true,
+            _ => return false,
+        };
+        matches!(
+            storage,
+            redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+        )
+    }
 }
 
 /// A read handle on the store; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` only while [`Store::reopen`] replaces the database.
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
 }
 
@@ -114,13 +140,7 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(STORE_FILE);
-        let db = Database::builder()
-            .set_cache_size(16 * 1024 * 1024)
-            .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let db = open_database(&path)?;
         let txn = db.begin_write()?;
         {
             let log = txn.open_table(LOG)?;
@@ -146,17 +166,57 @@ impl Store {
         }
         txn.commit()?;
         Ok(Store {
-            db: Arc::new(db),
-            path,
+            inner: Arc::new(Inner {
+                db: RwLock::new(Some(Arc::new(db))),
+                path,
+            }),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.inner
+            .db
+            .read()
+            .expect("store lock poisoned")
+            .clone()
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// Closes and reopens the database file: after an I/O error (disk full) redb refuses
+    /// further writes on the old handle. Waits briefly for reads in flight to finish; on
+    /// failure the store stays closed and the next call tries again.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.inner.db.write().expect("store lock poisoned");
+        if let Some(mut old) = slot.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if std::time::Instant::now() < deadline => {
+                        old = still_shared;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Err(StoreError::Reopening);
+                    }
+                }
+            }
+        }
+        *slot = Some(Arc::new(open_database(&self.inner.path)?));
+        Ok(())
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let get =
             |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
@@ -164,13 +224,14 @@ impl Store {
             records: txn.open_table(LOG)?.len()?,
             logical_bytes: get(META_BYTES)?,
             next_seq: get(META_NEXT_SEQ)?.max(1),
-            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+            file_bytes: std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or(0),
         })
     }
 
     /// The `seq` the next committed record will get.
     pub fn next_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         Ok(meta
             .get(META_NEXT_SEQ)?
@@ -181,7 +242,8 @@ impl Store {
 
     /// Readings of one device (and sensor type) in a time range: a range scan on an index.
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<serde_json::Value>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let log = txn.open_table(LOG)?;
         let from = q.from_ms.unwrap_or(i64::MIN);
         let to = q.to_ms.unwrap_or(i64::MAX);
@@ -218,7 +280,8 @@ impl Store {
 
     /// Up to `max` records with `seq >= from_seq`, in order: how a lagging consumer catches up.
     pub fn read_from(&self, from_seq: u64, max: usize) -> Result<Vec<StoredRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let log = txn.open_table(LOG)?;
         let mut out = Vec::new();
         for entry in log.range(from_seq..)?.take(max) {
@@ -238,7 +301,8 @@ impl Store {
     /// Up to `max` records with `seq >= from_seq` as stored bytes, in order. Evicted records
     /// show up as gaps in `seq`.
     pub fn read_raw(&self, from_seq: u64, max: usize) -> Result<Vec<RawRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let log = txn.open_table(LOG)?;
         let mut out = Vec::with_capacity(max.min(8192));
         for entry in log.range(from_seq..)?.take(max) {
@@ -259,7 +323,8 @@ impl Store {
     /// The timestamp of the oldest record with `seq >= from_seq`, if any: how far behind a
     /// consumer at `from_seq` is, in time.
     pub fn oldest_ts_from(&self, from_seq: u64) -> Result<Option<i64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let log = txn.open_table(LOG)?;
         let Some(entry) = log.range(from_seq..)?.next() else {
             return Ok(None);
@@ -273,14 +338,16 @@ impl Store {
 
     /// A sink's committed cursor: the next `seq` it has to send. `None` for a new sink.
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(CURSORS)?;
         Ok(table.get(sink)?.map(|v| v.value()))
     }
 
     /// The latest `device:status` JSON of every device ever seen.
     pub fn devices(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(DEVICES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -296,6 +363,16 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(16 * 1024 * 1024)
+        .create(path)
+        .map_err(|source| StoreError::Open {
+            path: path.into(),
+            source,
+        })
 }
 
 /// The parts of an encoded record.
@@ -413,7 +490,8 @@ impl StoreWriter {
         now_ms: i64,
         retention: Retention,
     ) -> Result<CommitOutcome, StoreError> {
-        let txn = self.store.db.begin_write()?;
+        let db = self.store.db()?;
+        let txn = db.begin_write()?;
         let mut seq = self.next_seq;
         let mut bytes = self.logical_bytes;
         let mut outcome = CommitOutcome::default();

@@ -204,6 +204,13 @@ fn commit_with_retry(
                 if is_fatal(&err) {
                     tracing::error!(error = %err, "store error is not retryable");
                 }
+                if err.needs_reopen() {
+                    // redb poisons its handle after an I/O error; a fresh one writes again
+                    // once the cause (e.g. a full disk) is gone.
+                    if let Err(e) = writer.store().reopen() {
+                        tracing::debug!(error = %e, "store reopen failed; will retry");
+                    }
+                }
                 if rx.is_closed() {
                     let since = *closed_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > SHUTDOWN_RETRY {
