@@ -20,6 +20,7 @@ use rskafka::client::{Client, ClientBuilder};
 const LOOPBACK: &str = "127.0.0.1";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A port the OS just handed out on loopback (own copy so this file also works via `#[path]`).
 fn loopback_port() -> u16 {
@@ -346,6 +347,7 @@ fn percent_encode(s: &str) -> String {
 /// resubscribes (best effort) when the server goes away; messages published while it is
 /// disconnected are lost, as with any Redis subscriber.
 pub struct RedisSubscriber {
+    channels: Vec<String>,
     messages: Arc<Mutex<Vec<(String, String)>>>,
     subscriptions: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -358,8 +360,12 @@ impl RedisSubscriber {
         let subscriptions = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (messages, subscriptions, stop) =
-                (messages.clone(), subscriptions.clone(), stop.clone());
+            let (channels, messages, subscriptions, stop) = (
+                channels.clone(),
+                messages.clone(),
+                subscriptions.clone(),
+                stop.clone(),
+            );
             std::thread::Builder::new()
                 .name("redis-subscriber".into())
                 .spawn(move || {
@@ -372,6 +378,7 @@ impl RedisSubscriber {
                 .expect("spawn redis subscriber thread")
         };
         let sub = RedisSubscriber {
+            channels,
             messages,
             subscriptions,
             stop,
@@ -391,14 +398,18 @@ impl RedisSubscriber {
         self.subscriptions.load(Ordering::SeqCst)
     }
 
-    /// Blocks until at least `n` subscriptions were made, e.g. `n = 2` to know the subscriber
-    /// is back after a server restart before publishing again.
+    /// Blocks until the subscriber has (re)connected and subscribed to all its channels `n`
+    /// times: `n` counts connections, not channels. `subscribe` already waited for `n = 1`; use
+    /// `n = 2` after one server restart, before publishing again.
     pub fn wait_subscribed(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.subscriptions() < n {
             assert!(
                 Instant::now() < deadline,
-                "redis subscriber not subscribed ({n} times) within {timeout:?}"
+                "redis subscriber on {:?} subscribed {} time(s), not {n}, within {timeout:?} \
+                 (n counts (re)connections, not channels)",
+                self.channels,
+                self.subscriptions()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -547,7 +558,10 @@ impl KafkaBroker {
 
     /// An rskafka client whose retries give up after 10 s.
     pub async fn client(&self) -> Client {
-        match self.try_client(Duration::from_secs(10)).await {
+        match self
+            .bounded("connect", self.try_client(Duration::from_secs(10)))
+            .await
+        {
             Ok(c) => c,
             Err(e) => panic!(
                 "rskafka client for tansu on {}: {e}; log: {}",
@@ -567,20 +581,40 @@ impl KafkaBroker {
             .await
     }
 
+    /// Bounds a call to the broker: rskafka has no request timeout (its backoff deadline only
+    /// limits retries after errors), so a request to a paused broker would wait forever.
+    async fn bounded<T>(&self, what: &str, call: impl Future<Output = T>) -> T {
+        match tokio::time::timeout(KAFKA_CALL_TIMEOUT, call).await {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "{what}: tansu on {} did not answer within {KAFKA_CALL_TIMEOUT:?} (paused: {}); log: {}",
+                self.addr(),
+                self.paused,
+                log_tail(&self.log_path())
+            ),
+        }
+    }
+
     /// Creates `name` with `partitions` partitions (replication factor 1).
     pub async fn create_topic(&self, name: &str, partitions: i32) {
         let client = self.client().await;
-        client
-            .controller_client()
-            .expect("controller client")
-            .create_topic(name, partitions, 1, 5_000)
-            .await
-            .unwrap_or_else(|e| panic!("create topic {name} on tansu {}: {e}", self.addr()));
+        let controller = client.controller_client().expect("controller client");
+        self.bounded(
+            &format!("create topic {name}"),
+            controller.create_topic(name, partitions, 1, 5_000),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create topic {name} on tansu {}: {e}", self.addr()));
     }
 
     /// Every record of every partition of `topic`, from offset 0 to the high watermark, ordered
-    /// by (partition, offset).
+    /// by (partition, offset). Panics if the topic does not exist.
     pub async fn read_all(&self, topic: &str) -> Vec<KafkaRecord> {
+        self.bounded(&format!("read {topic}"), self.read_all_unbounded(topic))
+            .await
+    }
+
+    async fn read_all_unbounded(&self, topic: &str) -> Vec<KafkaRecord> {
         let client = self.client().await;
         let partitions = client
             .list_topics()
@@ -628,6 +662,8 @@ impl KafkaBroker {
     }
 
     /// Freezes the broker (SIGSTOP): its socket stays open but nothing answers; data is kept.
+    /// rskafka requests then hang rather than fail (no request timeout), so code under test
+    /// needs its own timeouts; this file's helpers panic after 20 s.
     pub fn pause(&mut self) {
         assert!(!self.paused, "KafkaBroker::pause: already paused");
         signal(
@@ -646,18 +682,19 @@ impl KafkaBroker {
         self.paused = false;
     }
 
-    /// Refused-connection outage: SIGTERM and wait until the port refuses. LOSES ALL DATA
-    /// (memory storage).
+    /// Refused-connection outage: SIGINT and wait until the port refuses. LOSES ALL DATA
+    /// (memory storage). SIGINT rather than SIGTERM because tansu gives open connections 5 s
+    /// to finish on SIGTERM and there is nothing to flush.
     pub fn stop(&mut self) {
         let mut child = self.child.take().expect("KafkaBroker::stop: not running");
         if self.paused {
             signal(&child, "CONT");
             self.paused = false;
         }
-        signal(&child, "TERM");
+        signal(&child, "INT");
         if !wait_exit(&mut child, STOP_TIMEOUT) {
             eprintln!(
-                "tansu on {} ignored SIGTERM for {STOP_TIMEOUT:?}; killed",
+                "tansu on {} ignored SIGINT for {STOP_TIMEOUT:?}; killed",
                 self.addr()
             );
         }
@@ -688,11 +725,16 @@ impl KafkaBroker {
         let url = format!("tcp://{}", self.addr());
         let (out, err) = log_stdio(&self.log_path());
         let bin = tansu_bin();
+        // An IP literal matters: tansu listens on [::] when it cannot parse the listener host.
         let child = Command::new(&bin)
             .arg("broker")
             .args(["--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--cluster-id", "egw-test"])
+            // tansu loads `.env` (dotenv) from its cwd upwards and reads these from the env.
+            .current_dir(self.dir.path())
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(out)
@@ -714,9 +756,11 @@ impl KafkaBroker {
             if child.try_wait().ok().flatten().is_some() {
                 return Err(true);
             }
-            if let Ok(c) = self.try_client(Duration::from_millis(500)).await
-                && c.list_topics().await.is_ok()
-            {
+            let attempt = async {
+                let c = self.try_client(Duration::from_millis(500)).await?;
+                c.list_topics().await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
