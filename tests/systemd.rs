@@ -38,10 +38,22 @@ fn notifies_ready_watchdog_and_stopping() {
         .spawn()
         .unwrap();
 
+    // Killed on every exit path, so a failed assertion leaves no gateway behind.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let mut child = Kill(child);
+
     let mut buf = [0u8; 256];
+    // sd-notify terminates each state with a newline; systemd accepts either.
     let mut recv = || {
         let n = sock.recv(&mut buf).expect("a notification in time");
-        String::from_utf8_lossy(&buf[..n]).to_string()
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
     };
     assert_eq!(recv(), "READY=1");
     let started = Instant::now();
@@ -53,7 +65,7 @@ fn notifies_ready_watchdog_and_stopping() {
 
     let status = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(pid.to_string())
         .status()
         .unwrap();
     assert!(status.success());
@@ -70,6 +82,6 @@ fn notifies_ready_watchdog_and_stopping() {
         rest[..rest.len() - 1].iter().all(|m| m == "WATCHDOG=1"),
         "{rest:?}"
     );
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
 }
