@@ -2,7 +2,8 @@
 # Runs every test of edge-gateway: cargo fmt/clippy, the Rust unit and integration tests, the
 # Socket.IO conformance suite (npm socket.io-client v4 and v2) and the python-socketio suite,
 # all against the real binary and real clients and servers (redis-server and a tansu Kafka
-# broker for the upstream sinks); then the field-deployment checks: the systemd
+# broker for the upstream sinks, pymodbus slaves on socat ptys and a mosquitto site broker for
+# the field devices); then the field-deployment checks: the systemd
 # unit, the Yocto layer, and a static aarch64 build booted under qemu (SKIP_CROSS=1 skips that
 # last one, e.g. on a laptop without root). Installs what it needs on a Debian machine
 # (as root) first; quick when everything is already there.
@@ -16,6 +17,8 @@ command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+command -v socat >/dev/null || need_apt+=(socat)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -50,9 +50,17 @@ impl Alarms {
     }
 
     /// Grades `reading` (raising its `status` to the computed level if higher) and returns the
-    /// alert to raise, if its level went up.
-    pub fn evaluate(&mut self, reading: &mut Reading) -> Option<Alert> {
-        let rule = self.rules.get(&reading.sensor_type)?;
+    /// alert to raise, if its level went up. `own` is a device's own rule (from its firmware
+    /// profile), used instead of the sensor type's.
+    pub fn evaluate(
+        &mut self,
+        reading: &mut Reading,
+        own: Option<&ThresholdRule>,
+    ) -> Option<Alert> {
+        let rule = match own {
+            Some(rule) => rule,
+            None => self.rules.get(&reading.sensor_type)?,
+        };
         let (level, limit) = Self::grade(rule, reading.value);
         reading.status = reading.status.max(level);
         let key = (reading.device_id.clone(), reading.sensor_type.clone());
@@ -139,7 +147,7 @@ mod tests {
         let mut levels = vec![];
         for v in [20.0, 36.0, 37.0, 46.0, 47.0, 40.0, 20.0, 50.0] {
             let mut r = reading(v);
-            let alert = a.evaluate(&mut r);
+            let alert = a.evaluate(&mut r, None);
             levels.push((
                 r.status,
                 alert.map(|x| (x.severity, x.threshold.unwrap().value)),
@@ -168,7 +176,7 @@ mod tests {
         let mut r = reading(1e9);
         r.sensor_type = "flow".into();
         r.status = Level::Warning;
-        assert!(a.evaluate(&mut r).is_none());
+        assert!(a.evaluate(&mut r, None).is_none());
         assert_eq!(r.status, Level::Warning);
     }
 }

@@ -61,6 +61,12 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     /// Upstream store-and-forward: each sink is on once its endpoint is set.
     pub sinks: SinksConfig,
+    /// Modbus RTU/TCP devices polled with their firmware profiles.
+    pub modbus: ModbusConfig,
+    /// Line-oriented ASCII sensors on serial ports.
+    pub serial_sensors: Vec<SerialSensorConfig>,
+    /// A client of the site's own MQTT broker; off while `endpoint` is empty.
+    pub site_mqtt: SiteMqttConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -367,6 +373,9 @@ impl Default for Config {
                 interval_ms: 1_000,
             },
             sinks: SinksConfig::default(),
+            modbus: ModbusConfig::default(),
+            serial_sensors: Vec::new(),
+            site_mqtt: SiteMqttConfig::default(),
         }
     }
 }
@@ -485,6 +494,262 @@ fn default_thresholds() -> Vec<ThresholdRule> {
     ]
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// Line settings of one serial port (RS-485 Modbus line or ASCII sensor).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SerialPortConfig {
+    /// Device path, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...`.
+    pub path: String,
+    pub baud_rate: u32,
+    /// 7 or 8.
+    pub data_bits: u8,
+    pub parity: Parity,
+    /// 1 or 2.
+    pub stop_bits: u8,
+    /// Silence between Modbus RTU frames; 0 = 3.5 character times at `baud_rate` (1750 µs
+    /// above 19200 baud, as the Modbus serial line spec says).
+    pub inter_frame_gap_us: u64,
+}
+
+impl SerialPortConfig {
+    /// Bits on the wire per character: start, data, parity, stop.
+    pub fn bits_per_char(&self) -> u32 {
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
+    }
+
+    /// The RTU inter-frame gap (t3.5).
+    pub fn inter_frame_gap(&self) -> std::time::Duration {
+        if self.inter_frame_gap_us > 0 {
+            return std::time::Duration::from_micros(self.inter_frame_gap_us);
+        }
+        if self.baud_rate > 19_200 {
+            return std::time::Duration::from_micros(1_750);
+        }
+        let us = 3_500_000 * u64::from(self.bits_per_char()) / u64::from(self.baud_rate.max(1));
+        std::time::Duration::from_micros(us)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Where firmware profiles live (`<profile>.toml`). A relative path is resolved against
+    /// the config file's directory (or the working directory without a file).
+    pub profiles_dir: PathBuf,
+    /// Consecutive failed polls before a device goes offline (hysteresis); one good poll
+    /// brings it back online.
+    pub offline_after_failures: u32,
+    /// An offline device is quarantined: polled again after this, doubling up to the cap, so
+    /// a dead slave costs its bus at most one timeout per backoff period.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Line settings per RTU port; a port used by a device but not listed here gets the
+    /// defaults (9600 baud, 8N1).
+    pub serial_ports: Vec<SerialPortConfig>,
+    pub devices: Vec<ModbusDeviceConfig>,
+}
+
+/// One Modbus device: RTU when `port` is set, TCP when `endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModbusDeviceConfig {
+    pub device_id: String,
+    pub location: String,
+    /// Firmware profile name: `<profiles_dir>/<profile>.toml`.
+    pub profile: String,
+    /// RTU: the serial port of the RS-485 line, and the slave address on it (1-247).
+    pub port: String,
+    pub slave_id: u8,
+    /// TCP: `host:port` of the device or of its Modbus TCP gateway, and the unit id.
+    pub endpoint: String,
+    pub unit_id: u8,
+    pub poll_interval_ms: u64,
+    /// A request not answered within this counts as a timeout.
+    pub timeout_ms: u64,
+    /// Immediate retries of a request after a garbled reply (bad CRC, wrong slave or length).
+    /// A timeout is not retried within the cycle: it is paid once.
+    pub retries: u32,
+}
+
+impl ModbusDeviceConfig {
+    pub fn is_rtu(&self) -> bool {
+        !self.port.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SerialSensorConfig {
+    /// Device path of the adapter; reopened after it disappears (unplugged) and comes back.
+    pub path: String,
+    pub baud_rate: u32,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+    /// A regex with named groups `value` (required), `device`, `sensor` and `unit`
+    /// (optional: the keys below fill in). Empty = `deviceId,sensorType,value[,unit]`.
+    pub pattern: String,
+    /// Used when a line carries no device id / sensor type / unit.
+    pub device_id: String,
+    pub sensor_type: String,
+    pub unit: String,
+    pub location: String,
+    /// Longer lines are discarded (counted as `oversize`).
+    pub max_line_bytes: usize,
+    /// Wait between attempts to reopen the port.
+    pub reconnect_ms: u64,
+}
+
+impl SerialSensorConfig {
+    pub fn port(&self) -> SerialPortConfig {
+        SerialPortConfig {
+            path: self.path.clone(),
+            baud_rate: self.baud_rate,
+            data_bits: self.data_bits,
+            parity: self.parity,
+            stop_bits: self.stop_bits,
+            inter_frame_gap_us: 0,
+        }
+    }
+}
+
+/// One subscription on the site broker. After `strip_prefix` is removed, the topic must follow
+/// the gateway's topic contract (`sensors/{deviceId}/{sensorType}`, `devices/{deviceId}/status`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteSubscription {
+    pub filter: String,
+    /// 0 or 1.
+    pub qos: u8,
+    pub strip_prefix: String,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteMqttConfig {
+    /// `host:port` of the site broker; empty disables the client.
+    pub endpoint: String,
+    /// Empty = `edge-gateway-<gatewayId>`.
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    pub keep_alive_secs: u64,
+    /// Reconnect backoff, doubling up to the cap; subscriptions are renewed on every connect.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub subscriptions: Vec<SiteSubscription>,
+}
+
+impl fmt::Debug for SiteMqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SiteMqttConfig")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("backoff_initial_ms", &self.backoff_initial_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("subscriptions", &self.subscriptions)
+            .finish()
+    }
+}
+
+section_default!(
+    SerialPortConfig,
+    SerialPortConfig {
+        path: String::new(),
+        baud_rate: 9_600,
+        data_bits: 8,
+        parity: Parity::None,
+        stop_bits: 1,
+        inter_frame_gap_us: 0,
+    }
+);
+section_default!(
+    ModbusConfig,
+    ModbusConfig {
+        profiles_dir: PathBuf::from("firmware-profiles"),
+        offline_after_failures: 3,
+        backoff_initial_ms: 5_000,
+        backoff_max_ms: 60_000,
+        serial_ports: Vec::new(),
+        devices: Vec::new(),
+    }
+);
+section_default!(
+    ModbusDeviceConfig,
+    ModbusDeviceConfig {
+        device_id: String::new(),
+        location: String::new(),
+        profile: String::new(),
+        port: String::new(),
+        slave_id: 1,
+        endpoint: String::new(),
+        unit_id: 1,
+        poll_interval_ms: 1_000,
+        timeout_ms: 500,
+        retries: 1,
+    }
+);
+section_default!(
+    SerialSensorConfig,
+    SerialSensorConfig {
+        path: String::new(),
+        baud_rate: 9_600,
+        data_bits: 8,
+        parity: Parity::None,
+        stop_bits: 1,
+        pattern: String::new(),
+        device_id: String::new(),
+        sensor_type: String::new(),
+        unit: String::new(),
+        location: String::new(),
+        max_line_bytes: 256,
+        reconnect_ms: 1_000,
+    }
+);
+section_default!(
+    SiteSubscription,
+    SiteSubscription {
+        filter: String::new(),
+        qos: 1,
+        strip_prefix: String::new(),
+    }
+);
+section_default!(
+    SiteMqttConfig,
+    SiteMqttConfig {
+        endpoint: String::new(),
+        client_id: String::new(),
+        username: String::new(),
+        password: String::new(),
+        keep_alive_secs: 30,
+        backoff_initial_ms: 500,
+        backoff_max_ms: 30_000,
+        subscriptions: vec![
+            SiteSubscription {
+                filter: "sensors/+/+".into(),
+                ..SiteSubscription::default()
+            },
+            SiteSubscription {
+                filter: "devices/+/status".into(),
+                ..SiteSubscription::default()
+            },
+        ],
+    }
+);
+
 /// Where a configuration value came from, for error messages.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
@@ -569,7 +834,12 @@ pub fn load(
         origins.insert(key, Origin::Env(name));
     }
 
-    let config = deserialize(table, &env_values, &origins, file, text.as_deref())?;
+    let mut config = deserialize(table, &env_values, &origins, file, text.as_deref())?;
+    if let Some(dir) = file.and_then(Path::parent)
+        && config.modbus.profiles_dir.is_relative()
+    {
+        config.modbus.profiles_dir = dir.join(&config.modbus.profiles_dir);
+    }
     let loaded = Loaded { config, origins };
     validate(&loaded)?;
     Ok(loaded)
@@ -711,6 +981,13 @@ fn record_file_origins(path: &Path, text: &str, origins: &mut BTreeMap<String, O
             };
             match item {
                 toml_edit::Item::Table(t) => walk(&full, t, out, line_of),
+                toml_edit::Item::ArrayOfTables(array) => {
+                    for (i, t) in array.iter().enumerate() {
+                        let element = format!("{full}[{i}]");
+                        out.push((element.clone(), t.span().map(|s| line_of(s.start))));
+                        walk(&element, t, out, line_of);
+                    }
+                }
                 _ => {
                     let line = table
                         .key(key)
@@ -868,28 +1145,217 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         validate_delivery("sinks.kafka.delivery", &k.delivery, &fail)?;
     }
     for (i, rule) in c.thresholds.iter().enumerate() {
-        let key = format!("thresholds[{i}]");
-        if rule.sensor_type.is_empty() {
-            return Err(fail(&key, "sensor_type must not be empty".into()));
+        check_rule(rule).map_err(|m| fail(&format!("thresholds[{i}]"), m))?;
+    }
+    validate_modbus(&c.modbus, &fail)?;
+    for (i, s) in c.serial_sensors.iter().enumerate() {
+        let key = |k: &str| format!("serial_sensors[{i}].{k}");
+        if s.path.is_empty() {
+            return Err(fail(&key("path"), "must name the serial port".into()));
         }
-        if let (Some(w), Some(cr)) = (rule.warning, rule.critical) {
-            let ordered = match rule.operator {
-                Operator::Gt | Operator::Ge => w <= cr,
-                Operator::Lt | Operator::Le => w >= cr,
-            };
-            if !ordered {
+        validate_port(&s.port(), &key, &fail)?;
+        if s.pattern.is_empty() {
+            continue;
+        }
+        let re = regex::Regex::new(&s.pattern)
+            .map_err(|e| fail(&key("pattern"), format!("not a regex: {e}")))?;
+        let groups: Vec<&str> = re.capture_names().flatten().collect();
+        if !groups.contains(&"value") {
+            return Err(fail(&key("pattern"), "needs a named group `value`".into()));
+        }
+        if !groups.contains(&"device") && s.device_id.is_empty() {
+            return Err(fail(
+                &key("device_id"),
+                "needed: the pattern has no `device` group".into(),
+            ));
+        }
+        if !groups.contains(&"sensor") && s.sensor_type.is_empty() {
+            return Err(fail(
+                &key("sensor_type"),
+                "needed: the pattern has no `sensor` group".into(),
+            ));
+        }
+        positive(&key("max_line_bytes"), s.max_line_bytes as u64)?;
+        positive(&key("reconnect_ms"), s.reconnect_ms)?;
+    }
+    let m = &c.site_mqtt;
+    if !m.endpoint.is_empty() {
+        if !is_host_port(&m.endpoint) {
+            return Err(fail(
+                "site_mqtt.endpoint",
+                format!("`{}` is not host:port", m.endpoint),
+            ));
+        }
+        positive("site_mqtt.keep_alive_secs", m.keep_alive_secs)?;
+        positive("site_mqtt.backoff_initial_ms", m.backoff_initial_ms)?;
+        if m.backoff_max_ms < m.backoff_initial_ms {
+            return Err(fail(
+                "site_mqtt.backoff_max_ms",
+                "must be at least backoff_initial_ms".into(),
+            ));
+        }
+        if m.subscriptions.is_empty() {
+            return Err(fail("site_mqtt.subscriptions", "must not be empty".into()));
+        }
+        for (i, sub) in m.subscriptions.iter().enumerate() {
+            if sub.filter.is_empty() {
                 return Err(fail(
-                    &key,
-                    format!(
-                        "warning {w} and critical {cr} are out of order for operator `{}`",
-                        rule.operator.as_str()
-                    ),
+                    &format!("site_mqtt.subscriptions[{i}].filter"),
+                    "must not be empty".into(),
+                ));
+            }
+            if sub.qos > 1 {
+                return Err(fail(
+                    &format!("site_mqtt.subscriptions[{i}].qos"),
+                    "must be 0 or 1".into(),
                 ));
             }
         }
-        if rule.warning.is_none() && rule.critical.is_none() {
-            return Err(fail(&key, "needs `warning`, `critical` or both".into()));
+    }
+    Ok(())
+}
+
+/// A threshold rule is usable: it has a level, and its levels are in order for its operator.
+pub fn check_rule(rule: &ThresholdRule) -> Result<(), String> {
+    if rule.sensor_type.is_empty() {
+        return Err("sensor_type must not be empty".into());
+    }
+    if let (Some(w), Some(cr)) = (rule.warning, rule.critical) {
+        let ordered = match rule.operator {
+            Operator::Gt | Operator::Ge => w <= cr,
+            Operator::Lt | Operator::Le => w >= cr,
+        };
+        if !ordered {
+            return Err(format!(
+                "warning {w} and critical {cr} are out of order for operator `{}`",
+                rule.operator.as_str()
+            ));
         }
+    }
+    if rule.warning.is_none() && rule.critical.is_none() {
+        return Err("needs `warning`, `critical` or both".into());
+    }
+    Ok(())
+}
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+fn validate_port(
+    p: &SerialPortConfig,
+    key: &dyn Fn(&str) -> String,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if p.baud_rate == 0 {
+        return Err(fail(&key("baud_rate"), "must be greater than 0".into()));
+    }
+    if !(7..=8).contains(&p.data_bits) {
+        return Err(fail(&key("data_bits"), "must be 7 or 8".into()));
+    }
+    if !(1..=2).contains(&p.stop_bits) {
+        return Err(fail(&key("stop_bits"), "must be 1 or 2".into()));
+    }
+    Ok(())
+}
+
+fn validate_modbus(
+    m: &ModbusConfig,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if m.offline_after_failures == 0 {
+        return Err(fail(
+            "modbus.offline_after_failures",
+            "must be greater than 0".into(),
+        ));
+    }
+    if m.backoff_initial_ms == 0 {
+        return Err(fail(
+            "modbus.backoff_initial_ms",
+            "must be greater than 0".into(),
+        ));
+    }
+    if m.backoff_max_ms < m.backoff_initial_ms {
+        return Err(fail(
+            "modbus.backoff_max_ms",
+            "must be at least backoff_initial_ms".into(),
+        ));
+    }
+    let mut paths = std::collections::HashSet::new();
+    for (i, p) in m.serial_ports.iter().enumerate() {
+        let key = |k: &str| format!("modbus.serial_ports[{i}].{k}");
+        if p.path.is_empty() {
+            return Err(fail(&key("path"), "must name the serial port".into()));
+        }
+        if !paths.insert(p.path.as_str()) {
+            return Err(fail(&key("path"), format!("`{}` is listed twice", p.path)));
+        }
+        validate_port(p, &key, fail)?;
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut slaves = std::collections::HashSet::new();
+    for (i, d) in m.devices.iter().enumerate() {
+        let key = |k: &str| format!("modbus.devices[{i}].{k}");
+        if d.device_id.is_empty()
+            || d.device_id.len() > crate::sources::mqtt::MAX_ID_BYTES
+            || d.device_id.contains(['/', '+', '#'])
+        {
+            return Err(fail(
+                &key("device_id"),
+                "must be 1-128 bytes without `/`, `+`, `#`".into(),
+            ));
+        }
+        if !ids.insert(d.device_id.as_str()) {
+            return Err(fail(
+                &key("device_id"),
+                format!("`{}` is configured twice", d.device_id),
+            ));
+        }
+        match (d.port.is_empty(), d.endpoint.is_empty()) {
+            (false, true) => {
+                if !(1..=247).contains(&d.slave_id) {
+                    return Err(fail(&key("slave_id"), "must be 1-247".into()));
+                }
+                if !slaves.insert((d.port.as_str(), d.slave_id)) {
+                    return Err(fail(
+                        &key("slave_id"),
+                        format!("slave {} is already on {}", d.slave_id, d.port),
+                    ));
+                }
+            }
+            (true, false) => {
+                if !is_host_port(&d.endpoint) {
+                    return Err(fail(
+                        &key("endpoint"),
+                        format!("`{}` is not host:port", d.endpoint),
+                    ));
+                }
+            }
+            _ => {
+                return Err(fail(
+                    &key("port"),
+                    "set either `port` (RTU) or `endpoint` (TCP)".into(),
+                ));
+            }
+        }
+        if d.poll_interval_ms == 0 {
+            return Err(fail(
+                &key("poll_interval_ms"),
+                "must be greater than 0".into(),
+            ));
+        }
+        if d.timeout_ms == 0 {
+            return Err(fail(&key("timeout_ms"), "must be greater than 0".into()));
+        }
+        if d.profile.is_empty() || d.profile.contains(['/', '\\']) {
+            return Err(fail(
+                &key("profile"),
+                "must name a profile file in modbus.profiles_dir (without `.toml`)".into(),
+            ));
+        }
+        crate::sources::modbus::profile::load(&m.profiles_dir, &d.profile)
+            .map_err(|e| fail(&key("profile"), e.to_string()))?;
     }
     Ok(())
 }
@@ -1076,6 +1542,68 @@ mod tests {
             err.contains("thresholds[0]") && err.contains("out of order"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn modbus_devices_and_profiles_name_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("firmware-profiles")).unwrap();
+        std::fs::write(
+            dir.path().join("firmware-profiles/bad.toml"),
+            "model = \"m\"\n[[points]]\nsensor_type = \"t\"\nfunction_code = 7\naddress = 0\n",
+        )
+        .unwrap();
+        let cfg = dir.path().join("gw.toml");
+        let write = |text: &str| std::fs::write(&cfg, text).unwrap();
+
+        write(
+            "[modbus]\n\n[[modbus.devices]]\ndevice_id = \"d1\"\nprofile = \"bad\"\nport = \"/dev/ttyUSB0\"\n",
+        );
+        let err = load(Some(&cfg), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("modbus.devices[0].profile")
+                && err.contains("gw.toml:5")
+                && err.contains("bad.toml")
+                && err.contains("points[0].function_code"),
+            "{err}"
+        );
+
+        write(
+            "[[modbus.devices]]\ndevice_id = \"d1\"\nprofile = \"missing\"\nendpoint = \"10.0.0.1:502\"\n",
+        );
+        let err = load(Some(&cfg), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("missing.toml") && err.contains("cannot read"),
+            "{err}"
+        );
+
+        write("[[modbus.devices]]\ndevice_id = \"d1\"\nprofile = \"x\"\n");
+        let err = load(Some(&cfg), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("modbus.devices[0].port") && err.contains("either"),
+            "{err}"
+        );
+
+        write(
+            "[[modbus.devices]]\ndevice_id = \"d1\"\nprofile = \"x\"\nport = \"/dev/ttyS0\"\nslave_id = 0\n",
+        );
+        let err = load(Some(&cfg), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("modbus.devices[0].slave_id") && err.contains("gw.toml:5"),
+            "{err}"
+        );
+
+        write("[[modbus.devices]]\ndevice_id = \"d1\"\nprofiel = \"x\"\n");
+        let err = load(Some(&cfg), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("profiel"), "{err}");
+
+        // The shipped profiles, found relative to the config file.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
+        write(&format!(
+            "[modbus]\nprofiles_dir = \"{}\"\n[[modbus.devices]]\ndevice_id = \"m1\"\nprofile = \"sdm630\"\nendpoint = \"127.0.0.1:502\"\n",
+            shipped.display()
+        ));
+        load(Some(&cfg), env(&[])).unwrap();
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mqtt(#[from] sources::mqtt::MqttSourceError),
+    #[error(transparent)]
+    Modbus(#[from] sources::modbus::ModbusSourceError),
     #[error("cannot listen on {addr} (server.host/server.port): {source}")]
     Listen {
         addr: String,
@@ -179,7 +181,24 @@ impl Gateway {
             Duration::from_millis(config.devices.check_interval_ms),
         ));
 
-        let mut sources = Vec::new();
+        let mut sources =
+            sources::modbus::spawn(&config.modbus, ingest_tx.clone(), sources_stop.clone())?;
+        for sensor in &config.serial_sensors {
+            sources.push(tokio::spawn(sources::serial_line::run(
+                sensor.clone(),
+                ingest_tx.clone(),
+                sources_stop.clone(),
+            )));
+        }
+        if !config.site_mqtt.endpoint.is_empty() {
+            sources.push(tokio::spawn(sources::site_mqtt::run(
+                config.site_mqtt.clone(),
+                gateway_id.to_string(),
+                config.mqtt.max_payload_bytes,
+                ingest_tx.clone(),
+                sources_stop.clone(),
+            )));
+        }
         if config.mqtt.enabled {
             let broker = sources::mqtt::start_broker(&config.mqtt, simulate > 0)?;
             let health = health.clone();

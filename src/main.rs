@@ -1,10 +1,11 @@
-//! The `edge-gateway` command line: run, check-config, default-config.
+//! The `edge-gateway` command line: run, check-config, default-config, probe.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edge_gateway::config::{self, DEFAULT_CONFIG_TOML};
+use edge_gateway::sources::modbus as probe;
 use edge_gateway::{Gateway, Options, systemd, telemetry};
 
 #[derive(Parser)]
@@ -37,6 +38,15 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the full, commented default configuration.
     DefaultConfig,
+    /// Read one configured Modbus device once with its firmware profile and print the decoded
+    /// values (commissioning). Exit code 1 if the device does not answer.
+    Probe {
+        /// The device's `device_id` in `[[modbus.devices]]`.
+        device_id: String,
+        /// TOML configuration file [default: $CONFIGURATION_DIRECTORY/edge-gateway.toml].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Exit code for configuration errors, distinct from run-time failures (1).
@@ -59,6 +69,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Probe { device_id, config } => probe(device_id, config),
         Command::Run {
             config,
             simulate,
@@ -97,6 +108,64 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn probe(device_id: String, config: Option<PathBuf>) -> ExitCode {
+    let config = config
+        .or_else(|| config::systemd_config_file(std::env::var("CONFIGURATION_DIRECTORY").ok()));
+    let loaded = match config::load(config.as_deref(), std::env::vars()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("edge-gateway: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init_logging(&loaded.config.log.level);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let modbus = &loaded.config.modbus;
+    match runtime.block_on(probe::probe(modbus, &device_id)) {
+        Ok(values) => {
+            let d = modbus
+                .devices
+                .iter()
+                .find(|d| d.device_id == device_id)
+                .expect("probe found the device");
+            let via = if d.is_rtu() {
+                format!("{} slave {}", d.port, d.slave_id)
+            } else {
+                format!("{} unit {}", d.endpoint, d.unit_id)
+            };
+            println!("{device_id} ({}, {via}):", d.profile);
+            for v in values {
+                println!(
+                    "  {:<24} {:>14} {:<6} (fc {}, address {})",
+                    v.sensor_type,
+                    format!("{}", v.value),
+                    v.unit,
+                    v.function_code,
+                    v.address
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ probe::ProbeError::Config(_)) => {
+            eprintln!("edge-gateway: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("edge-gateway: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::alarms::Alarms;
-use crate::config::Config;
+use crate::config::{Config, ThresholdRule};
 use crate::health::Health;
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
 use crate::store::writer::{WriteBatch, WriteRequest};
@@ -33,6 +33,9 @@ pub enum Ingest {
         status: Option<Level>,
         location: Option<String>,
         received: Instant,
+        /// A rule of the device's own (a firmware profile's threshold) that replaces the
+        /// `[[thresholds]]` rule of this sensor type.
+        threshold: Option<Arc<ThresholdRule>>,
     },
     Status {
         device_id: String,
@@ -114,11 +117,18 @@ impl Pipeline {
                 status,
                 location,
                 received,
+                threshold,
             } => {
                 self.count_reading();
                 let device = self.touch(&device_id, location.as_deref(), now, received, out);
                 let location = device.location.clone();
                 let unit = unit
+                    .or_else(|| {
+                        threshold
+                            .as_ref()
+                            .map(|r| r.unit.clone())
+                            .filter(|u| !u.is_empty())
+                    })
                     .or_else(|| self.alarms.default_unit(&sensor_type).map(str::to_string))
                     .unwrap_or_default();
                 let mut reading = Reading {
@@ -130,7 +140,7 @@ impl Pipeline {
                     status: status.unwrap_or(Level::Normal),
                     location,
                 };
-                let alert = self.alarms.evaluate(&mut reading);
+                let alert = self.alarms.evaluate(&mut reading, threshold.as_deref());
                 out.push(Record::Reading(reading));
                 if let Some(alert) = alert {
                     metrics::counter!(t::ALERTS_RAISED, "type" => "threshold").increment(1);
@@ -369,6 +379,7 @@ mod tests {
             status: None,
             location: Some("Line 1".into()),
             received: Instant::now(),
+            threshold: None,
         }
     }
 

@@ -30,6 +30,20 @@ pub const SINK_ERRORS: &str = "edge_gateway_sink_errors_total";
 pub const SINK_DROPPED_UNSENT: &str = "edge_gateway_sink_dropped_unsent_total";
 pub const SINK_LAG_RECORDS: &str = "edge_gateway_sink_lag_records";
 pub const SINK_LAG_SECONDS: &str = "edge_gateway_sink_lag_seconds";
+/// Modbus requests by `bus`, `device` and `result` (ok, timeout, crc, mismatch, exception, io).
+pub const MODBUS_REQUESTS: &str = "edge_gateway_modbus_requests_total";
+/// Round-trip time of answered Modbus requests, by `bus` and `device`.
+pub const MODBUS_REQUEST_SECONDS: &str = "edge_gateway_modbus_request_seconds";
+/// Time to poll every device that was due together on one bus (one poll cycle), by `bus`.
+pub const MODBUS_CYCLE_SECONDS: &str = "edge_gateway_modbus_cycle_seconds";
+/// Bytes thrown away on an RTU line after a timeout or a garbled reply, by `bus`.
+pub const MODBUS_DISCARDED_BYTES: &str = "edge_gateway_modbus_discarded_bytes_total";
+/// (Re)opened serial ports and TCP connections, by `bus`.
+pub const MODBUS_CONNECTS: &str = "edge_gateway_modbus_connects_total";
+/// Lines from serial line sensors by `port` and `result` (ok, bad_line, oversize).
+pub const SERIAL_LINES: &str = "edge_gateway_serial_lines_total";
+/// 1 while the site MQTT client is connected.
+pub const SITE_MQTT_CONNECTED: &str = "edge_gateway_site_mqtt_connected";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

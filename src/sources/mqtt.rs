@@ -218,7 +218,8 @@ impl LogThrottle {
     }
 }
 
-fn valid_id(s: &str) -> bool {
+/// A device id or sensor type usable as a topic level and an index key.
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_BYTES
         && !s.contains(['+', '#'])
@@ -264,6 +265,7 @@ fn parse_reading(
         status: None,
         location: None,
         received,
+        threshold: None,
     };
     let Ingest::Reading {
         value,

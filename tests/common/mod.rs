@@ -122,7 +122,13 @@ pub struct SocketIoEvents {
 
 impl SocketIoEvents {
     pub async fn connect(addr: SocketAddr) -> SocketIoEvents {
+        SocketIoEvents::connect_and_emit(addr, &[]).await
+    }
+
+    /// Connects, then emits each event (no arguments), e.g. `subscribe-all-devices`.
+    pub async fn connect_and_emit(addr: SocketAddr, emits: &[&str]) -> SocketIoEvents {
         use futures_util::{SinkExt, StreamExt};
+        let emits: Vec<String> = emits.iter().map(|e| format!("42[\"{e}\"]")).collect();
         use tokio_tungstenite::tungstenite::Message;
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
@@ -141,6 +147,9 @@ impl SocketIoEvents {
                 } else if text == "2" {
                     let _ = ws.send(Message::text("3")).await;
                 } else if text.starts_with("40") {
+                    for e in &emits {
+                        let _ = ws.send(Message::text(e.clone())).await;
+                    }
                     if let Some(r) = ready.take() {
                         let _ = r.send(());
                     }

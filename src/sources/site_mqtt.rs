@@ -1,0 +1,189 @@
+//! A client of the site's own MQTT broker (rumqttc): subscribes to the configured filters and
+//! feeds what arrives through the same topic contract as the embedded broker, after removing
+//! each subscription's `strip_prefix`. The session is clean, so every (re)connect renews the
+//! subscriptions; reconnects back off exponentially up to `backoff_max_ms`.
+//!
+//! No TLS: rumqttc's TLS needs rustls with ring or aws-lc (C and assembly), which the static
+//! ARM builds avoid (the same reason the sinks have none).
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SiteMqttConfig, SiteSubscription};
+use crate::pipeline::Ingest;
+use crate::sources::mqtt::{LogThrottle, Reject, parse};
+use crate::telemetry as t;
+
+/// Does MQTT topic filter `filter` (with `+` and `#`) match `topic`?
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The topic in the gateway's contract: the prefix of the first matching subscription removed.
+pub fn map_topic<'a>(subscriptions: &[SiteSubscription], topic: &'a str) -> Option<&'a str> {
+    let sub = subscriptions
+        .iter()
+        .find(|s| filter_matches(&s.filter, topic))?;
+    topic.strip_prefix(sub.strip_prefix.as_str())
+}
+
+/// Runs the client until `stop`.
+pub async fn run(
+    config: SiteMqttConfig,
+    gateway_id: String,
+    max_payload: usize,
+    tx: mpsc::Sender<Ingest>,
+    stop: CancellationToken,
+) {
+    let Some((host, port)) = config
+        .endpoint
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    else {
+        tracing::error!(endpoint = %config.endpoint, "site_mqtt.endpoint is not host:port; client off");
+        return;
+    };
+    let client_id = if config.client_id.is_empty() {
+        format!("edge-gateway-{gateway_id}")
+    } else {
+        config.client_id.clone()
+    };
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)));
+    opts.set_clean_session(true);
+    // Our own cap (counted as `oversize`) is lower; a bigger packet would end the connection.
+    let max_packet = max_payload.saturating_mul(4).max(64 * 1024);
+    opts.set_max_packet_size(max_packet, max_packet);
+    if !config.username.is_empty() {
+        opts.set_credentials(config.username.clone(), config.password.clone());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let filters: Vec<SubscribeFilter> = config
+        .subscriptions
+        .iter()
+        .map(|s| {
+            let qos = if s.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            SubscribeFilter::new(s.filter.clone(), qos)
+        })
+        .collect();
+    let initial = Duration::from_millis(config.backoff_initial_ms);
+    let max = Duration::from_millis(config.backoff_max_ms);
+    let mut backoff = initial;
+    let mut connected = false;
+    let mut throttle = LogThrottle::default();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(endpoint = %config.endpoint, "connected to the site MQTT broker");
+                connected = true;
+                backoff = initial;
+                metrics::gauge!(t::SITE_MQTT_CONNECTED).set(1.0);
+                // Clean session: the broker forgot our subscriptions; renew them. try_ because
+                // the request queue is drained by this very loop.
+                if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                    tracing::error!(error = %e, "cannot queue site MQTT subscriptions");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    tracing::warn!(refused, "the site MQTT broker refused subscriptions");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let received = Instant::now();
+                let result = map_topic(&config.subscriptions, &publish.topic)
+                    .ok_or(Reject::BadTopic)
+                    .and_then(|topic| {
+                        parse(topic.as_bytes(), &publish.payload, max_payload, received)
+                    });
+                match result {
+                    Ok(msg) => {
+                        if tx.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        metrics::counter!(t::READINGS_REJECTED, "reason" => reason.as_str())
+                            .increment(1);
+                        throttle.warn(reason, publish.topic.as_bytes());
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected {
+                    tracing::warn!(endpoint = %config.endpoint, error = %e, "site MQTT connection lost; reconnecting");
+                } else {
+                    tracing::debug!(endpoint = %config.endpoint, error = %e, retry_in_ms = backoff.as_millis() as u64, "site MQTT connect failed");
+                }
+                connected = false;
+                metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
+    tracing::debug!("site MQTT client stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_prefixes() {
+        assert!(filter_matches("sensors/+/+", "sensors/d/t"));
+        assert!(!filter_matches("sensors/+/+", "sensors/d/t/x"));
+        assert!(!filter_matches("sensors/+/+", "sensors/d"));
+        assert!(filter_matches("plant/#", "plant/sensors/d/t"));
+        assert!(filter_matches("#", "a"));
+        let subs = vec![
+            SiteSubscription {
+                filter: "plant/hall3/#".into(),
+                qos: 1,
+                strip_prefix: "plant/hall3/".into(),
+            },
+            SiteSubscription {
+                filter: "sensors/+/+".into(),
+                ..SiteSubscription::default()
+            },
+        ];
+        assert_eq!(
+            map_topic(&subs, "plant/hall3/sensors/d/t"),
+            Some("sensors/d/t")
+        );
+        assert_eq!(map_topic(&subs, "sensors/d/t"), Some("sensors/d/t"));
+        assert_eq!(map_topic(&subs, "other/d/t"), None);
+    }
+}
