@@ -21,7 +21,7 @@ fn notifies_ready_watchdog_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
         .args(["run", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &sock_path)
