@@ -1607,6 +1607,62 @@ mod tests {
     }
 
     #[test]
+    fn sink_env_names_and_validation() {
+        let loaded = load(
+            None,
+            env(&[
+                ("REDIS_HOST", "redis.plant"),
+                ("REDIS_PORT", "6380"),
+                ("REDIS_PASSWORD", "pw"),
+                ("KAFKA_BROKERS", "k1:9092, k2:9093"),
+                ("KAFKA_CLIENT_ID", "gw-7"),
+                ("EDGE_GATEWAY_SINKS__REDIS__MODE", "stream"),
+                ("EDGE_GATEWAY_SINKS__KAFKA__COMPRESSION", "snappy"),
+                (
+                    "EDGE_GATEWAY_SINKS__KAFKA__DELIVERY__BATCH_MAX_RECORDS",
+                    "500",
+                ),
+            ]),
+        )
+        .unwrap();
+        let s = &loaded.config.sinks;
+        assert_eq!((s.redis.host.as_str(), s.redis.port), ("redis.plant", 6380));
+        assert_eq!(s.redis.password, "pw");
+        assert_eq!(s.redis.mode, RedisMode::Stream);
+        assert_eq!(s.kafka.brokers, vec!["k1:9092", "k2:9093"]);
+        assert_eq!(s.kafka.client_id, "gw-7");
+        assert_eq!(s.kafka.compression, KafkaCompression::Snappy);
+        assert_eq!(s.kafka.delivery.batch_max_records, 500);
+        assert!(!format!("{:?}", s.redis).contains("pw\""));
+
+        let err = load(None, env(&[("KAFKA_BROKERS", "kafka-without-port")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sinks.kafka.brokers")
+                && err.contains("environment variable KAFKA_BROKERS"),
+            "{err}"
+        );
+        let err = load(
+            None,
+            env(&[
+                ("REDIS_HOST", "r"),
+                ("EDGE_GATEWAY_SINKS__REDIS__MODE", "fanout"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sinks.redis.mode"), "{err}");
+        let f =
+            file("[sinks.redis]\nhost = \"r\"\n[sinks.redis.delivery]\nbackoff_initial_ms = 0\n");
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("sinks.redis.delivery.backoff_initial_ms") && err.contains(":4"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn data_dir_precedence() {
         assert_eq!(
             data_dir(Some("/x".into()), Some("/y".into())),

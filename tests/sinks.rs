@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::upstream::{KafkaBroker, RedisServer};
 use common::*;
-use edge_gateway::config::{Config, DeliveryConfig, RedisMode};
+use edge_gateway::config::{Config, DeliveryConfig, KafkaCompression, RedisMode};
 use edge_gateway::health::SinkHealth;
 use edge_gateway::record::RecordKind;
 use edge_gateway::store::Store;
@@ -428,7 +428,9 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
     kafka.create_topic("sensors-data", 1).await;
     kafka.create_topic("device-status", 1).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = with_kafka(test_config(), &kafka);
+    let mut config = with_kafka(test_config(), &kafka);
+    // Compressed record batches are read back like plain ones.
+    config.sinks.kafka.compression = KafkaCompression::Gzip;
     let mqtt = config.mqtt.listen;
     let gw = start(config, dir.path()).await;
     let (client, mut acks) = mqtt_client(mqtt, "topics").await;
@@ -447,7 +449,13 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
     assert!(error.contains("sinks.kafka.topics.alerts"), "{error}");
     kafka.create_topic("alerts", 1).await;
     drained(&gw, "kafka", Duration::from_secs(30)).await;
-    assert_eq!(kafka.read_all("sensors-data").await.len(), 1);
+    let records = kafka.read_all("sensors-data").await;
+    assert_eq!(records.len(), 1);
+    let v: Value = serde_json::from_slice(&records[0].value).unwrap();
+    assert_eq!(
+        (v["deviceId"].as_str(), v["value"].as_f64()),
+        (Some("top-1"), Some(40.0))
+    );
     gw.stop().await.unwrap();
 }
 
