@@ -459,10 +459,17 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
     gw.stop().await.unwrap();
 }
 
-/// The gateway binary with a Redis stream sink, for the kill -9 test.
-fn spawn_binary(data: &std::path::Path, http: u16, mqtt: u16, redis_port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-        .args(["run", "--data-dir"])
+/// The gateway binary with a Redis stream sink and a Kafka sink, both paced to 2000
+/// records/s so a backlog takes a few seconds to drain: time to kill -9 it half way.
+fn spawn_binary(
+    data: &std::path::Path,
+    http: u16,
+    mqtt: u16,
+    redis_port: u16,
+    kafka: &str,
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
+    cmd.args(["run", "--data-dir"])
         .arg(data)
         .env("HOST", "127.0.0.1")
         .env("PORT", http.to_string())
@@ -472,42 +479,53 @@ fn spawn_binary(data: &std::path::Path, http: u16, mqtt: u16, redis_port: u16) -
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis_port.to_string())
         .env("EDGE_GATEWAY_SINKS__REDIS__MODE", "stream")
-        .env(
-            "EDGE_GATEWAY_SINKS__REDIS__DELIVERY__BATCH_MAX_RECORDS",
-            "200",
-        )
-        .env(
-            "EDGE_GATEWAY_SINKS__REDIS__DELIVERY__MAX_RECORDS_PER_SEC",
-            "2000",
-        )
-        .env("EDGE_GATEWAY_SINKS__REDIS__DELIVERY__BACKOFF_MAX_MS", "500")
-        .stdout(Stdio::null())
+        .env("KAFKA_BROKERS", kafka);
+    for sink in ["REDIS", "KAFKA"] {
+        for (key, value) in [
+            ("BATCH_MAX_RECORDS", "200"),
+            ("MAX_RECORDS_PER_SEC", "2000"),
+            ("BACKOFF_MAX_MS", "500"),
+            ("REQUEST_TIMEOUT_MS", "2000"),
+        ] {
+            cmd.env(
+                format!("EDGE_GATEWAY_SINKS__{sink}__DELIVERY__{key}"),
+                value,
+            );
+        }
+    }
+    cmd.stdout(Stdio::null())
         .spawn()
         .expect("spawn the edge-gateway binary")
 }
 
-fn redis_sink_health(http: u16) -> Option<Value> {
+fn sinks_health(http: u16) -> Option<Value> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
     std::net::TcpStream::connect(addr).ok()?;
     let (_, body) = http_get(addr, "/health");
     let v: Value = serde_json::from_str(&body).ok()?;
-    Some(v["components"]["sinks"]["redis"].clone())
+    Some(v["components"]["sinks"].clone())
+}
+
+/// True when `f` holds for both sinks in /health.
+fn both(http: u16, f: impl Fn(&Value) -> Option<bool>) -> Option<()> {
+    let s = sinks_health(http)?;
+    (f(&s["redis"])? && f(&s["kafka"])?).then_some(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
     let mut redis = RedisServer::start(None);
     redis.stop();
+    let mut kafka = KafkaBroker::start().await;
+    reference_topics(&kafka).await;
+    kafka.pause();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
     let (http, mqtt) = (free_port(), free_port());
-    let mut child = spawn_binary(&data, http, mqtt, redis.port());
-    eventually("gateway up", Duration::from_secs(20), || {
-        redis_sink_health(http)
-    })
-    .await;
+    let mut child = spawn_binary(&data, http, mqtt, redis.port(), &kafka.addr());
+    eventually("gateway up", Duration::from_secs(20), || sinks_health(http)).await;
 
-    // A backlog while Redis is down.
+    // A backlog while both upstreams are down.
     let mqtt_addr = std::net::SocketAddr::from(([127, 0, 0, 1], mqtt));
     let (client, mut acks) = mqtt_client(mqtt_addr, "backlog").await;
     let total = 6000u64;
@@ -524,30 +542,33 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
     }
     acks.wait_for(|n| *n >= total).await.unwrap();
     eventually("backlog stored", Duration::from_secs(30), || {
-        let s = redis_sink_health(http)?;
-        (s["lagRecords"].as_u64()? >= total).then_some(())
+        both(http, |s| Some(s["lagRecords"].as_u64()? >= total))
     })
     .await;
 
-    // Redis back: the drain runs at ~2000 records/s; kill -9 half way.
+    // Upstreams back: the drain runs at ~2000 records/s; kill -9 part way.
     redis.start_again();
+    kafka.resume();
     eventually("drain under way", Duration::from_secs(30), || {
-        let s = redis_sink_health(http)?;
-        (s["sent"].as_u64()? >= 2000).then_some(())
+        both(http, |s| Some(s["sent"].as_u64()? >= 2000))
     })
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let sent_before = redis.xrange_all("sensor-readings").len();
     assert!(
-        sent_before < total as usize,
-        "killed before the drain finished"
+        redis.xrange_all("sensor-readings").len() < total as usize,
+        "killed before the Redis drain finished"
+    );
+    assert!(
+        kafka.read_all("sensors-data").await.len() < total as usize,
+        "killed before the Kafka drain finished"
     );
 
-    let mut child = spawn_binary(&data, http, mqtt, redis.port());
+    let mut child = spawn_binary(&data, http, mqtt, redis.port(), &kafka.addr());
     eventually("drained after restart", Duration::from_secs(60), || {
-        let s = redis_sink_health(http)?;
-        (s["connected"].as_bool()? && s["lagRecords"].as_u64()? == 0).then_some(())
+        both(http, |s| {
+            Some(s["connected"].as_bool()? && s["lagRecords"].as_u64()? == 0)
+        })
     })
     .await;
     child.kill().unwrap();
@@ -568,4 +589,13 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
     // Sent but not yet recorded as sent when killed: the cursor commit lags the
     // acknowledgement by at most a batch or two.
     check_delivery("redis stream after kill -9", &got, &want, 3 * 200);
+    let records = kafka.read_all("sensors-data").await;
+    for r in &records {
+        assert_eq!(r.headers["gateway-id"], b"kill-gw");
+    }
+    let got: Vec<(u64, String)> = records
+        .iter()
+        .map(|r| seq_and_device(&serde_json::from_slice(&r.value).unwrap()))
+        .collect();
+    check_delivery("kafka after kill -9", &got, &want, 3 * 200);
 }
