@@ -137,6 +137,25 @@ impl RecordKind {
     }
 }
 
+impl Alert {
+    /// A gateway-level alert (`type: system`) about one of its own services; not stored, sent
+    /// to every dashboard as `alert:system`.
+    pub fn system(service: &str, severity: Level, message: String) -> Alert {
+        let ts = crate::time::now_ms();
+        Alert {
+            alert_id: format!("system-alert-{service}-{ts}"),
+            device_id: None,
+            severity,
+            kind: AlertKind::System,
+            message,
+            ts_ms: ts,
+            sensor_type: None,
+            threshold: None,
+            affected_services: vec![service.to_string()],
+        }
+    }
+}
+
 impl Record {
     pub fn kind(&self) -> RecordKind {
         match self {

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use edge_gateway::store::HistoryQuery;
 use rumqttc::QoS;
 
 struct Tmpfs {
@@ -55,19 +54,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
-}
-
-fn history_len(store: &edge_gateway::store::Store, device: &str) -> usize {
-    store
-        .history(&HistoryQuery {
-            device_id: device.into(),
-            sensor_type: None,
-            from_ms: None,
-            to_ms: None,
-            limit: 100_000,
-        })
-        .map(|h| h.len())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +147,7 @@ async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
     eventually(
         "every acknowledged reading stored",
         Duration::from_secs(20),
-        || (history_len(&store, "full-1") as u64 == published).then_some(()),
+        || (history(&store, "full-1").len() as u64 == published).then_some(()),
     )
     .await;
     // And new readings flow as before.
@@ -170,7 +156,7 @@ async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
         .await
         .unwrap();
     eventually("a reading after recovery", Duration::from_secs(10), || {
-        (history_len(&store, "full-1") as u64 == published + 1).then_some(())
+        (history(&store, "full-1").len() as u64 == published + 1).then_some(())
     })
     .await;
     gw.stop().await.unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use edge_gateway::config::{Config, ModbusDeviceConfig, SerialSensorConfig, SiteSubscription};
 use edge_gateway::sources::modbus::{self, bus::RtuLine};
-use edge_gateway::store::{HistoryQuery, Store};
+use edge_gateway::store::Store;
 use rumqttc::QoS;
 
 const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/modbus_slaves.py");
@@ -170,18 +170,6 @@ fn modbus_config(dir: &Path, devices: Vec<ModbusDeviceConfig>) -> Config {
     c.modbus.backoff_max_ms = 4_000;
     c.modbus.devices = devices;
     c
-}
-
-fn history(store: &Store, device: &str) -> Vec<serde_json::Value> {
-    store
-        .history(&HistoryQuery {
-            device_id: device.into(),
-            sensor_type: None,
-            from_ms: None,
-            to_ms: None,
-            limit: 10_000,
-        })
-        .unwrap()
 }
 
 /// Every stored reading of a test slave holds the value of its own register.

@@ -6,20 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use edge_gateway::store::{HistoryQuery, Store};
 use rumqttc::QoS;
-
-fn history(store: &Store, device: &str) -> Vec<serde_json::Value> {
-    store
-        .history(&HistoryQuery {
-            device_id: device.into(),
-            sensor_type: None,
-            from_ms: None,
-            to_ms: None,
-            limit: 10_000,
-        })
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_readings_are_stored_in_order_with_status_and_alerts() {

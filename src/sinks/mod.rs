@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DeliveryConfig, KindNames};
 use crate::health::SinkHealth;
 use crate::hub::{Hub, HubEvent};
-use crate::record::{Alert, AlertKind, Level, RecordKind};
+use crate::record::{Alert, Level, RecordKind};
 use crate::store::writer::WriteRequest;
 use crate::store::{RawRecord, Store, StoreError};
 use crate::telemetry as t;
@@ -258,18 +258,8 @@ fn fail(ctx: &SinkContext, e: &SinkError) {
 
 /// An `alert:system` to every dashboard (not stored: it is about the gateway itself).
 fn announce(ctx: &SinkContext, severity: Level, message: String) {
-    let ts = now_ms();
-    ctx.hub.publish(HubEvent::System(Arc::new(Alert {
-        alert_id: format!("system-alert-{}-{ts}", ctx.health.name),
-        device_id: None,
-        severity,
-        kind: AlertKind::System,
-        message,
-        ts_ms: ts,
-        sensor_type: None,
-        threshold: None,
-        affected_services: vec![ctx.health.service()],
-    })));
+    let alert = Alert::system(&ctx.health.service(), severity, message);
+    ctx.hub.publish(HubEvent::System(Arc::new(alert)));
 }
 
 async fn with_timeout<T>(

@@ -12,7 +12,7 @@ use super::{Retention, StoreError, StoreWriter};
 use crate::config::StoreConfig;
 use crate::health::Health;
 use crate::hub::{Hub, HubEvent};
-use crate::record::{Alert, AlertKind, Committed, Level, Record, RecordKind};
+use crate::record::{Alert, Committed, Level, Record, RecordKind};
 use crate::telemetry as t;
 use crate::time::now_ms;
 
@@ -179,7 +179,8 @@ fn commit_with_retry(
                     .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
                 if health.set_store_ok() {
                     tracing::info!("store recovered: commits succeed again");
-                    hub.publish(HubEvent::System(Arc::new(system_alert(
+                    hub.publish(HubEvent::System(Arc::new(Alert::system(
+                        "store",
                         Level::Warning,
                         "Store recovered: readings are being stored again".into(),
                     ))));
@@ -194,7 +195,8 @@ fn commit_with_retry(
                 let first_failure = health.set_store_failed(err.to_string());
                 if first_failure {
                     tracing::error!(error = %err, records = count, "store commit failed; retrying, nothing is acknowledged meanwhile");
-                    hub.publish(HubEvent::System(Arc::new(system_alert(
+                    hub.publish(HubEvent::System(Arc::new(Alert::system(
+                        "store",
                         Level::Critical,
                         format!("Store commit failed: {err}"),
                     ))));
@@ -233,20 +235,4 @@ fn commit_with_retry(
 
 fn is_fatal(err: &StoreError) -> bool {
     matches!(err, StoreError::Corrupt { .. })
-}
-
-/// A gateway-level alert (`type: system`) about the store.
-pub fn system_alert(severity: Level, message: String) -> Alert {
-    let ts = now_ms();
-    Alert {
-        alert_id: format!("system-alert-{ts}"),
-        device_id: None,
-        severity,
-        kind: AlertKind::System,
-        message,
-        ts_ms: ts,
-        sensor_type: None,
-        threshold: None,
-        affected_services: vec!["store".into()],
-    }
 }

@@ -20,6 +20,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Every reading of `device` in history (up to 100,000), oldest first.
+pub fn history(store: &edge_gateway::store::Store, device: &str) -> Vec<serde_json::Value> {
+    store
+        .history(&edge_gateway::store::HistoryQuery {
+            device_id: device.into(),
+            sensor_type: None,
+            from_ms: None,
+            to_ms: None,
+            limit: 100_000,
+        })
+        .unwrap()
+}
+
 pub fn test_config() -> Config {
     let mut c = Config {
         gateway_id: "test-gw".into(),
