@@ -47,33 +47,41 @@ pub fn register(io: &SocketIo, state: ApiState) {
         ))
     });
     let check_state = state.clone();
-    let admit = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let state = check_state.clone();
-        let jwt = jwt.clone();
-        async move {
-            let max = state.config.socketio.max_clients;
-            if state.health.socket_clients.load(Ordering::SeqCst) >= max {
-                metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "max_clients").increment(1);
-                return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
-            }
-            if let Some(jwt) = jwt {
-                let token = auth
-                    .ok()
-                    .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
-                    .or_else(|| query_token(s.req_parts().uri.query()));
-                let Some(token) = token else {
-                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
-                    return Err(Refused("authentication required: token missing"));
-                };
-                if let Err(e) = jsonwebtoken::decode::<Value>(&token, &jwt.0, &jwt.1) {
-                    tracing::debug!(error = %e, "handshake token refused");
-                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
-                    return Err(Refused("authentication failed: invalid token"));
+    let admit =
+        move |s: SocketRef, TryData(auth): TryData<Value>| {
+            let state = check_state.clone();
+            let jwt = jwt.clone();
+            async move {
+                if let Some(jwt) = jwt {
+                    let token = auth
+                        .ok()
+                        .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
+                        .or_else(|| query_token(s.req_parts().uri.query()));
+                    let Some(token) = token else {
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                        return Err(Refused("authentication required: token missing"));
+                    };
+                    if let Err(e) = jsonwebtoken::decode::<Value>(&token, &jwt.0, &jwt.1) {
+                        tracing::debug!(error = %e, "handshake token refused");
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                        return Err(Refused("authentication failed: invalid token"));
+                    }
                 }
+                // Reserve the slot here, atomically: the client may see CONNECT before the connect
+                // handler runs, and a check-then-count there lets a burst of handshakes through.
+                let max = state.config.socketio.max_clients;
+                let reserved = state.health.socket_clients.fetch_update(
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                    |n| (n < max).then_some(n + 1),
+                );
+                if reserved.is_err() {
+                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "max_clients").increment(1);
+                    return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    };
+        };
     let on_connect = move |s: SocketRef| {
         let state = state.clone();
         async move { connected(s, state) }
@@ -145,7 +153,8 @@ fn rate_limited(ack: AckSender) {
 }
 
 fn connected(s: SocketRef, state: ApiState) {
-    let clients = state.health.socket_clients.fetch_add(1, Ordering::SeqCst) + 1;
+    // Counted when admitted (see `register`).
+    let clients = state.health.socket_clients.load(Ordering::SeqCst);
     metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
     tracing::debug!(sid = %s.id, clients, "client connected");
     let _ = s.emit(

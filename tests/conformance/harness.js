@@ -176,7 +176,7 @@ function connect(gw, { version = 4, transports = ['websocket'], auth, query, ext
 }
 
 /** Resolves with the first `event` payload matching `pred`. */
-function waitFor(socket, event, pred = () => true, timeout = 10000) {
+function waitFor(socket, event, pred = () => true, timeout = 20000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       socket.off(event, on);
@@ -202,7 +202,7 @@ function collect(socket, event, ms) {
 }
 
 /** Emits with an ack; resolves with the ack payload. */
-function request(socket, event, params, timeout = 10000) {
+function request(socket, event, params, timeout = 20000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ack for ${event}`)), timeout);
     socket.emit(event, params, (reply) => { clearTimeout(t); resolve(reply); });
