@@ -5,8 +5,8 @@
 //! - `log`: `seq → encoded record` (header + reference JSON), the append log in commit order.
 //! - `readings_by_device`: `(deviceId, ts_ms, seq) → ()`, so device history is a range scan.
 //! - `readings_by_sensor`: `(deviceId, sensorType, ts_ms, seq) → ()`, likewise per sensor.
-//! - `log_by_kind`: `(kind, seq) → ()`, so the byte budget evicts telemetry before status
-//!   changes and those before alerts.
+//! - `log_by_kind`: `(kind, seq) → ()` for status changes and alerts only (they are few), so
+//!   the byte budget can evict telemetry first, then status changes, alerts last.
 //! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start.
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`.
@@ -160,7 +160,9 @@ impl Store {
                         .first()
                         .copied()
                         .ok_or(StoreError::Corrupt { seq })?;
-                    by_kind.insert((kind, seq), ())?;
+                    if kind != RecordKind::Reading as u8 {
+                        by_kind.insert((kind, seq), ())?;
+                    }
                 }
             }
         }
@@ -438,8 +440,9 @@ fn cost(d: &Decoded<'_>, raw_len: usize) -> u64 {
     } else {
         0
     };
-    // + the log key and the kind index entry.
-    (raw_len + 8 + 9 + index) as u64
+    let kind_index = if d.kind == RecordKind::Reading { 0 } else { 9 };
+    // + the log key.
+    (raw_len + 8 + kind_index + index) as u64
 }
 
 /// Outcome of one group commit.
@@ -467,6 +470,9 @@ pub struct StoreWriter {
     gateway_id: String,
     next_seq: u64,
     logical_bytes: u64,
+    /// No reading is stored below this `seq`: where the budget's search for the oldest
+    /// reading starts (status changes and alerts it skips are few).
+    readings_from: u64,
 }
 
 impl StoreWriter {
@@ -477,6 +483,7 @@ impl StoreWriter {
             gateway_id,
             next_seq: stats.next_seq,
             logical_bytes: stats.logical_bytes,
+            readings_from: 0,
         })
     }
 
@@ -494,6 +501,7 @@ impl StoreWriter {
         let txn = db.begin_write()?;
         let mut seq = self.next_seq;
         let mut bytes = self.logical_bytes;
+        let mut readings_from = self.readings_from;
         let mut outcome = CommitOutcome::default();
         {
             let mut log = txn.open_table(LOG)?;
@@ -517,7 +525,9 @@ impl StoreWriter {
                     devices.insert(d.device_id, d.json)?;
                 }
                 log.insert(seq, raw.as_slice())?;
-                by_kind.insert((d.kind as u8, seq), ())?;
+                if d.kind != RecordKind::Reading {
+                    by_kind.insert((d.kind as u8, seq), ())?;
+                }
                 seq += 1;
             }
 
@@ -538,11 +548,23 @@ impl StoreWriter {
                     Some(v) => Some(v),
                     None if bytes > retention.byte_budget => {
                         let mut found = None;
-                        for kind in [RecordKind::Reading, RecordKind::Status, RecordKind::Alert] {
-                            let k = kind as u8;
-                            if let Some(entry) = by_kind.range((k, 0)..(k, self.next_seq))?.next() {
-                                found = Some((entry?.0.value().1, true));
+                        for entry in log.range(readings_from..self.next_seq)? {
+                            let (k, v) = entry?;
+                            if v.value().first() == Some(&(RecordKind::Reading as u8)) {
+                                found = Some((k.value(), true));
                                 break;
+                            }
+                        }
+                        readings_from = found.map_or(self.next_seq, |(s, _)| s);
+                        if found.is_none() {
+                            for kind in [RecordKind::Status, RecordKind::Alert] {
+                                let k = kind as u8;
+                                if let Some(entry) =
+                                    by_kind.range((k, 0)..(k, self.next_seq))?.next()
+                                {
+                                    found = Some((entry?.0.value().1, true));
+                                    break;
+                                }
                             }
                         }
                         found
@@ -557,7 +579,9 @@ impl StoreWriter {
                     .map(|v| v.value().to_vec())
                     .ok_or(StoreError::Corrupt { seq: victim })?;
                 let d = decode(&raw).ok_or(StoreError::Corrupt { seq: victim })?;
-                by_kind.remove((d.kind as u8, victim))?;
+                if d.kind != RecordKind::Reading {
+                    by_kind.remove((d.kind as u8, victim))?;
+                }
                 if d.kind == RecordKind::Reading {
                     by_device.remove((d.device_id, d.ts_ms, victim))?;
                     by_sensor.remove((d.device_id, d.sensor_type, d.ts_ms, victim))?;
@@ -580,6 +604,7 @@ impl StoreWriter {
         let first = self.next_seq;
         self.next_seq = seq;
         self.logical_bytes = bytes;
+        self.readings_from = readings_from;
         outcome.logical_bytes = bytes;
         outcome.first_seq = first;
         Ok(outcome)
