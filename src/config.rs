@@ -470,7 +470,7 @@ section_default!(
 section_default!(
     StoreConfig,
     StoreConfig {
-        batch_max_records: 1_000,
+        batch_max_records: 4_000,
         commit_interval_ms: 2,
         queue_capacity: 16_384,
         retention_max_age_secs: 30 * 24 * 3600,
