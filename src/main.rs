@@ -75,17 +75,10 @@ fn main() -> ExitCode {
             simulate,
             data_dir,
         } => {
-            let config = config.or_else(|| {
-                config::systemd_config_file(std::env::var("CONFIGURATION_DIRECTORY").ok())
-            });
-            let loaded = match config::load(config.as_deref(), std::env::vars()) {
+            let loaded = match load_for_service(config) {
                 Ok(l) => l,
-                Err(e) => {
-                    eprintln!("edge-gateway: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
-            telemetry::init_logging(&loaded.config.log.level);
             let options = Options {
                 data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
                 simulate,
@@ -112,17 +105,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn probe(device_id: String, config: Option<PathBuf>) -> ExitCode {
+/// `--config`, else `$CONFIGURATION_DIRECTORY/edge-gateway.toml` (systemd), else defaults;
+/// environment overrides applied; logging set up from it. A bad config is exit code 2.
+fn load_for_service(config: Option<PathBuf>) -> Result<config::Loaded, ExitCode> {
     let config = config
         .or_else(|| config::systemd_config_file(std::env::var("CONFIGURATION_DIRECTORY").ok()));
-    let loaded = match config::load(config.as_deref(), std::env::vars()) {
-        Ok(l) => l,
+    match config::load(config.as_deref(), std::env::vars()) {
+        Ok(loaded) => {
+            telemetry::init_logging(&loaded.config.log.level);
+            Ok(loaded)
+        }
         Err(e) => {
             eprintln!("edge-gateway: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            Err(ExitCode::from(EXIT_CONFIG))
         }
+    }
+}
+
+fn probe(device_id: String, config: Option<PathBuf>) -> ExitCode {
+    let loaded = match load_for_service(config) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
-    telemetry::init_logging(&loaded.config.log.level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
