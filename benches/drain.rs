@@ -5,116 +5,26 @@
 //! N = 1,000,000). The gateway is the release binary as a child process; redis-server and a
 //! tansu broker run on loopback (tests/common/upstream.rs). Figures are printed, not asserted.
 
+mod support;
 #[path = "../tests/common/upstream.rs"]
 mod upstream;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
 use futures_util::{SinkExt, StreamExt};
-use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
+use rumqttc::QoS;
 use serde_json::Value;
+use support::{Gw, http_get, publisher};
 use tokio_tungstenite::tungstenite::Message;
 use upstream::{KafkaBroker, RedisServer};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
 
 fn sink_health(http: SocketAddr, name: &str) -> Option<Value> {
     let v: Value = serde_json::from_str(&http_get(http, "/health")?).ok()?;
     Some(v["components"]["sinks"][name].clone())
-}
-
-struct Gw {
-    child: Child,
-    http: SocketAddr,
-    mqtt: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Gw {
-    fn start(env: &[(&str, String)]) -> Gw {
-        let dir = tempfile::tempdir().unwrap();
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
-        cmd.args(["run", "--data-dir"])
-            .arg(dir.path())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", http.port().to_string())
-            .env("EDGE_GATEWAY_MQTT__LISTEN", mqtt.to_string())
-            .env(
-                "EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES",
-                (2u64 << 30).to_string(),
-            )
-            .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn edge-gateway");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http_get(http, "/health").is_none() {
-            assert!(Instant::now() < deadline, "gateway did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Gw {
-            child,
-            http,
-            mqtt,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-async fn publisher(mqtt: SocketAddr, id: &str) -> AsyncClient {
-    let mut opts = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
-    opts.set_keep_alive(Duration::from_secs(60));
-    opts.set_inflight(1000);
-    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(rumqttc::Packet::Disconnect)) => break,
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    client
 }
 
 /// A dashboard on `all-devices` that records live latency (receive − reading timestamp) of
@@ -189,6 +99,9 @@ async fn drain(sink: &str, backlog: u64) {
             vec![("KAFKA_BROKERS", addr)]
         }
     };
+    let budget = (2u64 << 30).to_string();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES", &budget));
     let gw = Gw::start(&env);
 
     let started = Instant::now();
