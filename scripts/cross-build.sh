@@ -22,9 +22,19 @@ export DEBIAN_FRONTEND=noninteractive
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   # Only the architectures we build: a failing index for one drops the whole suite.
+  added_arch=0
   if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
     $SUDO dpkg --add-architecture "$arch"
+    added_arch=1
   fi
+  # A foreign architecture whose index fails makes apt drop the whole suite (bookworm-security,
+  # where rustc-web >= 1.94 lives) for every architecture: never leave one behind on failure.
+  undo_arch() {
+    if [ "$added_arch" = 1 ]; then
+      $SUDO dpkg --remove-architecture "$arch" || true
+      $SUDO apt-get update -qq || true
+    fi
+  }
   for attempt in 1 2 3; do
     if $SUDO apt-get update -qq; then break; fi
     echo "cross-build: apt-get update failed (attempt $attempt), retrying" >&2
@@ -37,11 +47,12 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   if [ -z "$version" ] || [ "$version" != "$host_version" ]; then
     echo "cross-build: no matching rustc-web ($host_version) and libstd-rust-web-dev:$arch ($version);" \
          "the $arch package index may be mid-sync, retry later" >&2
+    undo_arch
     exit 1
   fi
   case "$version" in
     1.9[4-9]*|1.[1-9][0-9][0-9]*) ;;
-    *) echo "cross-build: Debian offers rustc $version; socketioxide needs >= 1.94 (is bookworm-security enabled?)" >&2; exit 1 ;;
+    *) echo "cross-build: Debian offers rustc $version; socketioxide needs >= 1.94 (is bookworm-security enabled?)" >&2; undo_arch; exit 1 ;;
   esac
   $SUDO apt-get install -y -qq "rustc-web=$version" "libstd-rust-web-dev:$arch=$version" \
     "$gcc" "$libc" qemu-user-static file >/dev/null
