@@ -22,7 +22,12 @@ command -v socat >/dev/null || need_apt+=(socat)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
+  # A mirror mid-sync fails an index now and then: retry, then install from what we have.
+  for attempt in 1 2 3; do
+    if $SUDO apt-get update -qq; then break; fi
+    echo "apt-get update failed (attempt $attempt), retrying" >&2
+    sleep $((attempt * 10))
+  done
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
