@@ -83,15 +83,9 @@ fn main() -> ExitCode {
                 data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
                 simulate,
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("edge-gateway: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(run(loaded.config, options)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -122,20 +116,21 @@ fn load_for_service(config: Option<PathBuf>) -> Result<config::Loaded, ExitCode>
     }
 }
 
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("edge-gateway: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn probe(device_id: String, config: Option<PathBuf>) -> ExitCode {
     let loaded = match load_for_service(config) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("edge-gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let modbus = &loaded.config.modbus;
     match runtime.block_on(probe::probe(modbus, &device_id)) {
