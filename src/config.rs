@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alarms::{Operator, ThresholdRule, check_rule};
+use crate::ids::check_id;
+
 /// The full, commented default configuration printed by `edge-gateway default-config`.
 /// A unit test proves it deserializes to exactly [`Config::default`].
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default-config.toml");
@@ -165,50 +168,6 @@ pub struct DevicesConfig {
     /// Silence after which a device is marked offline and a connectivity alert raised.
     pub offline_after_ms: u64,
     pub check_interval_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Operator {
-    #[serde(rename = ">")]
-    Gt,
-    #[serde(rename = ">=")]
-    Ge,
-    #[serde(rename = "<")]
-    Lt,
-    #[serde(rename = "<=")]
-    Le,
-}
-
-impl Operator {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operator::Gt => ">",
-            Operator::Ge => ">=",
-            Operator::Lt => "<",
-            Operator::Le => "<=",
-        }
-    }
-
-    pub fn breached(self, current: f64, limit: f64) -> bool {
-        match self {
-            Operator::Gt => current > limit,
-            Operator::Ge => current >= limit,
-            Operator::Lt => current < limit,
-            Operator::Le => current <= limit,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThresholdRule {
-    pub sensor_type: String,
-    pub operator: Operator,
-    pub warning: Option<f64>,
-    pub critical: Option<f64>,
-    /// Unit used when a reading carries none.
-    #[serde(default)]
-    pub unit: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -1215,29 +1174,6 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A threshold rule is usable: it has a level, and its levels are in order for its operator.
-pub fn check_rule(rule: &ThresholdRule) -> Result<(), String> {
-    if rule.sensor_type.is_empty() {
-        return Err("sensor_type must not be empty".into());
-    }
-    if let (Some(w), Some(cr)) = (rule.warning, rule.critical) {
-        let ordered = match rule.operator {
-            Operator::Gt | Operator::Ge => w <= cr,
-            Operator::Lt | Operator::Le => w >= cr,
-        };
-        if !ordered {
-            return Err(format!(
-                "warning {w} and critical {cr} are out of order for operator `{}`",
-                rule.operator.as_str()
-            ));
-        }
-    }
-    if rule.warning.is_none() && rule.critical.is_none() {
-        return Err("needs `warning`, `critical` or both".into());
-    }
-    Ok(())
-}
-
 fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
@@ -1297,15 +1233,7 @@ fn validate_modbus(
     let mut slaves = std::collections::HashSet::new();
     for (i, d) in m.devices.iter().enumerate() {
         let key = |k: &str| format!("modbus.devices[{i}].{k}");
-        if d.device_id.is_empty()
-            || d.device_id.len() > crate::sources::mqtt::MAX_ID_BYTES
-            || d.device_id.contains(['/', '+', '#'])
-        {
-            return Err(fail(
-                &key("device_id"),
-                "must be 1-128 bytes without `/`, `+`, `#`".into(),
-            ));
-        }
+        check_id(&d.device_id).map_err(|e| fail(&key("device_id"), e.to_string()))?;
         if !ids.insert(d.device_id.as_str()) {
             return Err(fail(
                 &key("device_id"),
@@ -1354,7 +1282,7 @@ fn validate_modbus(
                 "must name a profile file in modbus.profiles_dir (without `.toml`)".into(),
             ));
         }
-        crate::sources::modbus::profile::load(&m.profiles_dir, &d.profile)
+        crate::firmware_profile::load(&m.profiles_dir, &d.profile)
             .map_err(|e| fail(&key("profile"), e.to_string()))?;
     }
     Ok(())

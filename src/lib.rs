@@ -7,8 +7,11 @@
 pub mod alarms;
 pub mod api;
 pub mod config;
+pub mod firmware_profile;
 pub mod health;
 pub mod hub;
+pub mod ids;
+pub mod ingest;
 pub mod pipeline;
 pub mod record;
 pub mod sinks;

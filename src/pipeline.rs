@@ -14,36 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::alarms::Alarms;
-use crate::config::{Config, ThresholdRule};
+use crate::config::Config;
 use crate::health::Health;
+use crate::ingest::Ingest;
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
 use crate::store::writer::{WriteBatch, WriteRequest};
 use crate::telemetry as t;
 use crate::time::{now_ms, parse_rfc3339_ms};
-
-/// What a source hands over: already parsed and validated, not yet stored.
-#[derive(Debug, Clone)]
-pub enum Ingest {
-    Reading {
-        device_id: String,
-        sensor_type: String,
-        value: f64,
-        unit: Option<String>,
-        ts_ms: Option<i64>,
-        status: Option<Level>,
-        location: Option<String>,
-        received: Instant,
-        /// A rule of the device's own (a firmware profile's threshold) that replaces the
-        /// `[[thresholds]]` rule of this sensor type.
-        threshold: Option<Arc<ThresholdRule>>,
-    },
-    Status {
-        device_id: String,
-        status: DeviceState,
-        location: Option<String>,
-        received: Instant,
-    },
-}
 
 #[derive(Debug, Clone)]
 struct Device {

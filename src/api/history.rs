@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::config::SocketIoConfig;
-use crate::sources::mqtt::MAX_ID_BYTES;
+use crate::ids::{IdError, MAX_ID_BYTES, check_id};
 use crate::store::HistoryQuery;
 use crate::time::parse_rfc3339_ms;
 
@@ -13,16 +13,25 @@ pub fn parse(params: Option<&Value>, config: &SocketIoConfig) -> Result<HistoryQ
         return Err("params must be an object {deviceId, sensorType?, from?, to?, limit?}".into());
     };
     let device_id = match p.get("deviceId") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(format!("deviceId must be 1 to {MAX_ID_BYTES} characters"));
-        }
+        Some(Value::String(s)) => match check_id(s) {
+            Ok(()) => s.clone(),
+            Err(IdError::Empty | IdError::TooLong) => {
+                return Err(format!("deviceId must be 1 to {MAX_ID_BYTES} characters"));
+            }
+            Err(e) => return Err(format!("deviceId {e}")),
+        },
         None | Some(Value::Null) => return Err("deviceId is required".into()),
         Some(_) => return Err("deviceId must be a string".into()),
     };
     let sensor_type = match p.get("sensorType") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Some(s.clone()),
+        Some(Value::String(s)) => match check_id(s) {
+            Ok(()) => Some(s.clone()),
+            Err(IdError::Empty | IdError::TooLong) => {
+                return Err("sensorType must be a non-empty string".into());
+            }
+            Err(e) => return Err(format!("sensorType {e}")),
+        },
         Some(_) => return Err("sensorType must be a non-empty string".into()),
     };
     let from_ms = time_param(p.get("from"), "from")?;

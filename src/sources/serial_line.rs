@@ -10,10 +10,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::serial_port::open_port;
 use crate::config::SerialSensorConfig;
-use crate::pipeline::Ingest;
-use crate::sources::modbus::bus::open_port;
-use crate::sources::mqtt::valid_id;
+use crate::ids::valid_id;
+use crate::ingest::Ingest;
 use crate::telemetry as t;
 
 /// Why a line was not a reading; the `result` label of the line counter.

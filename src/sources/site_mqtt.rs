@@ -12,9 +12,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::topic::{LogThrottle, Reject, parse};
 use crate::config::{SiteMqttConfig, SiteSubscription};
-use crate::pipeline::Ingest;
-use crate::sources::mqtt::{LogThrottle, Reject, parse};
+use crate::ingest::Ingest;
 use crate::telemetry as t;
 
 /// Does MQTT topic filter `filter` (with `+` and `#`) match `topic`?

@@ -29,11 +29,12 @@ use tokio::time::Instant;
 use tokio_modbus::client::{Client, Context as ModbusContext};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::slave::Slave;
-use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
+use tokio_serial::{SerialPort, SerialStream};
 
-use super::profile::ReadBlock;
 use super::{Link, PollError};
-use crate::config::{Parity, SerialPortConfig};
+use crate::config::SerialPortConfig;
+use crate::firmware_profile::ReadBlock;
+use crate::sources::serial_port::open_port;
 use crate::telemetry as t;
 
 /// Longest a drain may take on a line that never goes quiet (a babbling slave).
@@ -111,31 +112,6 @@ pub struct RtuLine {
     backoff: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
-}
-
-/// Opens a serial port with the line settings (exclusive: one owner per port).
-pub fn open_port(settings: &SerialPortConfig) -> Result<SerialStream, tokio_serial::Error> {
-    let parity = match settings.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let data_bits = if settings.data_bits == 7 {
-        tokio_serial::DataBits::Seven
-    } else {
-        tokio_serial::DataBits::Eight
-    };
-    let stop_bits = if settings.stop_bits == 2 {
-        tokio_serial::StopBits::Two
-    } else {
-        tokio_serial::StopBits::One
-    };
-    tokio_serial::new(&settings.path, settings.baud_rate)
-        .data_bits(data_bits)
-        .parity(parity)
-        .stop_bits(stop_bits)
-        .flow_control(tokio_serial::FlowControl::None)
-        .open_native_async()
 }
 
 impl RtuLine {
@@ -289,6 +265,7 @@ impl Link for RtuLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Parity;
 
     #[test]
     fn inter_frame_gap_from_line_settings() {

@@ -12,7 +12,6 @@
 //! Readings and status changes go to the pipeline as [`Ingest`], like MQTT devices.
 
 pub mod bus;
-pub mod profile;
 pub mod tcp;
 
 use std::collections::HashMap;
@@ -27,11 +26,11 @@ use tokio_modbus::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ModbusConfig, ModbusDeviceConfig, SerialPortConfig};
-use crate::pipeline::Ingest;
+use crate::ingest::Ingest;
 use crate::record::DeviceState;
 use crate::telemetry as t;
 
-use self::profile::{Decoded, LoadedProfile, ProfileError, ReadBlock};
+use crate::firmware_profile::{self as profile, Decoded, LoadedProfile, ProfileError, ReadBlock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModbusSourceError {

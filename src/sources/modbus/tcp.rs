@@ -9,8 +9,8 @@ use tokio_modbus::client::{Client, Context as ModbusContext};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::slave::Slave;
 
-use super::profile::ReadBlock;
 use super::{Link, PollError};
+use crate::firmware_profile::ReadBlock;
 use crate::telemetry as t;
 
 pub struct TcpLink {

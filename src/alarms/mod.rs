@@ -3,9 +3,11 @@
 //! at a level raises nothing; falling back re-arms the rule. The alarm lifecycle (ack, clear
 //! events, hysteresis) plugs in here later: this module owns all alarm state.
 
+mod rule;
+
 use std::collections::HashMap;
 
-use crate::config::ThresholdRule;
+pub use self::rule::{Operator, ThresholdRule, check_rule};
 use crate::record::{Alert, AlertKind, Level, Reading, Threshold};
 
 pub struct Alarms {
@@ -117,7 +119,6 @@ fn capitalize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Operator;
 
     fn reading(value: f64) -> Reading {
         Reading {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{Operator, ThresholdRule};
+use crate::alarms::{Operator, ThresholdRule, check_rule};
+use crate::ids::check_id;
 
 /// Most registers one read (FC 3/4) may return, and most bits (FC 1/2): Modbus application
 /// protocol spec, limited by the 256-byte RTU frame.
@@ -180,9 +181,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<LoadedProfile, Profi
     let mut rules = Vec::new();
     for (i, p) in profile.points.iter().enumerate() {
         let key = |k: &str| format!("points[{i}].{k}");
-        if p.sensor_type.is_empty() || p.sensor_type.len() > crate::sources::mqtt::MAX_ID_BYTES {
-            return Err(invalid(key("sensor_type"), "must be 1-128 bytes".into()));
-        }
+        check_id(&p.sensor_type).map_err(|e| invalid(key("sensor_type"), e.to_string()))?;
         if !seen.insert(p.sensor_type.as_str()) {
             return Err(invalid(
                 key("sensor_type"),
@@ -243,7 +242,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<LoadedProfile, Profi
                     critical: t.critical,
                     unit: p.unit.clone(),
                 };
-                crate::config::check_rule(&rule).map_err(|m| invalid(key("threshold"), m))?;
+                check_rule(&rule).map_err(|m| invalid(key("threshold"), m))?;
                 Some(Arc::new(rule))
             }
         });
