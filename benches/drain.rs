@@ -5,62 +5,47 @@
 //! N = 1,000,000). The gateway is the release binary as a child process; redis-server and a
 //! tansu broker run on loopback (tests/common/upstream.rs). Figures are printed, not asserted.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod support;
-#[path = "../tests/common/upstream.rs"]
-mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::binary::GatewayProcess as Gw;
+use common::socketio;
+use common::upstream::{KafkaBroker, RedisServer};
 use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
-use futures_util::{SinkExt, StreamExt};
 use rumqttc::QoS;
 use serde_json::Value;
-use support::{Gw, http_get, publisher};
-use tokio_tungstenite::tungstenite::Message;
-use upstream::{KafkaBroker, RedisServer};
+use support::{http_ok, publisher};
 
 fn sink_health(http: SocketAddr, name: &str) -> Option<Value> {
-    let v: Value = serde_json::from_str(&http_get(http, "/health")?).ok()?;
+    let v: Value = serde_json::from_str(&http_ok(http, "/health")?).ok()?;
     Some(v["components"]["sinks"][name].clone())
 }
 
 /// A dashboard on `all-devices` that records live latency (receive − reading timestamp) of
 /// readings from devices named `live-*`.
 async fn dashboard(http: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<i64>> {
-    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket");
-    ws.next().await.unwrap().unwrap();
-    ws.send(Message::text("40")).await.unwrap();
-    while !ws
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .to_text()
-        .unwrap_or("")
-        .starts_with("40")
-    {}
-    ws.send(Message::text(r#"42["subscribe-all-devices"]"#))
-        .await
-        .unwrap();
+    let mut ws = socketio::connect(http, &["subscribe-all-devices"]).await;
     tokio::spawn(async move {
         let mut lat = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(_) => break,
+            let frame = match tokio::time::timeout(
+                Duration::from_millis(200),
+                socketio::next_event(&mut ws),
+            )
+            .await
+            {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
                 Err(_) => continue,
             };
-            let Message::Text(text) = msg else { continue };
-            let text = text.as_str();
-            if text == "2" {
-                let _ = ws.send(Message::text("3")).await;
-            } else if text.starts_with("42[\"sensor:all\"") && text.contains("\"live-") {
+            let text = frame.as_str();
+            if text.starts_with("42[\"sensor:all\"") && text.contains("\"live-") {
                 let now = now_ms();
                 if let Some(pos) = text.find("\"timestamp\":\"")
                     && let Some(ts) = parse_rfc3339_ms(&text[pos + 13..pos + 13 + 24])
@@ -144,7 +129,7 @@ async fn drain(sink: &str, backlog: u64) {
             last = (lag, Instant::now());
         }
         if last.1.elapsed() > Duration::from_secs(30) {
-            let metrics = http_get(gw.http, "/metrics").unwrap_or_default();
+            let metrics = http_ok(gw.http, "/metrics").unwrap_or_default();
             let accepted: Vec<&str> = metrics
                 .lines()
                 .filter(|l| l.starts_with("edge_gateway_readings_"))

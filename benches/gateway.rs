@@ -5,24 +5,23 @@
 //! Figures are printed; nothing is asserted (machines are noisy). The client side runs on the
 //! same cores as the gateway, so the figures are a floor.
 //!
-//! The Socket.IO clients here speak the Engine.IO v4 websocket framing directly (open `0`,
-//! connect `40`, events `42[...]`, ping `2`/pong `3`): a measuring harness that must be cheap
-//! enough to run 1000 of next to the gateway. Conformance with real socket.io clients is tested
-//! in tests/conformance and tests/python.
+//! The Socket.IO clients are tests/common/socketio.rs: the Engine.IO v4 websocket framing
+//! spoken directly, cheap enough to run 1000 of next to the gateway.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::binary::GatewayProcess as Gw;
+use common::socketio;
 use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
-use futures_util::{SinkExt, StreamExt};
 use rumqttc::QoS;
-use support::{Gw, http_get, publisher};
+use support::{Measure, http_ok, publisher};
 use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Durable MQTT ingest: readings/s from first publish to the last reading committed.
 async fn ingest(qos: QoS) {
@@ -90,35 +89,6 @@ async fn ingest(qos: QoS) {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Connects one Socket.IO client over websocket and joins `all-devices` if asked.
-async fn sio_connect(http: SocketAddr, subscribe: bool) -> Ws {
-    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connect");
-    let open = ws.next().await.unwrap().unwrap();
-    assert!(
-        open.to_text().unwrap().starts_with('0'),
-        "engine.io open: {open:?}"
-    );
-    ws.send(Message::text("40")).await.unwrap();
-    loop {
-        let m = ws.next().await.unwrap().unwrap();
-        if m.to_text().unwrap_or("").starts_with("40") {
-            break;
-        }
-    }
-    if subscribe {
-        ws.send(Message::text(r#"42["subscribe-all-devices"]"#))
-            .await
-            .unwrap();
-    }
-    ws
-}
-
 /// Fan-out: `rate` readings/s published over MQTT for `secs`, each delivered to `clients`
 /// subscribers of `all-devices`; latency = client receive time − reading timestamp.
 async fn fanout(clients: usize, rate: usize, secs: u64) {
@@ -130,7 +100,7 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let stop = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let mut ws = sio_connect(gw.http, true).await;
+        let mut ws = socketio::connect(gw.http, &["subscribe-all-devices"]).await;
         let latencies = latencies.clone();
         let delivered = delivered.clone();
         let stop = stop.clone();
@@ -140,17 +110,17 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
                 if stop.load(Ordering::Relaxed) == 1 {
                     break;
                 }
-                let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                    Ok(Some(Ok(msg))) => msg,
-                    Ok(_) => break,
+                let frame = match tokio::time::timeout(
+                    Duration::from_millis(200),
+                    socketio::next_event(&mut ws),
+                )
+                .await
+                {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
                     Err(_) => continue,
                 };
-                let Message::Text(text) = msg else { continue };
-                let text = text.as_str();
-                if text == "2" {
-                    let _ = ws.send(Message::text("3")).await;
-                    continue;
-                }
+                let text = frame.as_str();
                 if !text.starts_with("42[\"sensor:all\"") {
                     continue;
                 }
@@ -206,7 +176,7 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let cpu = gw.cpu_secs() - cpu_before;
     let accepted = gw.metric("edge_gateway_readings_accepted_total");
     let rejected = gw.metric("edge_gateway_readings_rejected_total");
-    let text = http_get(gw.http, "/metrics").unwrap_or_default();
+    let text = http_ok(gw.http, "/metrics").unwrap_or_default();
     for l in text.lines().filter(|l| {
         l.contains("emitted") || l.contains("catchup") || l.contains("socketio_clients")
     }) {
@@ -247,7 +217,7 @@ async fn idle(clients: usize) {
     let idle = gw.rss_kib();
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
-        conns.push(sio_connect(gw.http, false).await);
+        conns.push(socketio::connect(gw.http, &[]).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let with = gw.rss_kib();
