@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use common::binary::GatewayProcess as Gw;
 use common::socketio;
 use common::upstream::{KafkaBroker, RedisServer};
-use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
+use edge_gateway::time::{format_ms, now_ms};
 use rumqttc::QoS;
 use serde_json::Value;
-use support::{http_ok, publisher};
+use support::{http_ok, latency_ms, percentile, publisher};
 
 fn sink_health(http: SocketAddr, name: &str) -> Option<Value> {
     let v: Value = serde_json::from_str(&http_ok(http, "/health")?).ok()?;
@@ -33,27 +33,17 @@ async fn dashboard(http: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::Join
     let mut ws = socketio::connect(http, &["subscribe-all-devices"]).await;
     tokio::spawn(async move {
         let mut lat = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let frame = match tokio::time::timeout(
-                Duration::from_millis(200),
-                socketio::next_event(&mut ws),
-            )
-            .await
-            {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => continue,
-            };
-            let text = frame.as_str();
-            if text.starts_with("42[\"sensor:all\"") && text.contains("\"live-") {
-                let now = now_ms();
-                if let Some(pos) = text.find("\"timestamp\":\"")
-                    && let Some(ts) = parse_rfc3339_ms(&text[pos + 13..pos + 13 + 24])
-                {
-                    lat.push(now - ts);
+        socketio::read_events(
+            &mut ws,
+            || stop.load(Ordering::Relaxed),
+            |frame| {
+                if frame.starts_with("42[\"sensor:all\"") && frame.contains("\"live-") {
+                    lat.extend(latency_ms(frame));
                 }
-            }
-        }
+                true
+            },
+        )
+        .await;
         lat
     })
 }
@@ -207,18 +197,13 @@ async fn drain(sink: &str, backlog: u64) {
     live.await.unwrap();
     let mut lat = watcher.await.unwrap();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(-1)
-    };
     println!(
         "drain {sink}: {sent} records sent in {secs:.1}s after the upstream came back = {:.0} records/s \
          (peak reported {peak}/s), while live ingest ran at ~1000 readings/s; live Socket.IO latency \
          during the drain: p50 {} ms, p99 {} ms, max {} ms (n={}, {} live readings published)",
         sent as f64 / secs,
-        pct(0.5),
-        pct(0.99),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(-1),
         lat.len(),
         live_sent.load(Ordering::Relaxed),

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::binary::GatewayProcess as Gw;
 use common::socketio;
-use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
+use edge_gateway::time::{format_ms, now_ms};
 use rumqttc::QoS;
-use support::{Measure, http_ok, publisher};
+use support::{Measure, http_ok, latency_ms, percentile, publisher};
 use tokio::sync::Mutex;
 
 /// Durable MQTT ingest: readings/s from first publish to the last reading committed.
@@ -106,36 +106,16 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
         let stop = stop.clone();
         readers.push(tokio::spawn(async move {
             let mut local = Vec::with_capacity(rate * secs as usize);
-            loop {
-                if stop.load(Ordering::Relaxed) == 1 {
-                    break;
+            let stopped = || stop.load(Ordering::Relaxed) == 1;
+            socketio::read_events(&mut ws, stopped, |frame| {
+                if !frame.starts_with("42[\"sensor:all\"") {
+                    return true;
                 }
-                let frame = match tokio::time::timeout(
-                    Duration::from_millis(200),
-                    socketio::next_event(&mut ws),
-                )
-                .await
-                {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(_) => continue,
-                };
-                let text = frame.as_str();
-                if !text.starts_with("42[\"sensor:all\"") {
-                    continue;
-                }
-                let now = now_ms();
-                if let Some(pos) = text.find("\"timestamp\":\"") {
-                    let ts = &text[pos + 13..pos + 13 + 24];
-                    if let Some(sent) = parse_rfc3339_ms(ts) {
-                        local.push(now - sent);
-                    }
-                }
+                local.extend(latency_ms(frame));
                 delivered.fetch_add(1, Ordering::Relaxed);
-                if local.len() == rate * secs as usize {
-                    break;
-                }
-            }
+                local.len() < rate * secs as usize
+            })
+            .await;
             latencies.lock().await.extend(local);
         }));
     }
@@ -192,18 +172,13 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let got = delivered.load(Ordering::Relaxed);
     let mut l = std::mem::take(&mut *latencies.lock().await);
     l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(-1)
-    };
     println!(
         "fanout: {rate} readings/s x {secs}s to {clients} clients: delivered {got}/{expected} \
          ({:.0} deliveries/s over {elapsed:.1}s, publishing {publish_secs:.1}s); latency ms p50 {} p99 {} max {} \
          (n={}); gateway RSS {rss} KiB, gateway CPU {cpu:.1}s ({:.0}% of one core)",
         got as f64 / elapsed,
-        pct(0.50),
-        pct(0.99),
+        percentile(&l, 0.50),
+        percentile(&l, 0.99),
         l.last().copied().unwrap_or(-1),
         l.len(),
         cpu / elapsed * 100.0

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edge_gateway::time::{now_ms, parse_rfc3339_ms};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 
 use crate::common::binary::GatewayProcess;
@@ -82,6 +83,22 @@ impl Measure for GatewayProcess {
         let count = self.metric(&format!("{name}_count"));
         (q(0.5), q(0.99), sum / count * 1000.0)
     }
+}
+
+/// Receive time − the reading's `timestamp`, in ms, of a `sensor:*` event frame.
+pub fn latency_ms(frame: &str) -> Option<i64> {
+    let now = now_ms();
+    let pos = frame.find("\"timestamp\":\"")? + 13;
+    let sent = parse_rfc3339_ms(frame.get(pos..pos + 24)?)?;
+    Some(now - sent)
+}
+
+/// The `p` quantile (0..=1) of sorted values; -1 if there are none.
+pub fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(-1)
 }
 
 /// The body of a 200 reply to a GET; None for anything else.

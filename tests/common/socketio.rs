@@ -59,6 +59,22 @@ pub async fn next_event(ws: &mut Ws) -> Option<Utf8Bytes> {
     None
 }
 
+/// Calls `on_event` with each event frame until it returns false, the socket closes, or
+/// `stopped()` holds (checked at least every 200 ms); answers pings meanwhile.
+pub async fn read_events(
+    ws: &mut Ws,
+    stopped: impl Fn() -> bool,
+    mut on_event: impl FnMut(&str) -> bool,
+) {
+    while !stopped() {
+        match tokio::time::timeout(Duration::from_millis(200), next_event(ws)).await {
+            Ok(Some(frame)) if !on_event(frame.as_str()) => return,
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => return,
+        }
+    }
+}
+
 /// An event frame as (name, first argument).
 pub fn parse_event(frame: &str) -> Option<(String, serde_json::Value)> {
     let body = frame.strip_prefix("42")?;
@@ -93,9 +109,7 @@ impl SocketIoEvents {
         let sink = events.clone();
         let task = tokio::spawn(async move {
             while let Some(frame) = next_event(&mut ws).await {
-                if let Some(event) = parse_event(frame.as_str()) {
-                    sink.lock().unwrap().push(event);
-                }
+                sink.lock().unwrap().extend(parse_event(frame.as_str()));
             }
         });
         SocketIoEvents { events, task }
