@@ -5,70 +5,45 @@
 //! N = 1,000,000). The gateway is the release binary as a child process; redis-server and a
 //! tansu broker run on loopback (tests/common/upstream.rs). Figures are printed, not asserted.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod support;
-#[path = "../tests/common/upstream.rs"]
-mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
-use futures_util::{SinkExt, StreamExt};
+use common::binary::GatewayProcess as Gw;
+use common::socketio;
+use common::upstream::{KafkaBroker, RedisServer};
+use edge_gateway::time::{format_ms, now_ms};
 use rumqttc::QoS;
 use serde_json::Value;
-use support::{Gw, http_get, publisher};
-use tokio_tungstenite::tungstenite::Message;
-use upstream::{KafkaBroker, RedisServer};
+use support::{http_ok, latency_ms, percentile, publisher};
 
 fn sink_health(http: SocketAddr, name: &str) -> Option<Value> {
-    let v: Value = serde_json::from_str(&http_get(http, "/health")?).ok()?;
+    let v: Value = serde_json::from_str(&http_ok(http, "/health")?).ok()?;
     Some(v["components"]["sinks"][name].clone())
 }
 
 /// A dashboard on `all-devices` that records live latency (receive − reading timestamp) of
 /// readings from devices named `live-*`.
 async fn dashboard(http: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<i64>> {
-    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket");
-    ws.next().await.unwrap().unwrap();
-    ws.send(Message::text("40")).await.unwrap();
-    while !ws
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .to_text()
-        .unwrap_or("")
-        .starts_with("40")
-    {}
-    ws.send(Message::text(r#"42["subscribe-all-devices"]"#))
-        .await
-        .unwrap();
+    let mut ws = socketio::connect(http, &["subscribe-all-devices"]).await;
     tokio::spawn(async move {
         let mut lat = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(_) => break,
-                Err(_) => continue,
-            };
-            let Message::Text(text) = msg else { continue };
-            let text = text.as_str();
-            if text == "2" {
-                let _ = ws.send(Message::text("3")).await;
-            } else if text.starts_with("42[\"sensor:all\"") && text.contains("\"live-") {
-                let now = now_ms();
-                if let Some(pos) = text.find("\"timestamp\":\"")
-                    && let Some(ts) = parse_rfc3339_ms(&text[pos + 13..pos + 13 + 24])
-                {
-                    lat.push(now - ts);
+        socketio::read_events(
+            &mut ws,
+            || stop.load(Ordering::Relaxed),
+            |frame| {
+                if frame.starts_with("42[\"sensor:all\"") && frame.contains("\"live-") {
+                    lat.extend(latency_ms(frame));
                 }
-            }
-        }
+                true
+            },
+        )
+        .await;
         lat
     })
 }
@@ -144,7 +119,7 @@ async fn drain(sink: &str, backlog: u64) {
             last = (lag, Instant::now());
         }
         if last.1.elapsed() > Duration::from_secs(30) {
-            let metrics = http_get(gw.http, "/metrics").unwrap_or_default();
+            let metrics = http_ok(gw.http, "/metrics").unwrap_or_default();
             let accepted: Vec<&str> = metrics
                 .lines()
                 .filter(|l| l.starts_with("edge_gateway_readings_"))
@@ -222,18 +197,13 @@ async fn drain(sink: &str, backlog: u64) {
     live.await.unwrap();
     let mut lat = watcher.await.unwrap();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(-1)
-    };
     println!(
         "drain {sink}: {sent} records sent in {secs:.1}s after the upstream came back = {:.0} records/s \
          (peak reported {peak}/s), while live ingest ran at ~1000 readings/s; live Socket.IO latency \
          during the drain: p50 {} ms, p99 {} ms, max {} ms (n={}, {} live readings published)",
         sent as f64 / secs,
-        pct(0.5),
-        pct(0.99),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(-1),
         lat.len(),
         live_sent.load(Ordering::Relaxed),

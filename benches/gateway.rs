@@ -5,24 +5,23 @@
 //! Figures are printed; nothing is asserted (machines are noisy). The client side runs on the
 //! same cores as the gateway, so the figures are a floor.
 //!
-//! The Socket.IO clients here speak the Engine.IO v4 websocket framing directly (open `0`,
-//! connect `40`, events `42[...]`, ping `2`/pong `3`): a measuring harness that must be cheap
-//! enough to run 1000 of next to the gateway. Conformance with real socket.io clients is tested
-//! in tests/conformance and tests/python.
+//! The Socket.IO clients are tests/common/socketio.rs: the Engine.IO v4 websocket framing
+//! spoken directly, cheap enough to run 1000 of next to the gateway.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
-use futures_util::{SinkExt, StreamExt};
+use common::binary::GatewayProcess as Gw;
+use common::socketio;
+use edge_gateway::time::{format_ms, now_ms};
 use rumqttc::QoS;
-use support::{Gw, http_get, publisher};
+use support::{Measure, http_ok, latency_ms, percentile, publisher};
 use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Durable MQTT ingest: readings/s from first publish to the last reading committed.
 async fn ingest(qos: QoS) {
@@ -90,35 +89,6 @@ async fn ingest(qos: QoS) {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Connects one Socket.IO client over websocket and joins `all-devices` if asked.
-async fn sio_connect(http: SocketAddr, subscribe: bool) -> Ws {
-    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connect");
-    let open = ws.next().await.unwrap().unwrap();
-    assert!(
-        open.to_text().unwrap().starts_with('0'),
-        "engine.io open: {open:?}"
-    );
-    ws.send(Message::text("40")).await.unwrap();
-    loop {
-        let m = ws.next().await.unwrap().unwrap();
-        if m.to_text().unwrap_or("").starts_with("40") {
-            break;
-        }
-    }
-    if subscribe {
-        ws.send(Message::text(r#"42["subscribe-all-devices"]"#))
-            .await
-            .unwrap();
-    }
-    ws
-}
-
 /// Fan-out: `rate` readings/s published over MQTT for `secs`, each delivered to `clients`
 /// subscribers of `all-devices`; latency = client receive time − reading timestamp.
 async fn fanout(clients: usize, rate: usize, secs: u64) {
@@ -130,42 +100,22 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let stop = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let mut ws = sio_connect(gw.http, true).await;
+        let mut ws = socketio::connect(gw.http, &["subscribe-all-devices"]).await;
         let latencies = latencies.clone();
         let delivered = delivered.clone();
         let stop = stop.clone();
         readers.push(tokio::spawn(async move {
             let mut local = Vec::with_capacity(rate * secs as usize);
-            loop {
-                if stop.load(Ordering::Relaxed) == 1 {
-                    break;
+            let stopped = || stop.load(Ordering::Relaxed) == 1;
+            socketio::read_events(&mut ws, stopped, |frame| {
+                if !frame.starts_with("42[\"sensor:all\"") {
+                    return true;
                 }
-                let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
-                    Ok(Some(Ok(msg))) => msg,
-                    Ok(_) => break,
-                    Err(_) => continue,
-                };
-                let Message::Text(text) = msg else { continue };
-                let text = text.as_str();
-                if text == "2" {
-                    let _ = ws.send(Message::text("3")).await;
-                    continue;
-                }
-                if !text.starts_with("42[\"sensor:all\"") {
-                    continue;
-                }
-                let now = now_ms();
-                if let Some(pos) = text.find("\"timestamp\":\"") {
-                    let ts = &text[pos + 13..pos + 13 + 24];
-                    if let Some(sent) = parse_rfc3339_ms(ts) {
-                        local.push(now - sent);
-                    }
-                }
+                local.extend(latency_ms(frame));
                 delivered.fetch_add(1, Ordering::Relaxed);
-                if local.len() == rate * secs as usize {
-                    break;
-                }
-            }
+                local.len() < rate * secs as usize
+            })
+            .await;
             latencies.lock().await.extend(local);
         }));
     }
@@ -206,7 +156,7 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let cpu = gw.cpu_secs() - cpu_before;
     let accepted = gw.metric("edge_gateway_readings_accepted_total");
     let rejected = gw.metric("edge_gateway_readings_rejected_total");
-    let text = http_get(gw.http, "/metrics").unwrap_or_default();
+    let text = http_ok(gw.http, "/metrics").unwrap_or_default();
     for l in text.lines().filter(|l| {
         l.contains("emitted") || l.contains("catchup") || l.contains("socketio_clients")
     }) {
@@ -222,18 +172,13 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     let got = delivered.load(Ordering::Relaxed);
     let mut l = std::mem::take(&mut *latencies.lock().await);
     l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(-1)
-    };
     println!(
         "fanout: {rate} readings/s x {secs}s to {clients} clients: delivered {got}/{expected} \
          ({:.0} deliveries/s over {elapsed:.1}s, publishing {publish_secs:.1}s); latency ms p50 {} p99 {} max {} \
          (n={}); gateway RSS {rss} KiB, gateway CPU {cpu:.1}s ({:.0}% of one core)",
         got as f64 / elapsed,
-        pct(0.50),
-        pct(0.99),
+        percentile(&l, 0.50),
+        percentile(&l, 0.99),
         l.last().copied().unwrap_or(-1),
         l.len(),
         cpu / elapsed * 100.0
@@ -247,7 +192,7 @@ async fn idle(clients: usize) {
     let idle = gw.rss_kib();
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
-        conns.push(sio_connect(gw.http, false).await);
+        conns.push(socketio::connect(gw.http, &[]).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let with = gw.rss_kib();

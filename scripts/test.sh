@@ -19,6 +19,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v socat >/dev/null || need_apt+=(socat)
+# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+python3 -m ensurepip --version >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -39,8 +41,18 @@ if ! command -v tansu >/dev/null; then
   cargo install --locked tansu --version 0.6.0 --features dynostore
 fi
 
-say "python test dependencies (pip)"
-python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+# The tests' python packages live in a venv of their own (not the system's python): the
+# field-device tests run their python peers with $EDGE_GATEWAY_PYTHON, pytest and oelint-adv
+# run from it too. The venv ignores itself in git.
+say "python test dependencies (venv .venv-tests, pip)"
+venv="$PWD/.venv-tests"
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  printf '*\n' >"$venv/.gitignore"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+export EDGE_GATEWAY_PYTHON="$venv/bin/python"
 
 say "node test dependencies (npm ci)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
@@ -63,14 +75,14 @@ say "Socket.IO conformance suite (socket.io-client v4 + v2)"
 (cd tests/conformance && node --test --test-concurrency=1 --test-force-exit --test-timeout=120000 ./*.test.js) 2>&1 | tee "$logs/node.log"
 
 say "python-socketio suite"
-python3 -m pytest -q tests/python 2>&1 | tee "$logs/pytest.log"
+"$EDGE_GATEWAY_PYTHON" -m pytest -q tests/python 2>&1 | tee "$logs/pytest.log"
 
 say "field deployment: systemd unit (systemd-analyze verify, security score)"
 bash scripts/check-systemd.sh target/debug/edge-gateway
 
 say "field deployment: Yocto layer (crate list, oelint-adv)"
-python3 scripts/yocto-crates.py --check
-lint=$(cd yocto/meta-edge-gateway && oelint-adv --quiet recipes-core/edge-gateway/*.bb 2>&1 || true)
+"$EDGE_GATEWAY_PYTHON" scripts/yocto-crates.py --check
+lint=$(cd yocto/meta-edge-gateway && "$venv/bin/oelint-adv" --quiet recipes-core/edge-gateway/*.bb 2>&1 || true)
 printf '%s\n' "$lint"
 if printf '%s\n' "$lint" | grep -q ':error:'; then
   echo "oelint-adv reported errors" >&2

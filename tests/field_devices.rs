@@ -6,11 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::peer::{PeerProcess, python, read_log};
 use common::*;
 use edge_gateway::config::{Config, ModbusDeviceConfig, SerialSensorConfig, SiteSubscription};
 use edge_gateway::sources::modbus::{self, bus::RtuLine};
@@ -58,21 +59,12 @@ fn expected(unit: u8, sensor_type: &str) -> f64 {
     }
 }
 
-/// A killed-on-drop child process.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A socat pty pair: `a` for the peer, `b` for the gateway.
 struct PtyPair {
     a: PathBuf,
     b: PathBuf,
-    proc: Option<Proc>,
+    log: PathBuf,
+    socat: Option<PeerProcess>,
 }
 
 impl PtyPair {
@@ -80,31 +72,30 @@ impl PtyPair {
         let mut p = PtyPair {
             a: dir.join(format!("{name}-a")),
             b: dir.join(format!("{name}-b")),
-            proc: None,
+            log: dir.join(format!("{name}-socat.log")),
+            socat: None,
         };
         p.start();
         p
     }
 
     fn start(&mut self) {
-        let child = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", self.a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", self.b.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat runs (apt-get install socat)");
-        self.proc = Some(Proc(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(self.a.exists() && self.b.exists()) {
-            assert!(Instant::now() < deadline, "socat did not create the ptys");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut socat = PeerProcess::spawn(
+            Command::new("socat")
+                .arg(format!("pty,raw,echo=0,link={}", self.a.display()))
+                .arg(format!("pty,raw,echo=0,link={}", self.b.display())),
+            &self.log,
+            "apt-get install socat",
+        );
+        socat.wait_ready("the ptys", Duration::from_secs(10), || {
+            self.a.exists() && self.b.exists()
+        });
+        self.socat = Some(socat);
     }
 
     /// Ends socat: both ptys go away, as when a USB adapter is unplugged.
     fn stop(&mut self) {
-        self.proc = None;
+        self.socat = None;
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.a.exists() || self.b.exists() {
             if Instant::now() > deadline {
@@ -117,28 +108,17 @@ impl PtyPair {
 }
 
 /// Starts tests/peers/modbus_slaves.py and waits for its "ready".
-fn slaves(args: &[&str]) -> Proc {
-    let mut child = Command::new("python3")
-        .arg(PEERS)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.any(|l| l.map(|l| l.trim() == "ready").unwrap_or(false));
-        let _ = tx.send(ready);
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(30)).unwrap_or(false);
-    assert!(
-        ready,
-        "modbus_slaves.py {args:?} did not start (pip install pymodbus)"
+fn slaves(args: &[&str]) -> PeerProcess {
+    let mut peer = PeerProcess::spawn_logged(
+        python().arg("-u").arg(PEERS).args(args),
+        "scripts/test.sh installs tests/python/requirements.txt into .venv-tests; \
+         EDGE_GATEWAY_PYTHON names its python",
     );
-    proc
+    let log = peer.log_path().to_path_buf();
+    peer.wait_ready("\"ready\" on stdout", Duration::from_secs(30), || {
+        read_log(&log).lines().any(|l| l.trim() == "ready")
+    });
+    peer
 }
 
 fn write_profile(dir: &Path) -> PathBuf {
@@ -633,7 +613,8 @@ async fn serial_line_sensor_reads_lines_and_survives_the_port_going_away() {
 struct Mosquitto {
     port: u16,
     conf: PathBuf,
-    proc: Option<Proc>,
+    log: PathBuf,
+    proc: Option<PeerProcess>,
 }
 
 impl Mosquitto {
@@ -648,6 +629,7 @@ impl Mosquitto {
         let mut m = Mosquitto {
             port,
             conf,
+            log: dir.join("mosquitto.log"),
             proc: None,
         };
         m.start();
@@ -655,19 +637,16 @@ impl Mosquitto {
     }
 
     fn start(&mut self) {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto runs (apt-get install mosquitto)");
-        self.proc = Some(Proc(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut proc = PeerProcess::spawn(
+            Command::new("mosquitto").arg("-c").arg(&self.conf),
+            &self.log,
+            "apt-get install mosquitto",
+        );
+        let port = self.port;
+        proc.wait_ready("listening", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.proc = Some(proc);
     }
 
     fn stop(&mut self) {

@@ -5,11 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::binary::{GatewayProcess, gateway_command};
+use common::peer::PeerProcess;
 use common::upstream::{KafkaBroker, RedisServer};
 use common::*;
 use edge_gateway::config::{Config, DeliveryConfig, KafkaCompression, RedisMode};
@@ -460,22 +461,17 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
 }
 
 /// The gateway binary with a Redis stream sink and a Kafka sink, both paced to 2000
-/// records/s so a backlog takes a few seconds to drain: time to kill -9 it half way.
+/// records/s so a backlog takes a few seconds to drain: time to kill -9 it half way. Returns
+/// once /health answers.
 fn spawn_binary(
     data: &std::path::Path,
     http: u16,
     mqtt: u16,
     redis_port: u16,
     kafka: &str,
-) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
-    cmd.args(["run", "--data-dir"])
-        .arg(data)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", http.to_string())
-        .env("EDGE_GATEWAY_MQTT__LISTEN", format!("127.0.0.1:{mqtt}"))
-        .env("EDGE_GATEWAY_GATEWAY_ID", "kill-gw")
-        .env("LOG_LEVEL", "warn")
+) -> PeerProcess {
+    let mut cmd = gateway_command(data, http, mqtt);
+    cmd.env("EDGE_GATEWAY_GATEWAY_ID", "kill-gw")
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis_port.to_string())
         .env("EDGE_GATEWAY_SINKS__REDIS__MODE", "stream")
@@ -493,9 +489,8 @@ fn spawn_binary(
             );
         }
     }
-    cmd.stdout(Stdio::null())
-        .spawn()
-        .expect("spawn the edge-gateway binary")
+    let log = data.with_file_name("gateway.log");
+    GatewayProcess::spawn(&mut cmd, &log, http)
 }
 
 fn sinks_health(http: u16) -> Option<Value> {
@@ -523,7 +518,6 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
     let data = dir.path().join("store");
     let (http, mqtt) = (free_port(), free_port());
     let mut child = spawn_binary(&data, http, mqtt, redis.port(), &kafka.addr());
-    eventually("gateway up", Duration::from_secs(20), || sinks_health(http)).await;
 
     // A backlog while both upstreams are down.
     let mqtt_addr = std::net::SocketAddr::from(([127, 0, 0, 1], mqtt));
@@ -553,8 +547,7 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
         both(http, |s| Some(s["sent"].as_u64()? >= 2000))
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     assert!(
         redis.xrange_all("sensor-readings").len() < total as usize,
         "killed before the Redis drain finished"
@@ -571,8 +564,7 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
         })
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     let store = Store::open(&data).unwrap();
     let want = stored(&store, RecordKind::Reading);

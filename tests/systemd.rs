@@ -1,53 +1,41 @@
 //! sd_notify protocol against the real binary: READY=1 once serving, WATCHDOG=1 repeatedly,
 //! STOPPING=1 on SIGTERM, then exit 0.
 
-use std::net::TcpListener;
+mod common;
+
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::binary::gateway_command;
+use common::free_port;
+use common::peer::PeerProcess;
 
 #[test]
 fn notifies_ready_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut cmd = gateway_command(&dir.path().join("data"), free_port(), free_port());
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    // Killed on every exit path, so a failed assertion leaves no gateway behind.
+    let mut child = PeerProcess::spawn(&mut cmd, &dir.path().join("gateway.log"), "cargo build");
+
+    // The first notification, watching the gateway meanwhile: an early exit fails at once.
+    sock.set_nonblocking(true).unwrap();
+    let mut first = None;
+    child.wait_ready("a notification", Duration::from_secs(20), || {
+        let mut buf = [0u8; 256];
+        first = sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec());
+        first.is_some()
+    });
+    sock.set_nonblocking(false).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-        .args(["run", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "200000")
-        .env_remove("WATCHDOG_PID")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", free_port().to_string())
-        .env(
-            "EDGE_GATEWAY_MQTT__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    // Killed on every exit path, so a failed assertion leaves no gateway behind.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pid = child.id();
-    let mut child = Kill(child);
+    let first = String::from_utf8_lossy(&first.unwrap())
+        .trim_end()
+        .to_string();
 
     let mut buf = [0u8; 256];
     // sd-notify terminates each state with a newline; systemd accepts either.
@@ -55,7 +43,7 @@ fn notifies_ready_watchdog_and_stopping() {
         let n = sock.recv(&mut buf).expect("a notification in time");
         String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
     };
-    assert_eq!(recv(), "READY=1");
+    assert_eq!(first, "READY=1");
     let started = Instant::now();
     for _ in 0..3 {
         assert_eq!(recv(), "WATCHDOG=1");
@@ -63,12 +51,7 @@ fn notifies_ready_watchdog_and_stopping() {
     // Half the 200 ms period: three pings take about 200–300 ms.
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    child.signal("TERM");
     let mut rest = Vec::new();
     loop {
         let msg = recv();
@@ -82,6 +65,6 @@ fn notifies_ready_watchdog_and_stopping() {
         rest[..rest.len() - 1].iter().all(|m| m == "WATCHDOG=1"),
         "{rest:?}"
     );
-    let exit = child.0.wait().unwrap();
+    let exit = child.wait();
     assert_eq!(exit.code(), Some(0));
 }

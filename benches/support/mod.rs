@@ -1,62 +1,31 @@
-//! What the benchmarks share: the release binary as a child process on free loopback ports,
-//! plain HTTP probes, and rumqttc publishers.
+//! What only the benchmarks share: measuring the gateway binary (RSS, CPU, metrics) and
+//! rumqttc publishers that flood. Starting processes, HTTP and Socket.IO come from
+//! tests/common, the one home of test support.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use edge_gateway::time::{now_ms, parse_rfc3339_ms};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use crate::common::binary::GatewayProcess;
+use crate::common::try_http_get;
+
+/// Figures of the gateway binary as a child process.
+pub trait Measure {
+    fn rss_kib(&self) -> u64;
+    /// User + system CPU seconds the gateway has used so far.
+    fn cpu_secs(&self) -> f64;
+    /// Sum of every sample of `name` (all label sets).
+    fn metric(&self, name: &str) -> f64;
+    /// (p50, p99) upper bucket bounds and the mean of a Prometheus histogram, in ms.
+    fn histogram_ms(&self, name: &str) -> (f64, f64, f64);
 }
 
-pub struct Gw {
-    pub child: Child,
-    pub http: SocketAddr,
-    pub mqtt: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Gw {
-    pub fn start(extra_env: &[(&str, &str)]) -> Gw {
-        let dir = tempfile::tempdir().unwrap();
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
-        cmd.args(["run", "--data-dir"])
-            .arg(dir.path())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", http.port().to_string())
-            .env("EDGE_GATEWAY_MQTT__LISTEN", mqtt.to_string())
-            .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn edge-gateway");
-        let gw = Gw {
-            child,
-            http,
-            mqtt,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http_get(gw.http, "/health").is_none() {
-            assert!(Instant::now() < deadline, "gateway did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        gw
-    }
-
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+impl Measure for GatewayProcess {
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.peer.id())).unwrap();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -65,9 +34,8 @@ impl Gw {
             .unwrap_or(0)
     }
 
-    /// User + system CPU seconds the gateway has used so far.
-    pub fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.peer.id())).unwrap();
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .unwrap()
@@ -78,17 +46,16 @@ impl Gw {
         ticks / 100.0
     }
 
-    pub fn metric(&self, name: &str) -> f64 {
-        let text = http_get(self.http, "/metrics").unwrap_or_default();
+    fn metric(&self, name: &str) -> f64 {
+        let text = http_ok(self.http, "/metrics").unwrap_or_default();
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
-    /// (p50, p99) upper bucket bounds of a Prometheus histogram, in ms.
-    pub fn histogram_ms(&self, name: &str) -> (f64, f64, f64) {
-        let text = http_get(self.http, "/metrics").unwrap_or_default();
+    fn histogram_ms(&self, name: &str) -> (f64, f64, f64) {
+        let text = http_ok(self.http, "/metrics").unwrap_or_default();
         let prefix = format!("{name}_bucket{{le=\"");
         let mut buckets: Vec<(f64, f64)> = text
             .lines()
@@ -118,28 +85,27 @@ impl Gw {
     }
 }
 
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
+/// Receive time − the reading's `timestamp`, in ms, of a `sensor:*` event frame.
+pub fn latency_ms(frame: &str) -> Option<i64> {
+    let now = now_ms();
+    let pos = frame.find("\"timestamp\":\"")? + 13;
+    let sent = parse_rfc3339_ms(frame.get(pos..pos + 24)?)?;
+    Some(now - sent)
 }
 
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.starts_with("HTTP/1.1 200")
-        .then(|| raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
+/// The `p` quantile (0..=1) of sorted values; -1 if there are none.
+pub fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(-1)
+}
+
+/// The body of a 200 reply to a GET; None for anything else.
+pub fn http_ok(addr: SocketAddr, path: &str) -> Option<String> {
+    try_http_get(addr, path)
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
 }
 
 pub async fn publisher(mqtt: SocketAddr, id: &str) -> AsyncClient {

@@ -1,7 +1,13 @@
 //! Starting a whole gateway in-process on free loopback ports with a temp store.
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod peer;
+pub mod socketio;
 pub mod upstream;
+
+#[allow(unused_imports)]
+pub use socketio::SocketIoEvents;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -60,21 +66,26 @@ pub async fn start(config: Config, dir: &Path) -> Gateway {
 
 /// A plain HTTP/1.1 GET; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_http_get(addr, path).unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
+}
+
+/// A plain HTTP/1.1 GET; None if nothing answers (yet) or the reply is not HTTP.
+pub fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw[9..12].parse().unwrap();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.get(9..12)?.parse().ok()?;
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
@@ -124,79 +135,4 @@ pub async fn mqtt_client(
         }
     });
     (client, rx)
-}
-
-/// A minimal Socket.IO v4 client over a raw websocket (EIO4): answers pings and records every
-/// event as (name, first argument).
-pub struct SocketIoEvents {
-    events: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SocketIoEvents {
-    pub async fn connect(addr: SocketAddr) -> SocketIoEvents {
-        SocketIoEvents::connect_and_emit(addr, &[]).await
-    }
-
-    /// Connects, then emits each event (no arguments), e.g. `subscribe-all-devices`.
-    pub async fn connect_and_emit(addr: SocketAddr, emits: &[&str]) -> SocketIoEvents {
-        use futures_util::{SinkExt, StreamExt};
-        let emits: Vec<String> = emits.iter().map(|e| format!("42[\"{e}\"]")).collect();
-        use tokio_tungstenite::tungstenite::Message;
-        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
-        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = events.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            while let Some(Ok(msg)) = ws.next().await {
-                let Message::Text(text) = msg else { continue };
-                let text = text.as_str();
-                if text.starts_with('0') {
-                    let _ = ws.send(Message::text("40")).await;
-                } else if text == "2" {
-                    let _ = ws.send(Message::text("3")).await;
-                } else if text.starts_with("40") {
-                    for e in &emits {
-                        let _ = ws.send(Message::text(e.clone())).await;
-                    }
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                } else if let Some(body) = text.strip_prefix("42")
-                    && let Ok(serde_json::Value::Array(mut parts)) = serde_json::from_str(body)
-                    && !parts.is_empty()
-                {
-                    let name = parts.remove(0).as_str().unwrap_or_default().to_string();
-                    let arg = parts.into_iter().next().unwrap_or(serde_json::Value::Null);
-                    sink.lock().unwrap().push((name, arg));
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx)
-            .await
-            .expect("socket.io connect in time")
-            .expect("socket.io connected");
-        SocketIoEvents { events, task }
-    }
-
-    /// Every payload of `event` received so far.
-    pub fn of(&self, event: &str) -> Vec<serde_json::Value> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(name, _)| name == event)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-}
-
-impl Drop for SocketIoEvents {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

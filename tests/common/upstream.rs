@@ -4,10 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,78 +16,100 @@ use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 
+use super::free_port;
+use super::peer::{NotReady, PeerProcess, log_tail, read_log};
+
 const LOOPBACK: &str = "127.0.0.1";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+const KAFKA_START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A port the OS just handed out on loopback (own copy so this file also works via `#[path]`).
-fn loopback_port() -> u16 {
-    TcpListener::bind((LOOPBACK, 0))
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
-}
+/// A free port is only free until someone else binds it: a server that exits at start is
+/// tried again on another port, this many times in all.
+const START_ATTEMPTS: u32 = 3;
 
 fn port_refuses(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
 }
 
-fn read_log(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
+/// What [`RedisServer`] and [`KafkaBroker`] share: a server process on one loopback port that
+/// stays the same across restarts, with its data and log in a temp dir removed on drop.
+struct Server {
+    /// Dropped (killed) before `dir` is removed.
+    process: Option<PeerProcess>,
+    port: u16,
+    dir: tempfile::TempDir,
+    log: PathBuf,
 }
 
-/// Tail of a log for panic messages (whole logs drown the failure).
-fn log_tail(path: &Path) -> String {
-    let text = read_log(path);
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(40);
-    format!(
-        "{} (last lines):\n{}",
-        path.display(),
-        lines[start..].join("\n")
-    )
-}
-
-/// Sends `sig` (e.g. "TERM", "STOP") with kill(1): std only has SIGKILL, and the package has no
-/// libc/nix dev-dependency.
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("run kill(1) to signal a server process");
-    assert!(status.success(), "kill -{sig} {} failed", child.id());
-}
-
-/// Waits for `child` to exit; SIGKILLs it and returns false if it takes longer than `timeout`.
-fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().ok().flatten().is_some() {
-            return true;
+impl Server {
+    /// `name` names the temp dir (`egw-<name>-*`) and the log (`<name>.log`).
+    fn new(name: &str) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("egw-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("create temp dir for {name}: {e}"));
+        let log = dir.path().join(format!("{name}.log"));
+        Server {
+            process: None,
+            port: 0,
+            dir,
+            log,
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
-}
 
-/// Stdout+stderr of a server, appended to `log` so restarts keep the earlier output.
-fn log_stdio(log: &Path) -> (Stdio, Stdio) {
-    let f = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
-    let g = f.try_clone().expect("clone log file handle");
-    (Stdio::from(f), Stdio::from(g))
+    fn addr(&self) -> String {
+        format!("{LOOPBACK}:{}", self.port)
+    }
+
+    fn spawn(&mut self, cmd: &mut Command, hint: &str) {
+        assert!(self.process.is_none(), "{}: still running", self.addr());
+        self.process = Some(PeerProcess::spawn(cmd, &self.log, hint));
+    }
+
+    fn process(&self) -> &PeerProcess {
+        self.process
+            .as_ref()
+            .unwrap_or_else(|| panic!("the server on {} is not running", self.addr()))
+    }
+
+    fn process_mut(&mut self) -> &mut PeerProcess {
+        self.process.as_mut().expect("spawned")
+    }
+
+    /// True when ready; false to try again on another port (it exited at start and attempts
+    /// remain); else panics with the log tail.
+    fn settle(&mut self, attempt: u32, what: &str, result: Result<(), NotReady>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(NotReady::Exited(_)) if attempt < START_ATTEMPTS => {
+                self.process = None;
+                false
+            }
+            Err(e) => self.process_mut().fail(what, e),
+        }
+    }
+
+    /// Sends `sig` and waits for the exit (SIGKILL after [`STOP_TIMEOUT`]) and until the port
+    /// refuses connections; true if the process exited by itself.
+    fn stop(&mut self, sig: &str) -> bool {
+        let mut process = self
+            .process
+            .take()
+            .unwrap_or_else(|| panic!("the server on {} is not running", self.addr()));
+        let clean = process.stop(sig, STOP_TIMEOUT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !port_refuses(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "{} still accepts connections after its server exited",
+                self.addr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        clean
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -98,45 +119,33 @@ fn log_stdio(log: &Path) -> (Stdio, Stdio) {
 /// A `redis-server` on 127.0.0.1 with an append-only file fsynced on every write, so whatever
 /// was acknowledged before [`RedisServer::stop`] is back after [`RedisServer::start_again`].
 pub struct RedisServer {
-    port: u16,
+    server: Server,
     password: Option<String>,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (optionally with `--requirepass`) and waits until it answers PING.
     pub fn start(password: Option<&str>) -> RedisServer {
-        let dir = tempfile::Builder::new()
-            .prefix("egw-redis-")
-            .tempdir()
-            .expect("create temp dir for redis-server");
-        let mut server = RedisServer {
-            port: 0,
+        let mut redis = RedisServer {
+            server: Server::new("redis"),
             password: password.map(str::to_owned),
-            dir,
-            child: None,
         };
-        // The free port is only free until someone else binds it: retry on an early exit.
-        for attempt in 1..=3 {
-            server.port = loopback_port();
-            server.spawn();
-            match server.wait_ready() {
-                Ok(()) => return server,
-                Err(exited) if exited && attempt < 3 => server.child = None,
-                Err(_) => server.panic_not_ready(),
+        for attempt in 1..=START_ATTEMPTS {
+            redis.server.port = free_port();
+            if redis.spawn(attempt) {
+                return redis;
             }
         }
         unreachable!()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
-        format!("{LOOPBACK}:{}", self.port)
+        self.server.addr()
     }
 
     pub fn password(&self) -> Option<&str> {
@@ -153,24 +162,24 @@ impl RedisServer {
 
     /// The data and log directory (survives restarts; removed on drop).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.server.dir.path()
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
+        self.server.log.clone()
     }
 
     pub fn log(&self) -> String {
-        read_log(&self.log_path())
+        read_log(&self.server.log)
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.server.process.is_some()
     }
 
     /// A sync client that authenticates with the server's password (if any).
     pub fn client(&self) -> redis::Client {
-        client_for(self.port, self.password.as_deref())
+        client_for(self.port(), self.password.as_deref())
     }
 
     /// A fresh sync connection; panics if the server does not accept it.
@@ -182,36 +191,18 @@ impl RedisServer {
 
     /// Graceful outage: SIGTERM, wait for exit, and make sure the port refuses connections.
     pub fn stop(&mut self) {
-        let mut child = self.child.take().expect("RedisServer::stop: not running");
-        signal(&child, "TERM");
-        let clean = wait_exit(&mut child, STOP_TIMEOUT);
+        let clean = self.server.stop("TERM");
         assert!(
             clean,
             "redis-server on {} did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed); log: {}",
             self.addr(),
-            log_tail(&self.log_path())
+            log_tail(&self.server.log)
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !port_refuses(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "{} still accepts connections after redis-server exited",
-                self.addr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Restarts on the same port and directory, so the AOF is replayed; waits for PING.
     pub fn start_again(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "RedisServer::start_again: still running"
-        );
-        self.spawn();
-        if self.wait_ready().is_err() {
-            self.panic_not_ready();
-        }
+        self.spawn(START_ATTEMPTS);
     }
 
     /// Every entry of `stream` (XRANGE - +) as field/value pairs, in stream order.
@@ -239,17 +230,17 @@ impl RedisServer {
     /// everything published afterwards is seen.
     pub fn subscribe(&self, channels: &[&str]) -> RedisSubscriber {
         RedisSubscriber::start(
-            self.port,
+            self.port(),
             self.password.clone(),
             channels.iter().map(|c| c.to_string()).collect(),
         )
     }
 
-    fn spawn(&mut self) {
-        let dir = self.dir.path();
-        let log = self.log_path();
+    /// Spawns on `self.server.port` and waits for PING; false if it exited at start and
+    /// `attempt` may be retried on another port.
+    fn spawn(&mut self, attempt: u32) -> bool {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", LOOPBACK, "--port", &self.port.to_string()])
+        cmd.args(["--bind", LOOPBACK, "--port", &self.port().to_string()])
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .args([
                 "--appendonly",
@@ -260,64 +251,22 @@ impl RedisServer {
                 "",
             ])
             .arg("--dir")
-            .arg(dir)
+            .arg(self.server.dir.path())
             .arg("--logfile")
-            .arg(&log);
+            .arg(&self.server.log);
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
-        // Config errors go to stderr before the logfile is opened: keep them in the same file.
-        let (out, err) = log_stdio(&log);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn redis-server (apt install redis-server): {e}"));
-        self.child = Some(child);
-    }
-
-    /// Ok once PING answers; Err(true) if the process exited (e.g. port taken), Err(false) on timeout.
-    fn wait_ready(&mut self) -> Result<(), bool> {
+        // Config errors go to stderr before the logfile is opened: the peer log is the same file.
+        self.server.spawn(&mut cmd, "apt install redis-server");
         let client = self.client();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let child = self.child.as_mut().expect("spawned");
-            if child.try_wait().ok().flatten().is_some() {
-                return Err(true);
-            }
+        let ready = self.server.process_mut().try_wait_ready(START_TIMEOUT, || {
             let pong = client
                 .get_connection_with_timeout(Duration::from_millis(500))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if matches!(pong.as_deref(), Ok("PONG")) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn panic_not_ready(&mut self) -> ! {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        panic!(
-            "redis-server did not answer PING on {} within {START_TIMEOUT:?}; log: {}",
-            self.addr(),
-            log_tail(&self.log_path())
-        )
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+            matches!(pong.as_deref(), Ok("PONG"))
+        });
+        self.server.settle(attempt, "an answer to PING", ready)
     }
 }
 
@@ -508,52 +457,41 @@ pub fn kafka_backoff(deadline: Duration) -> BackoffConfig {
 /// hang rather than being refused); [`KafkaBroker::stop`]/[`KafkaBroker::start_again`] give a
 /// refused-connection outage but come back EMPTY.
 pub struct KafkaBroker {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    server: Server,
     paused: bool,
 }
 
 impl KafkaBroker {
     /// Starts the broker and waits until it answers Kafka metadata requests.
     pub async fn start() -> KafkaBroker {
-        let dir = tempfile::Builder::new()
-            .prefix("egw-tansu-")
-            .tempdir()
-            .expect("create temp dir for tansu");
         let mut broker = KafkaBroker {
-            port: 0,
-            dir,
-            child: None,
+            server: Server::new("tansu"),
             paused: false,
         };
-        for attempt in 1..=3 {
-            broker.port = loopback_port();
-            broker.spawn();
-            match broker.wait_ready().await {
-                Ok(()) => return broker,
-                Err(exited) if exited && attempt < 3 => broker.child = None,
-                Err(_) => broker.panic_not_ready(),
+        for attempt in 1..=START_ATTEMPTS {
+            broker.server.port = free_port();
+            if broker.spawn(attempt).await {
+                return broker;
             }
         }
         unreachable!()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `127.0.0.1:<port>`, the bootstrap address.
     pub fn addr(&self) -> String {
-        format!("{LOOPBACK}:{}", self.port)
+        self.server.addr()
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("tansu.log")
+        self.server.log.clone()
     }
 
     pub fn log(&self) -> String {
-        read_log(&self.log_path())
+        read_log(&self.server.log)
     }
 
     /// An rskafka client whose retries give up after 10 s.
@@ -566,7 +504,7 @@ impl KafkaBroker {
             Err(e) => panic!(
                 "rskafka client for tansu on {}: {e}; log: {}",
                 self.addr(),
-                log_tail(&self.log_path())
+                log_tail(&self.server.log)
             ),
         }
     }
@@ -590,7 +528,7 @@ impl KafkaBroker {
                 "{what}: tansu on {} did not answer within {KAFKA_CALL_TIMEOUT:?} (paused: {}); log: {}",
                 self.addr(),
                 self.paused,
-                log_tail(&self.log_path())
+                log_tail(&self.server.log)
             ),
         }
     }
@@ -666,19 +604,14 @@ impl KafkaBroker {
     /// needs its own timeouts; this file's helpers panic after 20 s.
     pub fn pause(&mut self) {
         assert!(!self.paused, "KafkaBroker::pause: already paused");
-        signal(
-            self.child
-                .as_ref()
-                .expect("KafkaBroker::pause: not running"),
-            "STOP",
-        );
+        self.server.process().signal("STOP");
         self.paused = true;
     }
 
     /// Thaws a paused broker (SIGCONT).
     pub fn resume(&mut self) {
         assert!(self.paused, "KafkaBroker::resume: not paused");
-        signal(self.child.as_ref().expect("running"), "CONT");
+        self.server.process().signal("CONT");
         self.paused = false;
     }
 
@@ -686,109 +619,72 @@ impl KafkaBroker {
     /// (memory storage). SIGINT rather than SIGTERM because tansu gives open connections 5 s
     /// to finish on SIGTERM and there is nothing to flush.
     pub fn stop(&mut self) {
-        let mut child = self.child.take().expect("KafkaBroker::stop: not running");
         if self.paused {
-            signal(&child, "CONT");
+            self.server.process().signal("CONT");
             self.paused = false;
         }
-        signal(&child, "INT");
-        if !wait_exit(&mut child, STOP_TIMEOUT) {
+        if !self.server.stop("INT") {
             eprintln!(
                 "tansu on {} ignored SIGINT for {STOP_TIMEOUT:?}; killed",
                 self.addr()
             );
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !port_refuses(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "{} still accepts connections after tansu exited",
-                self.addr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Starts a fresh broker on the same port (empty: topics must be created again).
     pub async fn start_again(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "KafkaBroker::start_again: still running"
-        );
-        self.spawn();
-        if self.wait_ready().await.is_err() {
-            self.panic_not_ready();
-        }
+        self.spawn(START_ATTEMPTS).await;
     }
 
-    fn spawn(&mut self) {
+    /// Spawns on `self.server.port` and waits until it answers metadata requests; false if it
+    /// exited at start and `attempt` may be retried on another port.
+    async fn spawn(&mut self, attempt: u32) -> bool {
         let url = format!("tcp://{}", self.addr());
-        let (out, err) = log_stdio(&self.log_path());
         let bin = tansu_bin();
         // An IP literal matters: tansu listens on [::] when it cannot parse the listener host.
-        let child = Command::new(&bin)
-            .arg("broker")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("broker")
             .args(["--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--cluster-id", "egw-test"])
             // tansu loads `.env` (dotenv) from its cwd upwards and reads these from the env.
-            .current_dir(self.dir.path())
+            .current_dir(self.server.dir.path())
             .env_remove("SCHEMA_REGISTRY")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "spawn {} (cargo install --locked tansu --features dynostore): {e}",
-                    bin.display()
-                )
-            });
-        self.child = Some(child);
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), bool> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let child = self.child.as_mut().expect("spawned");
-            if child.try_wait().ok().flatten().is_some() {
-                return Err(true);
-            }
-            let attempt = async {
-                let c = self.try_client(Duration::from_millis(500)).await?;
-                c.list_topics().await
-            };
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(false);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn panic_not_ready(&mut self) -> ! {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        panic!(
-            "tansu did not answer Kafka metadata requests on {} within 30 s; log: {}",
-            self.addr(),
-            log_tail(&self.log_path())
-        )
+            .env("RUST_LOG", "warn");
+        self.server.spawn(
+            &mut cmd,
+            "cargo install --locked tansu --features dynostore",
+        );
+        let addr = self.addr();
+        let ready = self
+            .server
+            .process_mut()
+            .try_wait_ready_async(KAFKA_START_TIMEOUT, || {
+                let addr = addr.clone();
+                async move {
+                    let attempt = async {
+                        let c = kafka_client(addr, Duration::from_millis(500)).await?;
+                        c.list_topics().await
+                    };
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+                        Ok(Ok(_))
+                    )
+                }
+            })
+            .await;
+        self.server
+            .settle(attempt, "answers to Kafka metadata requests", ready)
     }
 }
 
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SIGKILL also ends a SIGSTOPped process.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+async fn kafka_client(
+    addr: String,
+    deadline: Duration,
+) -> Result<Client, rskafka::client::error::Error> {
+    ClientBuilder::new(vec![addr])
+        .backoff_config(kafka_backoff(deadline))
+        .build()
+        .await
 }

@@ -83,6 +83,10 @@ async def serve_pymodbus(args, units):
     warnings.simplefilter("ignore")
     task = asyncio.create_task(server.serve_forever())
     await asyncio.sleep(0.3)
+    if task.done():
+        # Failed to listen (e.g. pymodbus without pyserial): say why and exit, never "ready".
+        task.result()
+        sys.exit("pymodbus server stopped at start")
     print("ready", flush=True)
     await task
 

@@ -49,14 +49,23 @@ class Gateway:
         )
         deadline = time.time() + 20
         while time.time() < deadline:
-            assert self.proc.poll() is None, "gateway exited early, see gateway.log"
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"gateway exited ({self.proc.returncode}) before /health answered; "
+                    f"gateway.log (last lines):\n{self.log_tail()}")
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.05)
-        raise AssertionError("gateway did not become healthy")
+        raise AssertionError(
+            f"gateway did not become healthy; gateway.log (last lines):\n{self.log_tail()}")
+
+    def log_tail(self, lines=40):
+        with open(self.log.name, "rb") as f:
+            text = f.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
     @property
     def url(self):
