@@ -11,8 +11,8 @@
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`.
 //!
-//! This file holds the handle, opening and reopening, and the tables; [`codec`] the record
-//! format, [`query`] the reads, [`append`] the writer's transaction and [`retention`] what
+//! This file holds the handle, opening and reopening, and the tables; `codec.rs` the record
+//! format, `query.rs` the reads, `append.rs` the writer's transaction and `retention.rs` what
 //! it evicts.
 
 mod append;
