@@ -1,6 +1,7 @@
 //! Metric names, the Prometheus recorder, and log set-up. Every metric the gateway exports is
 //! named here so `/metrics` is documented in one place.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -68,15 +69,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds timestamps and has no
-/// use for colours, so both are dropped.
+/// Logs to stderr. Under systemd (JOURNAL_STREAM set) the journal adds timestamps, so they are
+/// dropped; colours only when stderr is a terminal (and `NO_COLOR` is unset), so files and
+/// pipes get plain text.
 pub fn init_logging(level: &str) {
-    // rumqttd logs every connection and subscription at info; keep it to warnings unless the
-    // filter asks for it by name.
+    // rumqttd logs every connection and subscription at info, and every ordinary disconnect
+    // at ERROR ("connection-stop", "Remote link error", "disconnected") from its per-connection
+    // server code; keep it to warnings, and that module silent, unless the filter names rumqttd.
     let level = if level.contains("rumqttd") {
         level.to_string()
     } else {
-        format!("{level},rumqttd=warn")
+        format!("{level},rumqttd=warn,rumqttd::server::broker=off")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -84,8 +87,10 @@ pub fn init_logging(level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = builder.with_ansi(ansi);
     let result = if journal {
-        builder.without_time().with_ansi(false).try_init()
+        builder.without_time().try_init()
     } else {
         builder.try_init()
     };

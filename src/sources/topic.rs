@@ -58,7 +58,8 @@ impl LogThrottle {
         if now.duration_since(entry.0) > LOG_EVERY {
             tracing::warn!(
                 reason = reason.as_str(),
-                topic = %String::from_utf8_lossy(&topic[..topic.len().min(200)]),
+                // Debug-escaped: a topic may carry bidi overrides or control characters.
+                topic = ?String::from_utf8_lossy(&topic[..topic.len().min(200)]),
                 suppressed = entry.1,
                 "rejected MQTT message"
             );
