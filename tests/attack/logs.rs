@@ -2,48 +2,17 @@
 //! ordinary MQTT disconnect (an operator learns to ignore ERROR otherwise), no terminal colour
 //! codes in a file or pipe, and device ids that cannot disguise themselves.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::QoS;
 
-use crate::common::{free_port, http_get, metric, mqtt_client};
+use crate::common::binary::GatewayProcess;
+use crate::common::{http_get, metric, mqtt_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_disconnects_log_no_error_and_logs_carry_no_colour_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let (http, mqtt) = (free_port(), free_port());
-    let mut gw = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-        .args(["run", "--data-dir"])
-        .arg(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", http.to_string())
-        .env("EDGE_GATEWAY_MQTT__LISTEN", format!("127.0.0.1:{mqtt}"))
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let http_addr = format!("127.0.0.1:{http}").parse().unwrap();
-    let mqtt_addr = format!("127.0.0.1:{mqtt}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // Refused until the listener is up.
-    while std::net::TcpStream::connect(http_addr).is_err()
-        || http_get(http_addr, "/health").0 != 200
-    {
-        if let Some(status) = gw.try_wait().unwrap() {
-            panic!(
-                "gateway exited ({status}) before /health answered:\n{}",
-                std::fs::read_to_string(&log_path).unwrap()
-            );
-        }
-        assert!(Instant::now() < deadline, "gateway not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut gw = GatewayProcess::start(&[]);
+    let (http_addr, mqtt_addr) = (gw.http, gw.mqtt);
 
     for round in 0..5 {
         let (client, mut acks) = mqtt_client(mqtt_addr, &format!("clean-{round}")).await;
@@ -83,14 +52,11 @@ async fn clean_disconnects_log_no_error_and_logs_carry_no_colour_codes() {
         .is_some_and(|n| n >= 5.0),
         "{metrics}"
     );
-    Command::new("kill")
-        .args(["-TERM", &gw.id().to_string()])
-        .status()
-        .unwrap();
-    let status = gw.wait().unwrap();
+    gw.peer.signal("TERM");
+    let status = gw.peer.wait();
     assert!(status.success(), "{status}");
 
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let text = gw.peer.log();
     assert!(
         !text.contains('\u{1b}'),
         "colour codes in a log file:\n{text}"
