@@ -128,8 +128,6 @@ pub struct Profile {
 /// A profile ready to poll: its points, the reads that cover them and per-point threshold rules.
 #[derive(Debug, Clone)]
 pub struct LoadedProfile {
-    pub name: String,
-    pub path: PathBuf,
     pub profile: Profile,
     pub blocks: Vec<ReadBlock>,
     pub rules: Vec<Option<Arc<ThresholdRule>>>,
@@ -160,101 +158,118 @@ pub fn load(dir: &Path, name: &str) -> Result<LoadedProfile, ProfileError> {
         path: path.clone(),
         source,
     })?;
-    parse(name, &path, &text)
+    parse(&path, &text)
 }
 
 /// Parses and validates profile text; errors name the file and the key.
-pub fn parse(name: &str, path: &Path, text: &str) -> Result<LoadedProfile, ProfileError> {
+pub fn parse(path: &Path, text: &str) -> Result<LoadedProfile, ProfileError> {
     let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Syntax {
         path: path.into(),
         message: e.to_string(),
     })?;
-    let invalid = |key: String, message: String| ProfileError::Invalid {
+    let rules = validate(&profile).map_err(|(key, message)| ProfileError::Invalid {
         path: path.into(),
         key,
         message,
-    };
-    if profile.points.is_empty() {
-        return Err(invalid("points".into(), "lists no points".into()));
-    }
-    let mut seen = HashSet::new();
-    let mut rules = Vec::new();
-    for (i, p) in profile.points.iter().enumerate() {
-        let key = |k: &str| format!("points[{i}].{k}");
-        check_id(&p.sensor_type).map_err(|e| invalid(key("sensor_type"), e.to_string()))?;
-        if !seen.insert(p.sensor_type.as_str()) {
-            return Err(invalid(
-                key("sensor_type"),
-                format!("`{}` appears twice", p.sensor_type),
-            ));
-        }
-        match p.function_code {
-            1 | 2 => {
-                if p.data_type != DataType::Bool {
-                    return Err(invalid(
-                        key("data_type"),
-                        "coils and discrete inputs (function code 1, 2) are `bool`".into(),
-                    ));
-                }
-                if p.bit.is_some() {
-                    return Err(invalid(
-                        key("bit"),
-                        "only for registers (function code 3, 4)".into(),
-                    ));
-                }
-            }
-            3 | 4 => {
-                if let Some(bit) = p.bit {
-                    if p.data_type != DataType::Bool {
-                        return Err(invalid(key("bit"), "needs data_type = \"bool\"".into()));
-                    }
-                    if bit > 15 {
-                        return Err(invalid(key("bit"), "must be 0-15".into()));
-                    }
-                }
-            }
-            other => {
-                return Err(invalid(
-                    key("function_code"),
-                    format!("{other} is not a read function: use 1, 2, 3 or 4"),
-                ));
-            }
-        }
-        if u32::from(p.address) + u32::from(p.data_type.words()) > 65_536 {
-            return Err(invalid(key("address"), "runs past register 65535".into()));
-        }
-        if !p.scale.is_finite() || p.scale == 0.0 {
-            return Err(invalid(
-                key("scale"),
-                "must be a finite, non-zero number".into(),
-            ));
-        }
-        if !p.offset.is_finite() {
-            return Err(invalid(key("offset"), "must be finite".into()));
-        }
-        rules.push(match &p.threshold {
-            None => None,
-            Some(t) => {
-                let rule = ThresholdRule {
-                    sensor_type: p.sensor_type.clone(),
-                    operator: t.operator,
-                    warning: t.warning,
-                    critical: t.critical,
-                    unit: p.unit.clone(),
-                };
-                check_rule(&rule).map_err(|m| invalid(key("threshold"), m))?;
-                Some(Arc::new(rule))
-            }
-        });
-    }
+    })?;
     let blocks = plan(&profile.points);
     Ok(LoadedProfile {
-        name: name.into(),
-        path: path.into(),
         profile,
         blocks,
         rules,
     })
+}
+
+/// A problem in one point: the key under `points[i]` and what is wrong with it.
+type PointProblem = (&'static str, String);
+
+/// Checks every point, in order, and returns their threshold rules; the first problem comes
+/// back as (key, message).
+fn validate(profile: &Profile) -> Result<Vec<Option<Arc<ThresholdRule>>>, (String, String)> {
+    if profile.points.is_empty() {
+        return Err(("points".into(), "lists no points".into()));
+    }
+    let mut seen = HashSet::new();
+    profile
+        .points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            check_point(p, &mut seen)
+                .and_then(|()| point_rule(p).map_err(|m| ("threshold", m)))
+                .map_err(|(key, message)| (format!("points[{i}].{key}"), message))
+        })
+        .collect()
+}
+
+/// One point on its own, plus the uniqueness of its sensorType among the points before it.
+fn check_point<'a>(p: &'a Point, seen: &mut HashSet<&'a str>) -> Result<(), PointProblem> {
+    check_id(&p.sensor_type).map_err(|e| ("sensor_type", e.to_string()))?;
+    if !seen.insert(p.sensor_type.as_str()) {
+        return Err(("sensor_type", format!("`{}` appears twice", p.sensor_type)));
+    }
+    check_function(p)?;
+    if u32::from(p.address) + u32::from(p.data_type.words()) > 65_536 {
+        return Err(("address", "runs past register 65535".into()));
+    }
+    if !p.scale.is_finite() || p.scale == 0.0 {
+        return Err(("scale", "must be a finite, non-zero number".into()));
+    }
+    if !p.offset.is_finite() {
+        return Err(("offset", "must be finite".into()));
+    }
+    Ok(())
+}
+
+/// The function code, and the data type and bit it allows: bits (FC 1/2) are `bool`, and
+/// only a register (FC 3/4) has a `bit` to pick.
+fn check_function(p: &Point) -> Result<(), PointProblem> {
+    match p.function_code {
+        1 | 2 => {
+            if p.data_type != DataType::Bool {
+                return Err((
+                    "data_type",
+                    "coils and discrete inputs (function code 1, 2) are `bool`".into(),
+                ));
+            }
+            if p.bit.is_some() {
+                return Err(("bit", "only for registers (function code 3, 4)".into()));
+            }
+        }
+        3 | 4 => {
+            if let Some(bit) = p.bit {
+                if p.data_type != DataType::Bool {
+                    return Err(("bit", "needs data_type = \"bool\"".into()));
+                }
+                if bit > 15 {
+                    return Err(("bit", "must be 0-15".into()));
+                }
+            }
+        }
+        other => {
+            return Err((
+                "function_code",
+                format!("{other} is not a read function: use 1, 2, 3 or 4"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The point's own threshold rule, validated, if it has one.
+fn point_rule(p: &Point) -> Result<Option<Arc<ThresholdRule>>, String> {
+    let Some(t) = &p.threshold else {
+        return Ok(None);
+    };
+    let rule = ThresholdRule {
+        sensor_type: p.sensor_type.clone(),
+        operator: t.operator,
+        warning: t.warning,
+        critical: t.critical,
+        unit: p.unit.clone(),
+    };
+    check_rule(&rule)?;
+    Ok(Some(Arc::new(rule)))
 }
 
 /// Merges points into as few reads as the protocol allows: per function code, points whose
@@ -523,7 +538,7 @@ mod tests {
     #[test]
     fn validation_names_file_and_key() {
         let path = Path::new("/p/x.toml");
-        let err = |text: &str| parse("x", path, text).unwrap_err().to_string();
+        let err = |text: &str| parse(path, text).unwrap_err().to_string();
         let e =
             err("model = \"m\"\n[[points]]\nsensor_type = \"t\"\nfunction_code = 6\naddress = 0\n");
         assert!(

@@ -24,17 +24,20 @@ pub mod time;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::health::Health;
 use crate::hub::Hub;
-use crate::pipeline::Pipeline;
+use crate::sources::{SourceError, SourceSections};
+use crate::store::writer::WriteRequest;
 use crate::store::{Store, StoreError, StoreWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,31 @@ pub enum GatewayError {
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
+
+impl From<SourceError> for GatewayError {
+    fn from(e: SourceError) -> GatewayError {
+        match e {
+            SourceError::Mqtt(e) => GatewayError::Mqtt(e),
+            SourceError::Modbus(e) => GatewayError::Modbus(e),
+        }
+    }
+}
+
+/// Write requests queued for the store writer: pipeline batches (one per pipeline wake-up,
+/// up to 1024 source messages each) and sink cursor moves. The writer group-commits
+/// whatever is queued, so a few dozen keep it busy; the burst buffer is the ingest queue in
+/// front of the pipeline (`store.queue_capacity`), and a full writer queue pushes back there.
+const WRITE_QUEUE_REQUESTS: usize = 64;
+
+/// Committed batches the hub holds for a slow live consumer. One that falls further behind
+/// replays the gap from the store by `seq`, so this bounds memory, not correctness.
+const HUB_COMMITS: usize = 1024;
+
+/// How often `stop` checks whether connected sinks caught up with the store.
+const SINK_DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// How long `stop` waits for the HTTP server to close its connections.
+const SERVER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run-time choices that are not configuration.
 #[derive(Debug, Clone)]
@@ -89,11 +117,7 @@ impl Gateway {
     /// every listener is bound.
     pub async fn start(config: Config, options: Options) -> Result<Gateway, GatewayError> {
         let config = Arc::new(config);
-        let gateway_id: Arc<str> = if config.gateway_id.is_empty() {
-            config::hostname().into()
-        } else {
-            config.gateway_id.as_str().into()
-        };
+        let gateway_id = gateway_id(&config);
         telemetry::prometheus();
         let simulate = options.simulate.unwrap_or(config.simulator.devices);
         if simulate > 0 && !config.mqtt.enabled {
@@ -101,149 +125,55 @@ impl Gateway {
         }
 
         let store = Store::open(&options.data_dir)?;
-        let writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
-        let mut sink_names = Vec::new();
-        if !config.sinks.redis.host.is_empty() {
-            sink_names.push("redis");
-        }
-        if !config.sinks.kafka.brokers.is_empty() {
-            sink_names.push("kafka");
-        }
-        let health = Arc::new(Health::new(config.mqtt.enabled, &sink_names));
-        let stats = store.stats()?;
-        health
-            .store_bytes
-            .store(stats.logical_bytes, std::sync::atomic::Ordering::Relaxed);
-        let hub = Hub::new(1024);
+        let store_writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
+        let health = health_for(&config, &store)?;
+        let hub = Hub::new(HUB_COMMITS);
+        let (listener, http_addr) = bind_http(&config.server).await?;
 
-        let addr = format!("{}:{}", config.server.host, config.server.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| GatewayError::Listen {
-                addr: addr.clone(),
-                source,
-            })?;
-        let http_addr = listener
-            .local_addr()
-            .map_err(|source| GatewayError::Listen { addr, source })?;
-
-        let sources_stop = CancellationToken::new();
-        let api_stop = CancellationToken::new();
-        let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
-        let (write_tx, write_rx) = mpsc::channel(64);
-
-        let writer = store::writer::spawn(
-            writer,
-            write_rx,
-            hub.clone(),
-            config.store.clone(),
-            health.clone(),
-            tokio::runtime::Handle::current(),
-        )
-        .map_err(GatewayError::Writer)?;
+        let (write_tx, writer) = spawn_writer(store_writer, &config.store, &hub, &health)?;
 
         let sinks_stop = CancellationToken::new();
-        let mut sinks = Vec::new();
-        for sink_health in &health.sinks {
-            let ctx = sinks::SinkContext {
-                store: store.clone(),
-                hub: hub.clone(),
-                writer: write_tx.clone(),
-                health: sink_health.clone(),
-                stop: sinks_stop.clone(),
-            };
-            let id = gateway_id.to_string();
-            sinks.push(match sink_health.name {
-                "redis" => {
-                    let c = config.sinks.redis.clone();
-                    let delivery = c.delivery.clone();
-                    tokio::spawn(sinks::run(
-                        sinks::redis::RedisSink::new(c, id),
-                        delivery,
-                        ctx,
-                    ))
-                }
-                _ => {
-                    let c = config.sinks.kafka.clone();
-                    let delivery = c.delivery.clone();
-                    tokio::spawn(sinks::run(
-                        sinks::kafka::KafkaSink::new(c, id),
-                        delivery,
-                        ctx,
-                    ))
-                }
-            });
-        }
+        let sinks = sinks::spawn(
+            &config.sinks,
+            &gateway_id,
+            &health.sinks,
+            &store,
+            &hub,
+            &write_tx,
+            &sinks_stop,
+        );
 
-        let mut pipeline = Pipeline::new(&config, health.clone());
-        pipeline.restore(&store.devices()?);
-        let pipeline = tokio::spawn(pipeline::run(
-            pipeline,
+        // The burst buffer in front of the pipeline, sized in config (see ARCHITECTURE.md on
+        // the PUBACK-to-commit window for what a bigger one costs).
+        let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
+        let pipeline = pipeline::spawn(
+            &config.devices,
+            &config.thresholds,
+            &store.devices()?,
+            health.clone(),
             ingest_rx,
             write_tx,
-            Duration::from_millis(config.devices.check_interval_ms),
-        ));
+        );
 
-        let mut sources =
-            sources::modbus::spawn(&config.modbus, ingest_tx.clone(), sources_stop.clone())?;
-        for sensor in &config.serial_sensors {
-            sources.push(tokio::spawn(sources::serial_line::run(
-                sensor.clone(),
-                ingest_tx.clone(),
-                sources_stop.clone(),
-            )));
-        }
-        if !config.site_mqtt.endpoint.is_empty() {
-            sources.push(tokio::spawn(sources::site_mqtt::run(
-                config.site_mqtt.clone(),
-                gateway_id.to_string(),
-                config.mqtt.max_payload_bytes,
-                ingest_tx.clone(),
-                sources_stop.clone(),
-            )));
-        }
-        if config.mqtt.enabled {
-            let broker = sources::mqtt::start_broker(&config.mqtt, simulate > 0)?;
-            let health = health.clone();
-            let stop = sources_stop.clone();
-            let max_payload = config.mqtt.max_payload_bytes;
-            sources.push(tokio::spawn(async move {
-                sources::mqtt::run_ingest(broker.ingest, max_payload, ingest_tx, stop.clone())
-                    .await;
-                if !stop.is_cancelled() {
-                    health.set_mqtt_ok(false);
-                }
-            }));
-            if let Some(link) = broker.simulator {
-                sources.push(tokio::spawn(sources::simulator::run(
-                    link,
-                    simulate,
-                    Duration::from_millis(config.simulator.interval_ms),
-                    sources_stop.clone(),
-                )));
-            }
-            tracing::info!(listen = %config.mqtt.listen, "embedded MQTT broker listening");
-        } else {
-            drop(ingest_tx);
-        }
+        let sources_stop = CancellationToken::new();
+        let sources = sources::spawn(
+            source_sections(&config),
+            simulate,
+            &gateway_id,
+            &health,
+            ingest_tx,
+            &sources_stop,
+        )?;
 
+        let api_stop = CancellationToken::new();
         let state = ApiState {
             config: config.clone(),
             gateway_id: gateway_id.clone(),
             store: store.clone(),
             health: health.clone(),
-            hub: hub.clone(),
+            hub,
         };
-        let (router, io) = api::app(state.clone());
-        let api = vec![
-            tokio::spawn(api::run_emitter(
-                io.clone(),
-                state.clone(),
-                api_stop.clone(),
-            )),
-            tokio::spawn(api::run_system_status(io.clone(), state, api_stop.clone())),
-        ];
-        let server = tokio::spawn(api::serve(listener, router, io, api_stop.clone()));
+        let (api, server) = spawn_api(state, listener, &api_stop);
         tracing::info!(%http_addr, gateway_id = %gateway_id, data_dir = %options.data_dir.display(), "edge-gateway ready");
 
         Ok(Gateway {
@@ -282,7 +212,9 @@ impl Gateway {
         &self.health
     }
 
-    /// Cancelled when the gateway begins to stop; for tasks that live as long as it does.
+    /// Cancelled at the last step of [`Gateway::stop`], when the API closes: after the sources,
+    /// the pipeline, the sinks and the writer have stopped. For tasks that must keep running
+    /// through the shutdown and end with the gateway, like the systemd watchdog.
     pub fn stopping(&self) -> CancellationToken {
         self.api_stop.clone()
     }
@@ -297,17 +229,7 @@ impl Gateway {
         }
         let _ = self.pipeline.await;
         if !self.sinks.is_empty() {
-            let deadline = tokio::time::Instant::now() + self.sinks_drain;
-            while tokio::time::Instant::now() < deadline {
-                let next = self.store.next_seq().unwrap_or(0);
-                let pending = self.health.sinks.iter().any(|s| {
-                    s.connected() && s.cursor.load(std::sync::atomic::Ordering::Relaxed) < next
-                });
-                if !pending {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            sinks_catch_up(&self.store, &self.health, self.sinks_drain).await;
         }
         self.sinks_stop.cancel();
         for task in self.sinks {
@@ -319,7 +241,7 @@ impl Gateway {
         for task in self.api {
             let _ = task.await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+        match tokio::time::timeout(SERVER_CLOSE_TIMEOUT, self.server).await {
             Ok(Ok(result)) => result.map_err(GatewayError::Serve),
             Ok(Err(_)) => Ok(()),
             Err(_) => {
@@ -327,5 +249,105 @@ impl Gateway {
                 Ok(())
             }
         }
+    }
+}
+
+/// `gateway_id` from the config, the hostname when it is empty.
+fn gateway_id(config: &Config) -> Arc<str> {
+    if config.gateway_id.is_empty() {
+        config::hostname().into()
+    } else {
+        config.gateway_id.as_str().into()
+    }
+}
+
+/// Health with one entry per configured sink, and the store's current size.
+fn health_for(config: &Config, store: &Store) -> Result<Arc<Health>, StoreError> {
+    let sink_names: Vec<_> = sinks::configured(&config.sinks)
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    let health = Health::new(config.mqtt.enabled, &sink_names);
+    health
+        .store_bytes
+        .store(store.stats()?.logical_bytes, Ordering::Relaxed);
+    Ok(Arc::new(health))
+}
+
+/// Each source's own section of the configuration.
+fn source_sections(config: &Config) -> SourceSections<'_> {
+    SourceSections {
+        mqtt: &config.mqtt,
+        modbus: &config.modbus,
+        serial_sensors: &config.serial_sensors,
+        site_mqtt: &config.site_mqtt,
+        simulator: &config.simulator,
+    }
+}
+
+/// Binds the HTTP listener on `server.host:server.port`, returning the address it got.
+async fn bind_http(config: &ServerConfig) -> Result<(TcpListener, SocketAddr), GatewayError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Listen { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Starts the single store writer thread and returns the queue to it.
+fn spawn_writer(
+    writer: StoreWriter,
+    config: &StoreConfig,
+    hub: &Hub,
+    health: &Arc<Health>,
+) -> Result<(mpsc::Sender<WriteRequest>, std::thread::JoinHandle<()>), GatewayError> {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE_REQUESTS);
+    let thread = store::writer::spawn(
+        writer,
+        rx,
+        hub.clone(),
+        config.clone(),
+        health.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(GatewayError::Writer)?;
+    Ok((tx, thread))
+}
+
+/// Starts the Socket.IO emitter, the `system:status` broadcaster and the HTTP server; all
+/// end on `stop`.
+fn spawn_api(
+    state: ApiState,
+    listener: TcpListener,
+    stop: &CancellationToken,
+) -> (Vec<JoinHandle<()>>, JoinHandle<std::io::Result<()>>) {
+    let (router, io) = api::app(state.clone());
+    let tasks = vec![
+        tokio::spawn(api::run_emitter(io.clone(), state.clone(), stop.clone())),
+        tokio::spawn(api::run_system_status(io.clone(), state, stop.clone())),
+    ];
+    let server = tokio::spawn(api::serve(listener, router, io, stop.clone()));
+    (tasks, server)
+}
+
+/// Waits until every connected sink has sent everything the store holds, or `limit` passed.
+async fn sinks_catch_up(store: &Store, health: &Health, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let next = store.next_seq().unwrap_or(0);
+        let pending = health
+            .sinks
+            .iter()
+            .any(|s| s.connected() && s.cursor.load(Ordering::Relaxed) < next);
+        if !pending {
+            break;
+        }
+        tokio::time::sleep(SINK_DRAIN_POLL).await;
     }
 }

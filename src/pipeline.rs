@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::alarms::Alarms;
-use crate::config::Config;
+use crate::alarms::{Alarms, ThresholdRule};
+use crate::config::DevicesConfig;
 use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
@@ -44,11 +45,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, health: Arc<Health>) -> Pipeline {
+    pub fn new(
+        config: &DevicesConfig,
+        thresholds: &[ThresholdRule],
+        health: Arc<Health>,
+    ) -> Pipeline {
         Pipeline {
             devices: HashMap::new(),
-            alarms: Alarms::new(&config.thresholds),
-            offline_after: Duration::from_millis(config.devices.offline_after_ms),
+            alarms: Alarms::new(thresholds),
+            offline_after: Duration::from_millis(config.offline_after_ms),
             per_second: [0; 60],
             second_index: 0,
             health,
@@ -99,16 +104,8 @@ impl Pipeline {
                 self.count_reading();
                 let device = self.touch(&device_id, location.as_deref(), now, received, out);
                 let location = device.location.clone();
-                let unit = unit
-                    .or_else(|| {
-                        threshold
-                            .as_ref()
-                            .map(|r| r.unit.clone())
-                            .filter(|u| !u.is_empty())
-                    })
-                    .or_else(|| self.alarms.default_unit(&sensor_type).map(str::to_string))
-                    .unwrap_or_default();
-                let mut reading = Reading {
+                let unit = self.unit_for(&sensor_type, unit, threshold.as_deref());
+                let reading = Reading {
                     device_id,
                     sensor_type,
                     value,
@@ -117,54 +114,89 @@ impl Pipeline {
                     status: status.unwrap_or(Level::Normal),
                     location,
                 };
-                let alert = self.alarms.evaluate(&mut reading, threshold.as_deref());
-                out.push(Record::Reading(reading));
-                if let Some(alert) = alert {
-                    metrics::counter!(t::ALERTS_RAISED, "type" => "threshold").increment(1);
-                    out.push(Record::Alert(alert));
-                }
+                self.grade(reading, threshold.as_deref(), out);
             }
             Ingest::Status {
                 device_id,
                 status,
                 location,
                 received,
-            } => {
-                let known = self.devices.contains_key(&device_id);
-                let device = self
-                    .devices
-                    .entry(device_id.clone())
-                    .or_insert_with(|| Device {
-                        status,
-                        location: String::new(),
-                        last_seen_ms: None,
-                        last_heard: received,
-                        connectivity_alert: false,
-                    });
-                let moved = location.as_ref().is_some_and(|l| *l != device.location);
-                if let Some(l) = location {
-                    device.location = l;
-                }
-                device.last_heard = received;
-                let changed = !known || device.status != status || moved;
-                device.status = status;
-                if status != DeviceState::Offline {
-                    device.last_seen_ms = Some(now);
-                    device.connectivity_alert = false;
-                }
-                if changed {
-                    let device = device.clone();
-                    out.push(status_record(&device_id, &device, now));
-                    if status == DeviceState::Offline && !device.connectivity_alert {
-                        self.devices
-                            .get_mut(&device_id)
-                            .expect("inserted above")
-                            .connectivity_alert = true;
-                        let msg = format!("Device {device_id} reported offline");
-                        out.push(Record::Alert(self.connectivity_alert(&device_id, msg, now)));
-                    }
-                }
-            }
+            } => self.report_status(device_id, status, location, received, now, out),
+        }
+    }
+
+    /// The reading's own unit, else its threshold rule's, else the sensor type's default.
+    fn unit_for(
+        &self,
+        sensor_type: &str,
+        unit: Option<String>,
+        threshold: Option<&ThresholdRule>,
+    ) -> String {
+        unit.or_else(|| threshold.map(|r| r.unit.clone()).filter(|u| !u.is_empty()))
+            .or_else(|| self.alarms.default_unit(sensor_type).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Grades the reading against its threshold rule: the reading, then any alert it raises.
+    fn grade(
+        &mut self,
+        mut reading: Reading,
+        threshold: Option<&ThresholdRule>,
+        out: &mut Vec<Record>,
+    ) {
+        let alert = self.alarms.evaluate(&mut reading, threshold);
+        out.push(Record::Reading(reading));
+        if let Some(alert) = alert {
+            metrics::counter!(t::ALERTS_RAISED, "type" => "threshold").increment(1);
+            out.push(Record::Alert(alert));
+        }
+    }
+
+    /// A device's own status report: emits the change, with a connectivity alert the first
+    /// time it reports offline.
+    fn report_status(
+        &mut self,
+        device_id: String,
+        status: DeviceState,
+        location: Option<String>,
+        received: Instant,
+        now: i64,
+        out: &mut Vec<Record>,
+    ) {
+        let known = self.devices.contains_key(&device_id);
+        let device = self
+            .devices
+            .entry(device_id.clone())
+            .or_insert_with(|| Device {
+                status,
+                location: String::new(),
+                last_seen_ms: None,
+                last_heard: received,
+                connectivity_alert: false,
+            });
+        let moved = location.as_ref().is_some_and(|l| *l != device.location);
+        if let Some(l) = location {
+            device.location = l;
+        }
+        device.last_heard = received;
+        let changed = !known || device.status != status || moved;
+        device.status = status;
+        if status != DeviceState::Offline {
+            device.last_seen_ms = Some(now);
+            device.connectivity_alert = false;
+        }
+        if !changed {
+            return;
+        }
+        let device = device.clone();
+        out.push(status_record(&device_id, &device, now));
+        if status == DeviceState::Offline && !device.connectivity_alert {
+            self.devices
+                .get_mut(&device_id)
+                .expect("inserted above")
+                .connectivity_alert = true;
+            let msg = format!("Device {device_id} reported offline");
+            out.push(Record::Alert(self.connectivity_alert(&device_id, msg, now)));
         }
     }
 
@@ -299,8 +331,28 @@ fn status_record(device_id: &str, d: &Device, now: i64) -> Record {
     })
 }
 
+/// Source messages taken per wake-up: one write request for all of them lets the writer
+/// group-commit a burst, and 1024 bounds the records one request carries.
+const INBOX_MESSAGES: usize = 1024;
+
+/// Starts the pipeline with the devices the store knows (their latest `device:status` JSON).
+/// It ends when every source has stopped, after handing everything to the writer.
+pub fn spawn(
+    config: &DevicesConfig,
+    thresholds: &[ThresholdRule],
+    stored_devices: &[serde_json::Value],
+    health: Arc<Health>,
+    rx: mpsc::Receiver<Ingest>,
+    tx: mpsc::Sender<WriteRequest>,
+) -> JoinHandle<()> {
+    let mut pipeline = Pipeline::new(config, thresholds, health);
+    pipeline.restore(stored_devices);
+    let check_interval = Duration::from_millis(config.check_interval_ms);
+    tokio::spawn(run(pipeline, rx, tx, check_interval))
+}
+
 /// Runs until every source has stopped, then returns (dropping the writer's sender).
-pub async fn run(
+async fn run(
     mut pipeline: Pipeline,
     mut rx: mpsc::Receiver<Ingest>,
     tx: mpsc::Sender<WriteRequest>,
@@ -308,12 +360,12 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut inbox = Vec::with_capacity(1024);
+    let mut inbox = Vec::with_capacity(INBOX_MESSAGES);
     loop {
         let mut records = Vec::new();
         let received;
         tokio::select! {
-            n = rx.recv_many(&mut inbox, 1024) => {
+            n = rx.recv_many(&mut inbox, INBOX_MESSAGES) => {
                 if n == 0 {
                     break;
                 }
@@ -345,6 +397,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn reading(dev: &str, value: f64) -> Ingest {
         Ingest::Reading {
@@ -363,7 +416,7 @@ mod tests {
     fn pipeline(offline_after_ms: u64) -> Pipeline {
         let mut c = Config::default();
         c.devices.offline_after_ms = offline_after_ms;
-        Pipeline::new(&c, Arc::new(Health::new(true, &[])))
+        Pipeline::new(&c.devices, &c.thresholds, Arc::new(Health::new(true, &[])))
     }
 
     fn kinds(records: &[Record]) -> Vec<String> {

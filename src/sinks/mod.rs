@@ -430,6 +430,75 @@ impl Pacer {
     }
 }
 
+/// An upstream that `[sinks]` turns on, with its own section.
+#[derive(Clone, Copy)]
+pub enum ConfiguredSink<'a> {
+    Redis(&'a crate::config::RedisSinkConfig),
+    Kafka(&'a crate::config::KafkaSinkConfig),
+}
+
+impl ConfiguredSink<'_> {
+    /// The metric label and the `<name>-sink` service name ([`SinkHealth::name`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConfiguredSink::Redis(_) => "redis",
+            ConfiguredSink::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// The sinks `[sinks]` turns on (a Redis host, Kafka brokers), in start order.
+pub fn configured(config: &crate::config::SinksConfig) -> Vec<ConfiguredSink<'_>> {
+    let mut sinks = Vec::new();
+    if !config.redis.host.is_empty() {
+        sinks.push(ConfiguredSink::Redis(&config.redis));
+    }
+    if !config.kafka.brokers.is_empty() {
+        sinks.push(ConfiguredSink::Kafka(&config.kafka));
+    }
+    sinks
+}
+
+/// Starts one task per [`configured`] sink; `health` holds their entries in the same order.
+/// The tasks end on `stop`.
+pub fn spawn(
+    config: &crate::config::SinksConfig,
+    gateway_id: &str,
+    health: &[Arc<SinkHealth>],
+    store: &Store,
+    hub: &Hub,
+    writer: &mpsc::Sender<WriteRequest>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    configured(config)
+        .into_iter()
+        .zip(health)
+        .map(|(sink, health)| {
+            debug_assert_eq!(sink.name(), health.name);
+            let ctx = SinkContext {
+                store: store.clone(),
+                hub: hub.clone(),
+                writer: writer.clone(),
+                health: health.clone(),
+                stop: stop.clone(),
+            };
+            let id = gateway_id.to_string();
+            match sink {
+                ConfiguredSink::Redis(c) => tokio::spawn(run(
+                    redis::RedisSink::new(c.clone(), id),
+                    c.delivery.clone(),
+                    ctx,
+                )),
+                ConfiguredSink::Kafka(c) => tokio::spawn(run(
+                    kafka::KafkaSink::new(c.clone(), id),
+                    c.delivery.clone(),
+                    ctx,
+                )),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,3 +8,137 @@ pub mod serial_port;
 pub mod simulator;
 pub mod site_mqtt;
 pub mod topic;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{
+    ModbusConfig, MqttConfig, SerialSensorConfig, SimulatorConfig, SiteMqttConfig,
+};
+use crate::health::Health;
+use crate::ingest::Ingest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttSourceError),
+    #[error(transparent)]
+    Modbus(#[from] modbus::ModbusSourceError),
+}
+
+/// The configuration sections of the sources; each source is handed only its own.
+#[derive(Clone, Copy)]
+pub struct SourceSections<'a> {
+    pub mqtt: &'a MqttConfig,
+    pub modbus: &'a ModbusConfig,
+    pub serial_sensors: &'a [SerialSensorConfig],
+    pub site_mqtt: &'a SiteMqttConfig,
+    pub simulator: &'a SimulatorConfig,
+}
+
+/// Starts every configured source: Modbus lines and TCP devices, serial line sensors, the
+/// site broker client, the embedded broker's ingest link and `simulated_devices` simulated
+/// devices publishing through it. They all send to `tx` and end on `stop`; the pipeline ends
+/// once every one of them has dropped its sender.
+pub fn spawn(
+    config: SourceSections<'_>,
+    simulated_devices: usize,
+    gateway_id: &str,
+    health: &Arc<Health>,
+    tx: mpsc::Sender<Ingest>,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, SourceError> {
+    let mut sources = modbus::spawn(config.modbus, tx.clone(), stop.clone())?;
+    sources.extend(spawn_serial_sensors(config.serial_sensors, &tx, stop));
+    sources.extend(spawn_site_mqtt(
+        config.site_mqtt,
+        gateway_id,
+        config.mqtt.max_payload_bytes,
+        &tx,
+        stop,
+    ));
+    if config.mqtt.enabled {
+        let simulator = (simulated_devices > 0).then(|| {
+            (
+                simulated_devices,
+                Duration::from_millis(config.simulator.interval_ms),
+            )
+        });
+        sources.extend(spawn_embedded_broker(
+            config.mqtt,
+            simulator,
+            health,
+            tx,
+            stop,
+        )?);
+    }
+    Ok(sources)
+}
+
+/// One task per line-protocol serial sensor.
+fn spawn_serial_sensors(
+    sensors: &[SerialSensorConfig],
+    tx: &mpsc::Sender<Ingest>,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    sensors
+        .iter()
+        .map(|sensor| tokio::spawn(serial_line::run(sensor.clone(), tx.clone(), stop.clone())))
+        .collect()
+}
+
+/// The site broker client, when `site_mqtt.endpoint` is set.
+fn spawn_site_mqtt(
+    config: &SiteMqttConfig,
+    gateway_id: &str,
+    max_payload: usize,
+    tx: &mpsc::Sender<Ingest>,
+    stop: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    if config.endpoint.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(site_mqtt::run(
+        config.clone(),
+        gateway_id.to_string(),
+        max_payload,
+        tx.clone(),
+        stop.clone(),
+    )))
+}
+
+/// Starts rumqttd and the task reading its ingest link (MQTT is reported down if that link
+/// ends before `stop`), plus the simulator, given (devices, interval), on a second link.
+fn spawn_embedded_broker(
+    config: &MqttConfig,
+    simulator: Option<(usize, Duration)>,
+    health: &Arc<Health>,
+    tx: mpsc::Sender<Ingest>,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, mqtt::MqttSourceError> {
+    let broker = mqtt::start_broker(config, simulator.is_some())?;
+    let mut tasks = Vec::new();
+    let health = health.clone();
+    let ingest_stop = stop.clone();
+    let max_payload = config.max_payload_bytes;
+    tasks.push(tokio::spawn(async move {
+        mqtt::run_ingest(broker.ingest, max_payload, tx, ingest_stop.clone()).await;
+        if !ingest_stop.is_cancelled() {
+            health.set_mqtt_ok(false);
+        }
+    }));
+    if let (Some(link), Some((devices, interval))) = (broker.simulator, simulator) {
+        tasks.push(tokio::spawn(simulator::run(
+            link,
+            devices,
+            interval,
+            stop.clone(),
+        )));
+    }
+    tracing::info!(listen = %config.listen, "embedded MQTT broker listening");
+    Ok(tasks)
+}
