@@ -233,7 +233,7 @@ fn on_committed(
     }
     let committed = pending.take_committed(outcome.first_seq);
     count_committed(&committed);
-    record_store_figures(outcome, count, health);
+    record_store_figures(outcome, health);
     if health.set_store_ok() {
         tracing::info!("store recovered: commits succeed again");
         hub.publish(HubEvent::System(Arc::new(Alert::system(
@@ -263,7 +263,7 @@ fn count_committed(committed: &[Committed]) {
     metrics::counter!(t::READINGS_ACCEPTED).increment(readings);
 }
 
-fn record_store_figures(outcome: &CommitOutcome, count: usize, health: &Health) {
+fn record_store_figures(outcome: &CommitOutcome, health: &Health) {
     if outcome.evicted_age > 0 {
         metrics::counter!(t::STORE_EVICTED, "reason" => "age").increment(outcome.evicted_age);
     }
@@ -274,9 +274,6 @@ fn record_store_figures(outcome: &CommitOutcome, count: usize, health: &Health) 
     health
         .store_bytes
         .store(outcome.logical_bytes, Ordering::Relaxed);
-    health
-        .store_records_committed
-        .fetch_add(count as u64, Ordering::Relaxed);
     health.last_commit_ms.store(now_ms(), Ordering::Relaxed);
 }
 
