@@ -26,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
 
 use crate::alarms::ThresholdRule;
 
@@ -309,54 +310,50 @@ fn deserialize(
     }
 }
 
-/// Records the line of every leaf key in the file, for validation messages.
+/// Records the line of every key in the file (tables and inline tables included, and every
+/// element of an array of tables as `key[i]`), for validation messages.
 fn record_file_origins(path: &Path, text: &str, origins: &mut BTreeMap<String, Origin>) {
-    let Ok(doc) = toml_edit::Document::parse(text) else {
+    let Ok(doc) = DeTable::parse(text) else {
         return;
     };
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    fn walk(
-        prefix: &str,
-        table: &toml_edit::Table,
-        out: &mut Vec<(String, Option<usize>)>,
-        line_of: &dyn Fn(usize) -> usize,
-    ) {
-        for (key, item) in table.iter() {
-            let full = if prefix.is_empty() {
-                key.to_string()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            match item {
-                toml_edit::Item::Table(t) => walk(&full, t, out, line_of),
-                toml_edit::Item::ArrayOfTables(array) => {
-                    for (i, t) in array.iter().enumerate() {
-                        let element = format!("{full}[{i}]");
-                        out.push((element.clone(), t.span().map(|s| line_of(s.start))));
-                        walk(&element, t, out, line_of);
-                    }
-                }
-                _ => {
-                    let line = table
-                        .key(key)
-                        .and_then(|k| k.span())
-                        .or_else(|| item.span())
-                        .map(|s| line_of(s.start));
-                    out.push((full, line));
-                }
-            }
-        }
-    }
     let mut found = Vec::new();
-    walk("", doc.as_table(), &mut found, &line_of);
-    for (key, line) in found {
+    key_offsets("", doc.get_ref(), &mut found);
+    for (key, offset) in found {
+        let line = text[..offset.min(text.len())].matches('\n').count() + 1;
         origins.insert(
             key,
             Origin::File {
                 path: path.into(),
-                line,
+                line: Some(line),
             },
         );
+    }
+}
+
+/// Each key under `prefix` with the byte offset where it is written.
+fn key_offsets(prefix: &str, table: &DeTable<'_>, out: &mut Vec<(String, usize)>) {
+    for (key, value) in table {
+        let full = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        out.push((full.clone(), key.span().start));
+        match value.get_ref() {
+            DeValue::Table(t) => key_offsets(&full, t, out),
+            DeValue::Array(items)
+                if !items.is_empty() && items.iter().all(|i| i.get_ref().is_table()) =>
+            {
+                for (i, item) in items.iter().enumerate() {
+                    let element = format!("{full}[{i}]");
+                    out.push((element.clone(), item.span().start));
+                    if let DeValue::Table(t) = item.get_ref() {
+                        key_offsets(&element, t, out);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

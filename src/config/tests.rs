@@ -105,6 +105,14 @@ fn semantic_errors_name_key_and_line() {
         err.contains("thresholds[0]") && err.contains(":1)") && err.contains("out of order"),
         "{err}"
     );
+
+    // Keys inside inline tables have their line too.
+    let f = file("[modbus]\nserial_ports = [\n  { path = \"/dev/ttyS0\", data_bits = 9 },\n]\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("modbus.serial_ports[0].data_bits") && err.contains(":3)"),
+        "{err}"
+    );
 }
 
 #[test]
