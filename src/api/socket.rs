@@ -42,7 +42,7 @@ pub fn register(io: &SocketIo, state: ApiState) {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         Arc::new((
-            DecodingKey::from_secret(state.config.auth.jwt_secret.as_bytes()),
+            DecodingKey::from_secret(state.config.auth.jwt_secret.expose().as_bytes()),
             validation,
         ))
     });

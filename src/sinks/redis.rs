@@ -33,7 +33,7 @@ impl RedisSink {
             settings = settings.set_username(&c.username);
         }
         if !c.password.is_empty() {
-            settings = settings.set_password(&c.password);
+            settings = settings.set_password(c.password.expose());
         }
         let info = ConnectionAddr::Tcp(c.host.clone(), c.port)
             .into_connection_info()?

@@ -68,7 +68,7 @@ pub async fn run(
     let max_packet = max_payload.saturating_mul(4).max(64 * 1024);
     opts.set_max_packet_size(max_packet, max_packet);
     if !config.username.is_empty() {
-        opts.set_credentials(config.username.clone(), config.password.clone());
+        opts.set_credentials(config.username.clone(), config.password.expose());
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let filters: Vec<SubscribeFilter> = config

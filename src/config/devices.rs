@@ -1,0 +1,86 @@
+//! Devices as the pipeline sees them: offline detection, threshold rules, simulated devices.
+
+use serde::Deserialize;
+
+use super::{Check, ConfigError};
+use crate::alarms::{Operator, ThresholdRule, check_rule};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Silence after which a device is marked offline and a connectivity alert raised.
+    pub offline_after_ms: u64,
+    pub check_interval_ms: u64,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            offline_after_ms: 60_000,
+            check_interval_ms: 1_000,
+        }
+    }
+}
+
+impl DevicesConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        check.positive("devices.check_interval_ms", self.check_interval_ms)?;
+        if self.offline_after_ms < self.check_interval_ms {
+            return Err(check.fail(
+                "devices.offline_after_ms",
+                "must be at least devices.check_interval_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `[[thresholds]]` a file that lists none gets.
+pub(super) fn default_thresholds() -> Vec<ThresholdRule> {
+    let rule = |sensor_type: &str, warning: f64, critical: f64, unit: &str| ThresholdRule {
+        sensor_type: sensor_type.into(),
+        operator: Operator::Gt,
+        warning: Some(warning),
+        critical: Some(critical),
+        unit: unit.into(),
+    };
+    vec![
+        rule("temperature", 35.0, 45.0, "°C"),
+        rule("humidity", 70.0, 85.0, "%"),
+        rule("pressure", 1050.0, 1080.0, "hPa"),
+        rule("vibration", 7.0, 11.0, "mm/s"),
+    ]
+}
+
+pub(super) fn validate_thresholds(
+    rules: &[ThresholdRule],
+    check: &Check,
+) -> Result<(), ConfigError> {
+    for (i, rule) in rules.iter().enumerate() {
+        check_rule(rule).map_err(|m| check.fail(&format!("thresholds[{i}]"), m))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorConfig {
+    /// Simulated devices; `--simulate N` overrides.
+    pub devices: usize,
+    pub interval_ms: u64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            devices: 0,
+            interval_ms: 1_000,
+        }
+    }
+}
+
+impl SimulatorConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        check.positive("simulator.interval_ms", self.interval_ms)
+    }
+}

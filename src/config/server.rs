@@ -1,0 +1,172 @@
+//! The API side: HTTP/Socket.IO server, JWT auth, rate limits, logging and metrics.
+
+use serde::Deserialize;
+
+use super::{Check, ConfigError, Secret};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Browser origins allowed by CORS and on the WebSocket handshake; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 3003,
+            cors_origins: vec!["http://localhost:5173".into()],
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        for origin in &self.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(check.fail(
+                    "server.cors_origins",
+                    format!("`{origin}` is not `*` or an http(s):// origin"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    pub path: String,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub max_clients: usize,
+    /// Largest websocket message or polling body a client may send; bigger closes that client.
+    pub max_payload_bytes: u64,
+    /// Packets queued per client before emits to it fail; small keeps idle clients cheap.
+    pub client_buffer_packets: usize,
+    pub system_status_interval_ms: u64,
+    pub history_default_limit: usize,
+    pub history_max_limit: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            path: "/socket.io".into(),
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_clients: 10_000,
+            max_payload_bytes: 65_536,
+            client_buffer_packets: 1024,
+            system_status_interval_ms: 5_000,
+            history_default_limit: 1_000,
+            history_max_limit: 10_000,
+        }
+    }
+}
+
+impl SocketIoConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') || self.path.len() < 2 {
+            return Err(check.fail("socketio.path", "must start with `/` and name a path"));
+        }
+        check.positive("socketio.ping_interval_ms", self.ping_interval_ms)?;
+        check.positive("socketio.ping_timeout_ms", self.ping_timeout_ms)?;
+        check.positive("socketio.max_clients", self.max_clients as u64)?;
+        check.positive(
+            "socketio.client_buffer_packets",
+            self.client_buffer_packets as u64,
+        )?;
+        check.positive(
+            "socketio.system_status_interval_ms",
+            self.system_status_interval_ms,
+        )?;
+        if self.max_payload_bytes < 1024 {
+            return Err(check.fail("socketio.max_payload_bytes", "must be at least 1024"));
+        }
+        check.positive("socketio.history_max_limit", self.history_max_limit as u64)?;
+        if self.history_default_limit == 0 || self.history_default_limit > self.history_max_limit {
+            return Err(check.fail(
+                "socketio.history_default_limit",
+                format!(
+                    "must be between 1 and history_max_limit ({})",
+                    self.history_max_limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret; empty disables authentication.
+    pub jwt_secret: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub window_ms: u64,
+    /// Handshakes per client IP, and events per socket, allowed in one window.
+    pub max_requests: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            window_ms: 900_000,
+            max_requests: 100,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        check.positive("rate_limit.window_ms", self.window_ms)?;
+        check.positive("rate_limit.max_requests", u64::from(self.max_requests))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        match tracing_subscriber::EnvFilter::try_new(&self.level) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(check.fail(
+                "log.level",
+                format!("`{}` is not a log filter: {e}", self.level),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
+}

@@ -1,0 +1,98 @@
+//! A client of the site's own MQTT broker.
+
+use serde::Deserialize;
+
+use super::{Check, ConfigError, Secret, is_host_port};
+
+/// One subscription on the site broker. After `strip_prefix` is removed, the topic must follow
+/// the gateway's topic contract (`sensors/{deviceId}/{sensorType}`, `devices/{deviceId}/status`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteSubscription {
+    pub filter: String,
+    /// 0 or 1.
+    pub qos: u8,
+    pub strip_prefix: String,
+}
+
+impl Default for SiteSubscription {
+    fn default() -> Self {
+        SiteSubscription {
+            filter: String::new(),
+            qos: 1,
+            strip_prefix: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteMqttConfig {
+    /// `host:port` of the site broker; empty disables the client.
+    pub endpoint: String,
+    /// Empty = `edge-gateway-<gatewayId>`.
+    pub client_id: String,
+    pub username: String,
+    pub password: Secret,
+    pub keep_alive_secs: u64,
+    /// Reconnect backoff, doubling up to the cap; subscriptions are renewed on every connect.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub subscriptions: Vec<SiteSubscription>,
+}
+
+impl Default for SiteMqttConfig {
+    fn default() -> Self {
+        let subscription = |filter: &str| SiteSubscription {
+            filter: filter.into(),
+            ..SiteSubscription::default()
+        };
+        SiteMqttConfig {
+            endpoint: String::new(),
+            client_id: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            keep_alive_secs: 30,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            subscriptions: vec![
+                subscription("sensors/+/+"),
+                subscription("devices/+/status"),
+            ],
+        }
+    }
+}
+
+impl SiteMqttConfig {
+    pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
+        if self.endpoint.is_empty() {
+            return Ok(());
+        }
+        if !is_host_port(&self.endpoint) {
+            return Err(check.fail(
+                "site_mqtt.endpoint",
+                format!("`{}` is not host:port", self.endpoint),
+            ));
+        }
+        check.positive("site_mqtt.keep_alive_secs", self.keep_alive_secs)?;
+        check.backoff("site_mqtt", self.backoff_initial_ms, self.backoff_max_ms)?;
+        if self.subscriptions.is_empty() {
+            return Err(check.fail("site_mqtt.subscriptions", "must not be empty"));
+        }
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            if sub.filter.is_empty() {
+                return Err(check.fail(
+                    &format!("site_mqtt.subscriptions[{i}].filter"),
+                    "must not be empty",
+                ));
+            }
+            if sub.qos > 1 {
+                return Err(check.fail(
+                    &format!("site_mqtt.subscriptions[{i}].qos"),
+                    "must be 0 or 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
