@@ -6,6 +6,7 @@
 
 pub mod alarms;
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod firmware_profile;
 pub mod health;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -92,34 +93,10 @@ pub fn register(io: &SocketIo, state: ApiState) {
 fn query_token(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let v = kv.strip_prefix("token=")?;
-        Some(percent_decode(v))
+        // A query string is form-encoded: `+` is a space (`%2B` a plus).
+        let v = v.replace('+', " ");
+        Some(percent_decode_str(&v).decode_utf8_lossy().into_owned())
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Per-socket event budget (RATE_LIMIT_* per socket).
@@ -168,6 +145,14 @@ fn connected(s: SocketRef, state: ApiState) {
         max: state.config.rate_limit.max_requests,
     };
 
+    on_room_events(&s, &limit);
+    on_ping(&s, limit.clone());
+    on_history(&s, limit, state.clone());
+    on_disconnect(&s, state);
+}
+
+/// `subscribe:device` / `unsubscribe:device` with a device id, and the fixed rooms.
+fn on_room_events(s: &SocketRef, limit: &EventLimit) {
     let room_event = |prefix: &'static str, join: bool, limit: EventLimit| {
         move |s: SocketRef, TryData(id): TryData<Value>, ack: AckSender| {
             let limit = limit.clone();
@@ -218,10 +203,11 @@ fn connected(s: SocketRef, state: ApiState) {
         fixed_room("system-status", limit.clone()),
     );
     s.on("subscribe-alerts", fixed_room("alerts", limit.clone()));
+}
 
-    let ping_limit = limit.clone();
+fn on_ping(s: &SocketRef, limit: EventLimit) {
     s.on("ping", move |s: SocketRef, ack: AckSender| {
-        let limit = ping_limit.clone();
+        let limit = limit.clone();
         async move {
             if !limit.allow() {
                 return rate_limited(ack);
@@ -229,14 +215,14 @@ fn connected(s: SocketRef, state: ApiState) {
             let _ = s.emit("pong", &NO_ARGS);
         }
     });
+}
 
-    let history_limit = limit.clone();
-    let history_state = state.clone();
+fn on_history(s: &SocketRef, limit: EventLimit, state: ApiState) {
     s.on(
         "get:history",
         move |TryData(params): TryData<Value>, ack: AckSender| {
-            let state = history_state.clone();
-            let limit = history_limit.clone();
+            let state = state.clone();
+            let limit = limit.clone();
             async move {
                 if !limit.allow() {
                     return rate_limited(ack);
@@ -246,7 +232,9 @@ fn connected(s: SocketRef, state: ApiState) {
             }
         },
     );
+}
 
+fn on_disconnect(s: &SocketRef, state: ApiState) {
     s.on_disconnect(move |s: SocketRef| {
         let clients = state.health.socket_clients.fetch_sub(1, Ordering::SeqCst) - 1;
         metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
@@ -451,6 +439,15 @@ mod tests {
             query_token(Some("EIO=3&transport=polling&token=a.b%2Dc")),
             Some("a.b-c".into())
         );
+        assert_eq!(
+            query_token(Some("token=a+b%2Bc%zz%4")),
+            Some("a b+c%zz%4".into())
+        );
+        assert_eq!(
+            query_token(Some("token=%C3%A9%FF")),
+            Some("é\u{FFFD}".into())
+        );
+        assert_eq!(query_token(Some("token")), None);
         assert_eq!(query_token(Some("EIO=3")), None);
         assert_eq!(query_token(None), None);
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::{DeliveryConfig, KindNames};
 use crate::health::SinkHealth;
 use crate::hub::{Hub, HubEvent};
@@ -82,7 +83,7 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
         }
     };
     ctx.health.cursor.store(cursor, Ordering::Relaxed);
-    let mut backoff = Backoff::new(&delivery);
+    let mut backoff = delivery_backoff(&delivery);
     let mut connected = false;
     let mut rate = RateWindow::new();
     let mut pacer = Pacer::new(delivery.max_records_per_sec);
@@ -99,27 +100,15 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             figures_at = Instant::now();
         }
         if !connected {
-            match with_timeout("connect", timeout, upstream.connect()).await {
-                Ok(()) => {
-                    connected = true;
-                    backoff.reset();
-                    if ctx.health.set_connected() {
-                        tracing::info!(sink = name, "upstream connected");
-                        announce(
-                            &ctx,
-                            Level::Warning,
-                            format!("{} recovered: forwarding resumes", ctx.health.service()),
-                        );
-                    }
-                }
-                Err(e) => {
-                    fail(&ctx, &e);
-                    update_lag(&ctx, cursor);
-                    let wait = backoff.next();
-                    wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
-                    continue;
-                }
+            if let Err(e) = connect(&mut upstream, timeout, &ctx).await {
+                fail(&ctx, &e);
+                update_lag(&ctx, cursor);
+                let wait = backoff.next_delay();
+                wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
+                continue;
             }
+            connected = true;
+            backoff.reset();
         }
 
         let batch = match read(&ctx.store, cursor, delivery.batch_max_records).await {
@@ -137,41 +126,16 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             sleep_or_stop(Duration::from_millis(delivery.linger_ms), &ctx.stop).await;
             continue;
         }
-
-        let dropped = gaps(cursor, &batch);
-        if dropped > 0 {
-            ctx.health
-                .dropped_unsent
-                .fetch_add(dropped, Ordering::Relaxed);
-            metrics::counter!(t::SINK_DROPPED_UNSENT, "sink" => name).increment(dropped);
-            tracing::warn!(
-                sink = name,
-                dropped,
-                "the store evicted records before this sink sent them (byte budget or age)"
-            );
-        }
+        count_dropped(&ctx, gaps(cursor, &batch));
 
         let started = Instant::now();
         match with_timeout("send", timeout, upstream.send(&batch)).await {
             Ok(()) => {
                 let n = batch.len() as u64;
                 cursor = batch.last().map_or(cursor, |r| r.seq + 1);
-                metrics::counter!(t::SINK_SENT, "sink" => name).increment(n);
-                metrics::histogram!(t::SINK_SEND_SECONDS, "sink" => name)
-                    .record(started.elapsed().as_secs_f64());
-                ctx.health.sent.fetch_add(n, Ordering::Relaxed);
-                ctx.health.cursor.store(cursor, Ordering::Relaxed);
+                count_sent(&ctx, n, cursor, started.elapsed());
                 rate.add(n);
-                let moved = ctx
-                    .writer
-                    .send(WriteRequest::Cursor {
-                        sink: sink.clone(),
-                        next_seq: cursor,
-                    })
-                    .await;
-                if moved.is_err() {
-                    // The writer is gone: the gateway is stopping. The cursor stays where the
-                    // store has it; what was sent since is sent again after the restart.
+                if !move_cursor(&ctx, &sink, cursor).await {
                     break;
                 }
                 pacer.pace(n, &ctx.stop).await;
@@ -179,12 +143,69 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             Err(e) => {
                 connected = false;
                 fail(&ctx, &e);
-                let wait = backoff.next();
+                let wait = backoff.next_delay();
                 wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
             }
         }
     }
     tracing::debug!(sink = name, cursor, "sink stopped");
+}
+
+/// (Re)connects the upstream; announces a recovery.
+async fn connect<U: Upstream>(
+    upstream: &mut U,
+    timeout: Duration,
+    ctx: &SinkContext,
+) -> Result<(), SinkError> {
+    with_timeout("connect", timeout, upstream.connect()).await?;
+    if ctx.health.set_connected() {
+        tracing::info!(sink = ctx.health.name, "upstream connected");
+        announce(
+            ctx,
+            Level::Warning,
+            format!("{} recovered: forwarding resumes", ctx.health.service()),
+        );
+    }
+    Ok(())
+}
+
+fn count_dropped(ctx: &SinkContext, dropped: u64) {
+    if dropped == 0 {
+        return;
+    }
+    let name = ctx.health.name;
+    ctx.health
+        .dropped_unsent
+        .fetch_add(dropped, Ordering::Relaxed);
+    metrics::counter!(t::SINK_DROPPED_UNSENT, "sink" => name).increment(dropped);
+    tracing::warn!(
+        sink = name,
+        dropped,
+        "the store evicted records before this sink sent them (byte budget or age)"
+    );
+}
+
+/// Figures for a batch of `n` the upstream acknowledged, after which `cursor` is next.
+fn count_sent(ctx: &SinkContext, n: u64, cursor: u64, took: Duration) {
+    let name = ctx.health.name;
+    metrics::counter!(t::SINK_SENT, "sink" => name).increment(n);
+    metrics::histogram!(t::SINK_SEND_SECONDS, "sink" => name).record(took.as_secs_f64());
+    ctx.health.sent.fetch_add(n, Ordering::Relaxed);
+    ctx.health.cursor.store(cursor, Ordering::Relaxed);
+}
+
+/// Hands the new cursor to the store writer for its next commit; `false` when the writer is
+/// gone (the gateway is stopping). The cursor then stays where the store has it; what was sent
+/// since is sent again after the restart.
+async fn move_cursor(ctx: &SinkContext, sink: &Arc<str>, cursor: u64) -> bool {
+    let moved = ctx
+        .writer
+        .send(WriteRequest::Cursor {
+            sink: sink.clone(),
+            next_seq: cursor,
+        })
+        .await;
+    moved.is_ok()
 }
 
 /// A new sink starts at the oldest stored record: everything the gateway holds goes upstream.
@@ -332,39 +353,14 @@ async fn wait_for_retry(endpoints: &[String], wait: Duration, stop: &Cancellatio
     }
 }
 
-/// Exponential backoff with full jitter between the initial value and the doubled step.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    fn new(d: &DeliveryConfig) -> Backoff {
-        let initial = Duration::from_millis(d.backoff_initial_ms);
-        Backoff {
-            initial,
-            max: Duration::from_millis(d.backoff_max_ms),
-            next: initial,
-            seed: now_ms() as u64 | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    fn next(&mut self) -> Duration {
-        // xorshift: jitter only needs to spread gateways apart, not be unpredictable.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = step / 2;
-        half + Duration::from_millis(self.seed % (half.as_millis() as u64 + 1))
-    }
+/// The delivery loop's backoff: doubling from `backoff_initial_ms` up to `backoff_max_ms`, each
+/// wait drawn between half the step and the step.
+fn delivery_backoff(d: &DeliveryConfig) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(d.backoff_initial_ms),
+        Duration::from_millis(d.backoff_max_ms),
+    )
+    .with_jitter()
 }
 
 /// Records sent over the last few seconds, for `sentPerSecond`.
@@ -522,12 +518,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(&DeliveryConfig {
+        let mut b = delivery_backoff(&DeliveryConfig {
             backoff_initial_ms: 100,
             backoff_max_ms: 1000,
             ..DeliveryConfig::default()
         });
-        let steps: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        let steps: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
         for (i, d) in steps.iter().enumerate() {
             let step = (100u64 << i).min(1000);
             assert!(
@@ -536,6 +532,6 @@ mod tests {
             );
         }
         b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
 use super::serial_port::open_port;
+use crate::backoff::Backoff;
 use crate::config::SerialSensorConfig;
 use crate::ids::valid_id;
 use crate::ingest::Ingest;
@@ -117,87 +119,130 @@ pub async fn run(config: SerialSensorConfig, tx: mpsc::Sender<Ingest>, stop: Can
         }
     };
     let reconnect = Duration::from_millis(config.reconnect_ms);
+    let mut retry = Backoff::constant(reconnect);
     let mut was_open = true;
     loop {
-        let mut stream = match open_port(&config.port()) {
-            Ok(s) => {
+        match open_port(&config.port()) {
+            Ok(stream) => {
                 tracing::info!(port = %config.path, "serial sensor port open");
                 was_open = true;
-                s
+                if read_lines(stream, &config, &parser, &tx, &stop).await == Ended::Stopped {
+                    return;
+                }
             }
             Err(e) => {
                 if was_open {
                     tracing::warn!(port = %config.path, error = %e, "cannot open serial sensor port; retrying every {} ms", reconnect.as_millis());
                     was_open = false;
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(reconnect) => continue,
-                }
-            }
-        };
-        let mut line: Vec<u8> = Vec::with_capacity(config.max_line_bytes);
-        let mut overlong = false;
-        let mut buf = [0u8; 512];
-        loop {
-            let n = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = stream.read(&mut buf) => match r {
-                    Ok(0) => {
-                        tracing::warn!(port = %config.path, "serial sensor port closed; reopening");
-                        break;
-                    }
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(port = %config.path, error = %e, "serial sensor port failed; reopening");
-                        break;
-                    }
-                },
-            };
-            for &b in &buf[..n] {
-                if b != b'\n' {
-                    if line.len() < config.max_line_bytes {
-                        line.push(b);
-                    } else {
-                        overlong = true;
-                    }
-                    continue;
-                }
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim();
-                let result = if overlong {
-                    Err("oversize")
-                } else if text.is_empty() {
-                    line.clear();
-                    continue;
-                } else {
-                    parser
-                        .parse(text, Instant::now())
-                        .map_err(LineError::as_str)
-                };
-                line.clear();
-                overlong = false;
-                let label = match result {
-                    Ok(msg) => {
-                        if tx.send(msg).await.is_err() {
-                            return;
-                        }
-                        "ok"
-                    }
-                    Err(reason) => {
-                        tracing::debug!(port = %config.path, reason, "serial sensor line rejected");
-                        reason
-                    }
-                };
-                metrics::counter!(t::SERIAL_LINES, "port" => config.path.clone(), "result" => label)
-                    .increment(1);
             }
         }
-        drop(stream);
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(reconnect) => {}
+            _ = tokio::time::sleep(retry.next_delay()) => {}
         }
+    }
+}
+
+/// Why [`read_lines`] returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// `stop`, or the pipeline is gone.
+    Stopped,
+    /// The port closed or failed: reopen it.
+    PortFailed,
+}
+
+/// Reads lines from the open port and hands their readings to the pipeline.
+async fn read_lines(
+    mut stream: SerialStream,
+    config: &SerialSensorConfig,
+    parser: &LineParser,
+    tx: &mpsc::Sender<Ingest>,
+    stop: &CancellationToken,
+) -> Ended {
+    let mut line = LineBuffer::new(config.max_line_bytes);
+    let mut buf = [0u8; 512];
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return Ended::Stopped,
+            r = stream.read(&mut buf) => match r {
+                Ok(0) => {
+                    tracing::warn!(port = %config.path, "serial sensor port closed; reopening");
+                    return Ended::PortFailed;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(port = %config.path, error = %e, "serial sensor port failed; reopening");
+                    return Ended::PortFailed;
+                }
+            },
+        };
+        for &b in &buf[..n] {
+            let Some(result) = line.push(b, parser) else {
+                continue;
+            };
+            let label = match result {
+                Ok(msg) => {
+                    if tx.send(msg).await.is_err() {
+                        return Ended::Stopped;
+                    }
+                    "ok"
+                }
+                Err(reason) => {
+                    tracing::debug!(port = %config.path, reason, "serial sensor line rejected");
+                    reason
+                }
+            };
+            metrics::counter!(t::SERIAL_LINES, "port" => config.path.clone(), "result" => label)
+                .increment(1);
+        }
+    }
+}
+
+/// Collects bytes up to `\n`, keeping at most `max` of a line.
+struct LineBuffer {
+    line: Vec<u8>,
+    overlong: bool,
+    max: usize,
+}
+
+impl LineBuffer {
+    fn new(max: usize) -> LineBuffer {
+        LineBuffer {
+            line: Vec::with_capacity(max),
+            overlong: false,
+            max,
+        }
+    }
+
+    /// Takes one byte; at the end of a non-blank line, its reading or the `result` label of
+    /// its rejection.
+    fn push(&mut self, b: u8, parser: &LineParser) -> Option<Result<Ingest, &'static str>> {
+        if b != b'\n' {
+            if self.line.len() < self.max {
+                self.line.push(b);
+            } else {
+                self.overlong = true;
+            }
+            return None;
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim();
+        let result = if self.overlong {
+            Some(Err("oversize"))
+        } else if text.is_empty() {
+            None
+        } else {
+            Some(
+                parser
+                    .parse(text, Instant::now())
+                    .map_err(LineError::as_str),
+            )
+        };
+        self.line.clear();
+        self.overlong = false;
+        result
     }
 }
 
@@ -292,5 +337,22 @@ mod tests {
             fields(p.parse("m-1 flow=3.5", Instant::now())),
             Ok(("m-1".into(), "flow".into(), 3.5, None))
         );
+    }
+
+    #[test]
+    fn line_buffer_cuts_lines_and_flags_overlong_ones() {
+        let p = parser("", "", "", "");
+        let mut buffer = LineBuffer::new(8);
+        let lines: Vec<Result<String, &str>> = b"a,t,1\r\n\n  \nlonglonglong,t,1\nb,t,2\n"
+            .iter()
+            .filter_map(|&b| buffer.push(b, &p))
+            .map(|r| {
+                r.map(|m| match m {
+                    Ingest::Reading { device_id, .. } => device_id,
+                    Ingest::Status { .. } => unreachable!(),
+                })
+            })
+            .collect();
+        assert_eq!(lines, vec![Ok("a".into()), Err("oversize"), Ok("b".into())]);
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::topic::{LogThrottle, Reject, parse};
+use crate::backoff::Backoff;
 use crate::config::{SiteMqttConfig, SiteSubscription};
 use crate::ingest::Ingest;
 use crate::telemetry as t;
@@ -48,14 +49,76 @@ pub async fn run(
     tx: mpsc::Sender<Ingest>,
     stop: CancellationToken,
 ) {
-    let Some((host, port)) = config
-        .endpoint
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-    else {
+    let Some(opts) = options(&config, &gateway_id, max_payload) else {
         tracing::error!(endpoint = %config.endpoint, "site_mqtt.endpoint is not host:port; client off");
         return;
     };
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let filters = subscribe_filters(&config.subscriptions);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(config.backoff_initial_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    );
+    let mut connected = false;
+    let mut throttle = LogThrottle::default();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(endpoint = %config.endpoint, "connected to the site MQTT broker");
+                connected = true;
+                backoff.reset();
+                metrics::gauge!(t::SITE_MQTT_CONNECTED).set(1.0);
+                // Clean session: the broker forgot our subscriptions; renew them. try_ because
+                // the request queue is drained by this very loop.
+                if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                    tracing::error!(error = %e, "cannot queue site MQTT subscriptions");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => warn_refused(&ack),
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let forwarded = forward(
+                    &publish,
+                    &config.subscriptions,
+                    max_payload,
+                    &tx,
+                    &mut throttle,
+                );
+                if forwarded.await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let wait = backoff.next_delay();
+                if connected {
+                    tracing::warn!(endpoint = %config.endpoint, error = %e, "site MQTT connection lost; reconnecting");
+                } else {
+                    tracing::debug!(endpoint = %config.endpoint, error = %e, retry_in_ms = wait.as_millis() as u64, "site MQTT connect failed");
+                }
+                connected = false;
+                metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
+    tracing::debug!("site MQTT client stopped");
+}
+
+/// The client options, or `None` when the endpoint is not `host:port`.
+fn options(config: &SiteMqttConfig, gateway_id: &str, max_payload: usize) -> Option<MqttOptions> {
+    let (host, port) = config
+        .endpoint
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))?;
     let client_id = if config.client_id.is_empty() {
         format!("edge-gateway-{gateway_id}")
     } else {
@@ -70,9 +133,11 @@ pub async fn run(
     if !config.username.is_empty() {
         opts.set_credentials(config.username.clone(), config.password.expose());
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let filters: Vec<SubscribeFilter> = config
-        .subscriptions
+    Some(opts)
+}
+
+fn subscribe_filters(subscriptions: &[SiteSubscription]) -> Vec<SubscribeFilter> {
+    subscriptions
         .iter()
         .map(|s| {
             let qos = if s.qos == 0 {
@@ -82,79 +147,41 @@ pub async fn run(
             };
             SubscribeFilter::new(s.filter.clone(), qos)
         })
-        .collect();
-    let initial = Duration::from_millis(config.backoff_initial_ms);
-    let max = Duration::from_millis(config.backoff_max_ms);
-    let mut backoff = initial;
-    let mut connected = false;
-    let mut throttle = LogThrottle::default();
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => break,
-            e = eventloop.poll() => e,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(endpoint = %config.endpoint, "connected to the site MQTT broker");
-                connected = true;
-                backoff = initial;
-                metrics::gauge!(t::SITE_MQTT_CONNECTED).set(1.0);
-                // Clean session: the broker forgot our subscriptions; renew them. try_ because
-                // the request queue is drained by this very loop.
-                if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                    tracing::error!(error = %e, "cannot queue site MQTT subscriptions");
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
-                if refused > 0 {
-                    tracing::warn!(refused, "the site MQTT broker refused subscriptions");
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let received = Instant::now();
-                let result = map_topic(&config.subscriptions, &publish.topic)
-                    .ok_or(Reject::BadTopic)
-                    .and_then(|topic| {
-                        parse(topic.as_bytes(), &publish.payload, max_payload, received)
-                    });
-                match result {
-                    Ok(msg) => {
-                        if tx.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(reason) => {
-                        metrics::counter!(t::READINGS_REJECTED, "reason" => reason.as_str())
-                            .increment(1);
-                        throttle.warn(reason, publish.topic.as_bytes());
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if connected {
-                    tracing::warn!(endpoint = %config.endpoint, error = %e, "site MQTT connection lost; reconnecting");
-                } else {
-                    tracing::debug!(endpoint = %config.endpoint, error = %e, retry_in_ms = backoff.as_millis() as u64, "site MQTT connect failed");
-                }
-                connected = false;
-                metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(max);
-            }
+        .collect()
+}
+
+fn warn_refused(ack: &rumqttc::SubAck) {
+    let refused = ack
+        .return_codes
+        .iter()
+        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+        .count();
+    if refused > 0 {
+        tracing::warn!(refused, "the site MQTT broker refused subscriptions");
+    }
+}
+
+/// Hands one publish to the pipeline through the topic contract, or counts its rejection.
+/// `Err` when the pipeline is gone.
+async fn forward(
+    publish: &rumqttc::Publish,
+    subscriptions: &[SiteSubscription],
+    max_payload: usize,
+    tx: &mpsc::Sender<Ingest>,
+    throttle: &mut LogThrottle,
+) -> Result<(), mpsc::error::SendError<Ingest>> {
+    let received = Instant::now();
+    let result = map_topic(subscriptions, &publish.topic)
+        .ok_or(Reject::BadTopic)
+        .and_then(|topic| parse(topic.as_bytes(), &publish.payload, max_payload, received));
+    match result {
+        Ok(msg) => tx.send(msg).await?,
+        Err(reason) => {
+            metrics::counter!(t::READINGS_REJECTED, "reason" => reason.as_str()).increment(1);
+            throttle.warn(reason, publish.topic.as_bytes());
         }
     }
-    let _ = client.try_disconnect();
-    metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
-    tracing::debug!("site MQTT client stopped");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use tokio_modbus::slave::Slave;
 use tokio_serial::{SerialPort, SerialStream};
 
 use super::{Link, PollError};
+use crate::backoff::Backoff;
 use crate::config::SerialPortConfig;
 use crate::firmware_profile::ReadBlock;
 use crate::sources::serial_port::open_port;
@@ -109,9 +110,7 @@ pub struct RtuLine {
     gap: Duration,
     open: Option<Open>,
     retry_at: Instant,
-    backoff: Duration,
-    backoff_initial: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
 }
 
 impl RtuLine {
@@ -125,9 +124,7 @@ impl RtuLine {
             settings,
             open: None,
             retry_at: Instant::now(),
-            backoff: backoff_initial,
-            backoff_initial,
-            backoff_max,
+            backoff: Backoff::new(backoff_initial, backoff_max),
         }
     }
 
@@ -149,12 +146,12 @@ impl RtuLine {
                     })));
                     let ctx = tokio_modbus::client::rtu::attach(port.clone());
                     self.open = Some(Open { ctx, port });
-                    self.backoff = self.backoff_initial;
+                    self.backoff.reset();
                 }
                 Err(e) => {
-                    self.retry_at = Instant::now() + self.backoff;
-                    tracing::warn!(port = %self.settings.path, error = %e, retry_in_ms = self.backoff.as_millis() as u64, "cannot open modbus RTU port");
-                    self.backoff = (self.backoff * 2).min(self.backoff_max);
+                    let wait = self.backoff.next_delay();
+                    self.retry_at = Instant::now() + wait;
+                    tracing::warn!(port = %self.settings.path, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot open modbus RTU port");
                     return Err(PollError::Io(e.to_string()));
                 }
             }
@@ -165,7 +162,8 @@ impl RtuLine {
     fn close(&mut self, why: &io::Error) {
         if self.open.take().is_some() {
             tracing::warn!(port = %self.settings.path, error = %why, "modbus RTU port failed; reopening");
-            self.retry_at = Instant::now() + self.backoff;
+            // Wait the current delay before reopening; it grows only when reopening fails.
+            self.retry_at = Instant::now() + self.backoff.peek_delay();
         }
     }
 

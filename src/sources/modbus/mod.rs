@@ -12,7 +12,10 @@
 //! Readings and status changes go to the pipeline as [`Ingest`], like MQTT devices.
 
 pub mod bus;
+mod probe;
 pub mod tcp;
+
+pub use probe::{ProbeError, ProbeValue, probe};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 use tokio_modbus::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::{ModbusConfig, ModbusDeviceConfig, SerialPortConfig};
 use crate::ingest::Ingest;
 use crate::record::DeviceState;
@@ -339,8 +343,17 @@ struct Schedule {
     next_due: Instant,
     failures: u32,
     online: Option<bool>,
-    backoff: Duration,
+    /// The quarantine period of an offline device.
+    backoff: Backoff,
     resync: Option<usize>,
+}
+
+/// The configured backoff: reconnects, reopens and the quarantine of offline devices.
+fn backoff(config: &ModbusConfig) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.backoff_initial_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    )
 }
 
 /// Polls `devices` over `link` until `stop`; the single owner of the link.
@@ -352,8 +365,6 @@ pub async fn run_link<L: Link>(
     stop: CancellationToken,
 ) {
     let now = Instant::now();
-    let backoff_initial = Duration::from_millis(config.backoff_initial_ms);
-    let backoff_max = Duration::from_millis(config.backoff_max_ms);
     let mut schedules: Vec<Schedule> = devices
         .into_iter()
         .map(|device| Schedule {
@@ -362,7 +373,7 @@ pub async fn run_link<L: Link>(
             next_due: now,
             failures: 0,
             online: None,
-            backoff: backoff_initial,
+            backoff: backoff(&config),
             resync: None,
         })
         .collect();
@@ -390,14 +401,7 @@ pub async fn run_link<L: Link>(
                 o = poll(&mut link, &s.device, s.resync) => o,
             };
             let mut out = Vec::new();
-            apply(
-                s,
-                outcome,
-                config.offline_after_failures,
-                (backoff_initial, backoff_max),
-                &bus,
-                &mut out,
-            );
+            apply(s, outcome, config.offline_after_failures, &bus, &mut out);
             for msg in out {
                 if tx.send(msg).await.is_err() {
                     break 'outer;
@@ -416,7 +420,6 @@ fn apply(
     s: &mut Schedule,
     outcome: PollOutcome,
     offline_after: u32,
-    (backoff_initial, backoff_max): (Duration, Duration),
     bus: &str,
     out: &mut Vec<Ingest>,
 ) {
@@ -438,7 +441,7 @@ fn apply(
             }
             s.online = Some(true);
             s.failures = 0;
-            s.backoff = backoff_initial;
+            s.backoff.reset();
             let profile = &s.device.profile;
             for d in values {
                 let point = &profile.profile.points[d.point];
@@ -468,12 +471,10 @@ fn apply(
                         received,
                     });
                     s.online = Some(false);
-                    s.backoff = backoff_initial;
-                } else {
-                    s.backoff = (s.backoff * 2).min(backoff_max);
+                    s.backoff.reset();
                 }
                 // Quarantine: an offline device costs its bus one timeout per backoff period.
-                s.next_due = now + s.backoff.max(s.interval);
+                s.next_due = now + s.backoff.next_delay().max(s.interval);
             } else {
                 tracing::debug!(device = %id, bus, error = %e, failures = s.failures, "modbus poll failed");
                 s.next_due = advance(s.next_due, s.interval, now);
@@ -490,81 +491,6 @@ fn advance(due: Instant, interval: Duration, now: Instant) -> Instant {
         next += interval * (behind as u32 + 1);
     }
     next
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error(transparent)]
-    Config(#[from] ModbusSourceError),
-    #[error("device {device} did not answer: {error}")]
-    Device { device: String, error: PollError },
-}
-
-/// One decoded point for `edge-gateway probe`.
-#[derive(Debug, Clone)]
-pub struct ProbeValue {
-    pub sensor_type: String,
-    pub value: f64,
-    pub unit: String,
-    pub function_code: u8,
-    pub address: u16,
-}
-
-/// Reads `device_id` once with its profile (commissioning on site).
-pub async fn probe(config: &ModbusConfig, device_id: &str) -> Result<Vec<ProbeValue>, ProbeError> {
-    let Some(device) = devices_matching(config, device_id)? else {
-        return Err(ModbusSourceError::UnknownDevice(device_id.into()).into());
-    };
-    let backoff = Duration::from_millis(config.backoff_initial_ms);
-    let outcome = if device.config.is_rtu() {
-        let mut line =
-            bus::RtuLine::new(port_settings(config, &device.config.port), backoff, backoff);
-        poll(&mut line, &device, None).await
-    } else {
-        let mut link = tcp::TcpLink::new(
-            &device.config.endpoint,
-            Duration::from_millis(device.config.timeout_ms),
-            backoff,
-            backoff,
-        );
-        poll(&mut link, &device, None).await
-    };
-    let values = outcome.result.map_err(|error| ProbeError::Device {
-        device: device_id.into(),
-        error,
-    })?;
-    Ok(values
-        .into_iter()
-        .map(|d| {
-            let p = &device.profile.profile.points[d.point];
-            ProbeValue {
-                sensor_type: p.sensor_type.clone(),
-                value: d.value,
-                unit: p.unit.clone(),
-                function_code: p.function_code,
-                address: p.address,
-            }
-        })
-        .collect())
-}
-
-fn devices_matching(
-    config: &ModbusConfig,
-    device_id: &str,
-) -> Result<Option<Device>, ModbusSourceError> {
-    let Some(d) = config.devices.iter().find(|d| d.device_id == device_id) else {
-        return Ok(None);
-    };
-    let profile = profile::load(&config.profiles_dir, &d.profile).map_err(|source| {
-        ModbusSourceError::Profile {
-            device: d.device_id.clone(),
-            source,
-        }
-    })?;
-    Ok(Some(Device {
-        config: d.clone(),
-        profile: Arc::new(profile),
-    }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::slave::Slave;
 
 use super::{Link, PollError};
+use crate::backoff::Backoff;
 use crate::firmware_profile::ReadBlock;
 use crate::telemetry as t;
 
@@ -19,9 +20,7 @@ pub struct TcpLink {
     connect_timeout: Duration,
     ctx: Option<ModbusContext>,
     retry_at: Instant,
-    backoff: Duration,
-    backoff_initial: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
 }
 
 impl TcpLink {
@@ -37,9 +36,7 @@ impl TcpLink {
             connect_timeout,
             ctx: None,
             retry_at: Instant::now(),
-            backoff: backoff_initial,
-            backoff_initial,
-            backoff_max,
+            backoff: Backoff::new(backoff_initial, backoff_max),
         }
     }
 
@@ -65,21 +62,23 @@ impl TcpLink {
             Ok(ctx) => {
                 metrics::counter!(t::MODBUS_CONNECTS, "bus" => self.label.clone()).increment(1);
                 tracing::info!(endpoint = %self.endpoint, "modbus TCP connected");
-                self.backoff = self.backoff_initial;
+                self.backoff.reset();
                 Ok(ctx)
             }
             Err(e) => {
-                tracing::warn!(endpoint = %self.endpoint, error = %e, retry_in_ms = self.backoff.as_millis() as u64, "modbus TCP connect failed");
-                self.fail();
+                let wait = self.fail();
+                tracing::warn!(endpoint = %self.endpoint, error = %e, retry_in_ms = wait.as_millis() as u64, "modbus TCP connect failed");
                 Err(PollError::Io(e.to_string()))
             }
         }
     }
 
-    fn fail(&mut self) {
+    /// Drops the connection; the next attempt waits out the backoff, which is returned.
+    fn fail(&mut self) -> Duration {
         self.ctx = None;
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.backoff_max);
+        let wait = self.backoff.next_delay();
+        self.retry_at = Instant::now() + wait;
+        wait
     }
 }
 
