@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::common::binary::GatewayProcess;
-use crate::common::{http_get, metric, mqtt_client};
+use crate::common::{eventually, http_get, metric, mqtt_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_disconnects_log_no_error_and_logs_carry_no_colour_codes() {
@@ -43,15 +43,20 @@ async fn clean_disconnects_log_no_error_and_logs_carry_no_colour_codes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let metrics = http_get(http_addr, "/metrics").1;
-    assert!(
-        metric(
-            &metrics,
-            "edge_gateway_readings_rejected_total{reason=\"bad_topic\"}"
-        )
-        .is_some_and(|n| n >= 5.0),
-        "{metrics}"
-    );
+    // Counted when the ingest side has read them, which may be just after the PUBACK.
+    eventually(
+        "5 bad_topic rejections counted",
+        Duration::from_secs(10),
+        || {
+            let metrics = http_get(http_addr, "/metrics").1;
+            metric(
+                &metrics,
+                "edge_gateway_readings_rejected_total{reason=\"bad_topic\"}",
+            )
+            .filter(|n| *n >= 5.0)
+        },
+    )
+    .await;
     gw.peer.signal("TERM");
     let status = gw.peer.wait();
     assert!(status.success(), "{status}");
