@@ -259,3 +259,59 @@ fn the_checker_sees_violations() {
         vec!["sources", "modbus"]
     );
 }
+
+/// The paths ARCHITECTURE.md names in backticks, with `dir/{a,b}.rs` groups expanded.
+fn mapped_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for quoted in text.split('`').skip(1).step_by(2) {
+        if !quoted.starts_with("src/") || quoted == "src/" || quoted.contains(' ') {
+            continue;
+        }
+        match quoted.split_once('{') {
+            Some((dir, rest)) => {
+                let (names, ext) = rest.split_once('}').unwrap_or((rest, ""));
+                out.extend(names.split(',').map(|n| format!("{dir}{n}{ext}")));
+            }
+            None => out.push(quoted.to_string()),
+        }
+    }
+    out
+}
+
+#[test]
+fn the_code_map_of_architecture_md_matches_the_tree() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("ARCHITECTURE.md")).unwrap();
+    let mapped = mapped_paths(&text);
+    let mut problems = Vec::new();
+    for path in &mapped {
+        if !Path::new(ROOT).join(path).exists() {
+            problems.push(format!(
+                "ARCHITECTURE.md names `{path}`, which does not exist"
+            ));
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&Path::new(ROOT).join("src"), &mut files);
+    for file in files {
+        let rel = file
+            .strip_prefix(ROOT)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let covered = mapped
+            .iter()
+            .any(|m| *m == rel || (m.ends_with('/') && rel.starts_with(m.as_str())));
+        if !covered {
+            problems.push(format!("`{rel}` is not in ARCHITECTURE.md's code map"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn code_map_groups_expand() {
+    assert_eq!(
+        mapped_paths("a `src/x/{a,b}.rs` and `src/y.rs`, not `cargo test` or `tests/z.rs`"),
+        vec!["src/x/a.rs", "src/x/b.rs", "src/y.rs"]
+    );
+}
