@@ -25,13 +25,7 @@ pub trait Measure {
 
 impl Measure for GatewayProcess {
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.peer.id())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        GatewayProcess::rss_kib(self)
     }
 
     fn cpu_secs(&self) -> f64 {

@@ -52,6 +52,27 @@ impl GatewayProcess {
         }
     }
 
+    /// Resident memory now (`VmRSS`) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The most resident memory so far (`VmHWM`, the high-water mark) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.peer.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Spawns a [`gateway_command`] logging to `log` and waits until /health on `http` answers.
     pub fn spawn(cmd: &mut Command, log: &Path, http: u16) -> PeerProcess {
         let mut peer = PeerProcess::spawn(cmd, log, "cargo build");
