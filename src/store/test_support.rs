@@ -1,0 +1,39 @@
+//! Builders shared by the store's unit tests.
+
+use super::{HistoryQuery, Retention};
+use crate::record::{Level, Reading, Record};
+
+pub fn reading(dev: &str, st: &str, value: f64, ts_ms: i64) -> Record {
+    Record::Reading(Reading {
+        device_id: dev.into(),
+        sensor_type: st.into(),
+        value,
+        unit: "u".into(),
+        ts_ms,
+        status: Level::Normal,
+        location: "L".into(),
+    })
+}
+
+/// Retention that never evicts.
+pub const KEEP: Retention = Retention {
+    max_age_ms: i64::MAX,
+    byte_budget: u64::MAX,
+    max_evictions_per_commit: 10_000,
+};
+
+pub fn q(
+    dev: &str,
+    st: Option<&str>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: usize,
+) -> HistoryQuery {
+    HistoryQuery {
+        device_id: dev.into(),
+        sensor_type: st.map(Into::into),
+        from_ms: from,
+        to_ms: to,
+        limit,
+    }
+}
