@@ -137,8 +137,10 @@ impl Gateway {
             write_rx,
             hub.clone(),
             config.store.clone(),
+            store::StoreLimits::default(),
             health.clone(),
             tokio::runtime::Handle::current(),
+            sources_stop.clone(),
         )
         .map_err(GatewayError::Writer)?;
 
