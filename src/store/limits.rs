@@ -26,6 +26,11 @@ pub struct StoreLimits {
     /// evicts to make room: a disk filled for a moment by something else should not cost
     /// buffered telemetry. Ingest is held back (nothing acknowledged) while commits fail.
     pub disk_full_grace_ms: u64,
+    /// Size of the reserve file (`edge-gateway.reserve`) kept next to the store, at most
+    /// `min_free_percent` of the file system: redb needs free pages even to delete (copy on
+    /// write), so on a disk already full the writer deletes the reserve, then evicts into
+    /// the room it made. Recreated once free space is back above watermark + reserve.
+    pub reserve_bytes: u64,
     /// Once shutdown began, how long a failing store is retried before unacknowledged
     /// records are given up; later batches get one attempt each, so stop ends in time.
     pub shutdown_retry_ms: u64,
@@ -38,6 +43,7 @@ impl Default for StoreLimits {
             min_free_bytes: 64 * 1024 * 1024,
             min_free_percent: 5,
             disk_full_grace_ms: 3_000,
+            reserve_bytes: 8 * 1024 * 1024,
             shutdown_retry_ms: 5_000,
         }
     }
@@ -55,12 +61,66 @@ impl StoreLimits {
     }
 }
 
+/// File name of the reserve inside the data directory.
+pub const RESERVE_FILE: &str = "edge-gateway.reserve";
+
+/// Free and total bytes of `dir`'s file system (free as an unprivileged user sees it).
+fn space(dir: &Path) -> Option<(u64, u64)> {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => Some((
+            s.f_bavail.saturating_mul(s.f_frsize),
+            s.f_blocks.saturating_mul(s.f_frsize),
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, dir = %dir.display(), "cannot read free space");
+            None
+        }
+    }
+}
+
+/// Creates the reserve file if it is missing and the disk has room for it above the
+/// watermark; deletes it on a full disk. Written with real bytes so it holds blocks.
+pub(super) fn keep_reserve(dir: &Path, limits: &StoreLimits) {
+    use std::io::Write;
+    let path = dir.join(RESERVE_FILE);
+    if path.exists() {
+        return;
+    }
+    let Some((free, total)) = space(dir) else {
+        return;
+    };
+    let size = limits.reserve_bytes.min(limits.watermark(total));
+    if size == 0 || free < size + limits.watermark(total) {
+        return;
+    }
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "cannot write the store's disk reserve");
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Deletes the reserve file; true when there was one.
+pub(super) fn release_reserve(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join(RESERVE_FILE)).is_ok()
+}
+
 /// Tracks disk pressure on the store's file system: since when free space has been under the
 /// watermark, or commits failed for lack of space.
 #[derive(Debug, Default)]
 pub(super) struct DiskPressure {
     since: Option<Instant>,
-    /// A commit failed with "no space left"; cleared by the next successful commit.
+    /// A commit failed with "no space left"; cleared by the next successful commit only (the
+    /// errors in between, on a reopened handle, no longer say why).
     full: bool,
 }
 
@@ -88,17 +148,7 @@ impl DiskPressure {
 /// True when `dir`'s file system has less free space (for unprivileged users) than the
 /// watermark. An unreadable file system counts as fine: the commit's own error will say.
 fn under_watermark(dir: &Path, limits: &StoreLimits) -> bool {
-    match rustix::fs::statvfs(dir) {
-        Ok(s) => {
-            let free = s.f_bavail.saturating_mul(s.f_frsize);
-            let total = s.f_blocks.saturating_mul(s.f_frsize);
-            free < limits.watermark(total)
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, dir = %dir.display(), "cannot read free space");
-            false
-        }
-    }
+    space(dir).is_some_and(|(free, total)| free < limits.watermark(total))
 }
 
 #[cfg(test)]

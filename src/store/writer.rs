@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::limits::DiskPressure;
+use super::limits::{self, DiskPressure};
 use super::{CommitOutcome, Retention, StoreError, StoreLimits, StoreWriter};
 use crate::config::StoreConfig;
 use crate::health::Health;
@@ -256,7 +256,9 @@ impl Committer {
                     return;
                 }
                 Err(err) => {
-                    self.pressure.set_full(err.is_disk_full());
+                    if err.is_disk_full() {
+                        self.pressure.set_full(true);
+                    }
                     on_failed(
                         &self.writer,
                         &err,
@@ -287,16 +289,24 @@ impl Committer {
             .parent()
             .unwrap_or(Path::new("."));
         let make_room = self.pressure.must_make_room(dir, &self.limits);
+        if !make_room {
+            limits::keep_reserve(dir, &self.limits);
+        }
         if make_room != self.making_room {
             self.making_room = make_room;
             self.announce_pressure(make_room);
         }
         if make_room {
             if self.pressure.is_full() {
-                // redb reuses freed pages only after the commit that freed them: shrink
-                // first, in its own commit, then the records fit into the freed pages.
+                // redb copies on write, so even deleting needs free pages: give up the
+                // reserve, shrink in a commit of its own, and the records then fit into
+                // the pages it freed.
+                if limits::release_reserve(dir) {
+                    tracing::warn!("disk full: released the store's disk reserve to make room");
+                }
                 let now = self.writer.logical_bytes();
-                self.evict_down_to(now - now / 16);
+                let step = (self.limits.reserve_bytes / 4).clamp(64 * 1024, now / 16 + 1);
+                self.evict_down_to(now.saturating_sub(step));
             }
             // New data replaces old: the store stops growing.
             retention.byte_budget = retention.byte_budget.min(self.writer.logical_bytes());
@@ -340,7 +350,9 @@ impl Committer {
                 }
                 Err(err) => {
                     tracing::debug!(error = %err, "eviction-only commit failed");
-                    self.pressure.set_full(err.is_disk_full());
+                    if err.is_disk_full() {
+                        self.pressure.set_full(true);
+                    }
                     if err.needs_reopen()
                         && let Err(e) = self.writer.store().reopen()
                     {

@@ -21,14 +21,19 @@ async fn an_offline_sweep_never_takes_the_store_over_its_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config();
     config.store.byte_budget_bytes = BUDGET;
-    config.devices.offline_after_ms = 4_000;
-    config.devices.check_interval_ms = 250;
+    config.devices.offline_after_ms = 1_000;
+    config.devices.check_interval_ms = 6_000;
     let mqtt = config.mqtt.listen;
     let gw = start(config, dir.path()).await;
     let (client, _acks) = mqtt_client(mqtt, "burst").await;
     for i in 0..DEVICES {
         client
-            .publish(format!("sensors/burst-{i}/temperature"), QoS::AtMostOnce, false, "21")
+            .publish(
+                format!("sensors/burst-{i}/temperature"),
+                QoS::AtMostOnce,
+                false,
+                "21",
+            )
             .await
             .unwrap();
     }
@@ -48,15 +53,24 @@ async fn an_offline_sweep_never_takes_the_store_over_its_budget() {
         if store.next_seq().unwrap() > everything {
             break;
         }
-        assert!(Instant::now() < deadline, "the sweep was not committed in time");
+        assert!(
+            Instant::now() < deadline,
+            "the sweep was not committed in time"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stats = store.stats().unwrap();
     assert!(stats.logical_bytes <= BUDGET, "{stats:?}");
-    assert!(max_bytes > BUDGET / 2, "the test never filled the budget: {max_bytes}");
+    assert!(
+        max_bytes > BUDGET / 2,
+        "the test never filled the budget: {max_bytes}"
+    );
     // The newest records are the end of the sweep, kept over everything older.
     let newest = store.read_raw(stats.next_seq - 1, 1).unwrap();
-    assert_eq!(newest[0].seq, everything, "every record of the burst committed");
+    assert_eq!(
+        newest[0].seq, everything,
+        "every record of the burst committed"
+    );
     gw.stop().await.unwrap();
 }
 
@@ -114,7 +128,10 @@ async fn a_damaged_store_file_is_moved_aside_and_the_gateway_starts_fresh() {
         .to_string();
     assert!(aside.contains(".corrupt-"), "{aside}");
     assert!(std::path::Path::new(&aside).exists(), "{aside}");
-    assert_eq!(gw.store().recovered_from(), Some(std::path::Path::new(&aside)));
+    assert_eq!(
+        gw.store().recovered_from(),
+        Some(std::path::Path::new(&aside))
+    );
     assert!(history(gw.store(), "dmg-1").is_empty(), "a fresh store");
 
     let (client, _acks) = mqtt_client(mqtt, "after").await;
@@ -123,9 +140,11 @@ async fn a_damaged_store_file_is_moved_aside_and_the_gateway_starts_fresh() {
         .await
         .unwrap();
     let store = gw.store().clone();
-    eventually("a reading stored after recovery", Duration::from_secs(10), || {
-        (history(&store, "dmg-1").len() == 1).then_some(())
-    })
+    eventually(
+        "a reading stored after recovery",
+        Duration::from_secs(10),
+        || (history(&store, "dmg-1").len() == 1).then_some(()),
+    )
     .await;
     gw.stop().await.unwrap();
 }
