@@ -27,6 +27,7 @@ pub mod writer;
 
 pub use append::{CommitOutcome, StoreWriter};
 pub use limits::StoreLimits;
+use limits::{DiskPressure, keep_reserve, release_reserve};
 pub use query::{HistoryQuery, RawRecord, StoredRecord};
 pub use retention::Retention;
 

@@ -13,8 +13,10 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::limits::{self, DiskPressure};
-use super::{CommitOutcome, Retention, StoreError, StoreLimits, StoreWriter};
+use super::{
+    CommitOutcome, DiskPressure, Retention, StoreError, StoreLimits, StoreWriter, keep_reserve,
+    release_reserve,
+};
 use crate::config::StoreConfig;
 use crate::health::Health;
 use crate::hub::{Hub, HubEvent};
@@ -290,7 +292,7 @@ impl Committer {
             .unwrap_or(Path::new("."));
         let make_room = self.pressure.must_make_room(dir, &self.limits);
         if !make_room {
-            limits::keep_reserve(dir, &self.limits);
+            keep_reserve(dir, &self.limits);
         }
         if make_room != self.making_room {
             self.making_room = make_room;
@@ -301,7 +303,7 @@ impl Committer {
                 // redb copies on write, so even deleting needs free pages: give up the
                 // reserve, shrink in a commit of its own, and the records then fit into
                 // the pages it freed.
-                if limits::release_reserve(dir) {
+                if release_reserve(dir) {
                     tracing::warn!("disk full: released the store's disk reserve to make room");
                 }
                 let now = self.writer.logical_bytes();
