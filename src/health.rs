@@ -33,6 +33,8 @@ pub struct Health {
     mqtt_ok: AtomicBool,
     pub last_commit_ms: AtomicI64,
     pub store_bytes: AtomicU64,
+    /// Where a damaged store file found at start was moved (a fresh store replaced it).
+    pub store_recovered_from: std::sync::OnceLock<String>,
     pub devices_total: AtomicUsize,
     pub devices_online: AtomicUsize,
     pub active_alerts: AtomicUsize,
@@ -126,6 +128,7 @@ impl Health {
             mqtt_ok: AtomicBool::new(mqtt_enabled),
             last_commit_ms: AtomicI64::new(0),
             store_bytes: AtomicU64::new(0),
+            store_recovered_from: std::sync::OnceLock::new(),
             devices_total: AtomicUsize::new(0),
             devices_online: AtomicUsize::new(0),
             active_alerts: AtomicUsize::new(0),

@@ -131,7 +131,10 @@ impl Gateway {
         let hub = Hub::new(HUB_COMMITS);
         let (listener, http_addr) = bind_http(&config.server).await?;
 
-        let (write_tx, writer) = spawn_writer(store_writer, &config.store, &hub, &health)?;
+        // Sources stop first; the writer hears it too, so a failing store gives up in time.
+        let sources_stop = CancellationToken::new();
+        let (write_tx, writer) =
+            spawn_writer(store_writer, &config.store, &hub, &health, &sources_stop)?;
 
         let sinks_stop = CancellationToken::new();
         let sinks = sinks::spawn(
@@ -156,7 +159,6 @@ impl Gateway {
             write_tx,
         );
 
-        let sources_stop = CancellationToken::new();
         let sources = sources::spawn(
             source_sections(&config),
             simulate,
@@ -307,6 +309,7 @@ fn spawn_writer(
     config: &StoreConfig,
     hub: &Hub,
     health: &Arc<Health>,
+    stopping: &CancellationToken,
 ) -> Result<(mpsc::Sender<WriteRequest>, std::thread::JoinHandle<()>), GatewayError> {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_REQUESTS);
     let thread = store::writer::spawn(
@@ -314,8 +317,10 @@ fn spawn_writer(
         rx,
         hub.clone(),
         config.clone(),
+        store::StoreLimits::from(config),
         health.clone(),
         tokio::runtime::Handle::current(),
+        stopping.clone(),
     )
     .map_err(GatewayError::Writer)?;
     Ok((tx, thread))

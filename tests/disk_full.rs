@@ -161,3 +161,110 @@ async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
     .await;
     gw.stop().await.unwrap();
 }
+
+/// The store itself fills a small disk (its byte budget is larger than the disk): it makes
+/// room by evicting its oldest readings, keeps committing everything it is given without a
+/// restart, and a stop while the disk is full ends within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
+    let fs = match Tmpfs::mount("24m") {
+        Ok(fs) => fs,
+        Err(e) if std::env::var("CI").is_err() => {
+            eprintln!("skipped: cannot mount a tmpfs here ({e}); CI runs this as root");
+            return;
+        }
+        Err(e) => panic!("cannot mount a tmpfs for the disk-full test: {e}"),
+    };
+    let data = fs.path().join("store");
+    let mut config = test_config();
+    config.store.byte_budget_bytes = 1 << 30;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, &data).await;
+    let (client, _acks) = mqtt_client(mqtt, "fill").await;
+    let store = gw.store().clone();
+    let location = "x".repeat(200);
+    let mut published = 0u64;
+    let mut publish = async |n: u64| {
+        for _ in 0..n {
+            let payload = format!(r#"{{"value": 21, "location": "{location}"}}"#);
+            client
+                .publish(
+                    "sensors/fill-1/temperature",
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .unwrap();
+            published += 1;
+        }
+        published
+    };
+    // Committed readings: every record but the device's one online status (the value never
+    // crosses a threshold).
+    let committed =
+        |store: &edge_gateway::store::Store| store.next_seq().unwrap().saturating_sub(2);
+
+    // Ingest, 500 readings at a time, until the store has had to evict (the budget never
+    // asks it to). Each step waits for the store: while it cannot commit, ingest is held back,
+    // and once it made room everything held back is committed, nothing dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    // Keep going for 20,000 readings past the first eviction: the store keeps making room.
+    let mut first_eviction = None;
+    let total = loop {
+        let total = publish(500).await;
+        let step = std::time::Instant::now() + Duration::from_secs(20);
+        while committed(&store) < total {
+            assert!(
+                std::time::Instant::now() < step,
+                "the store did not commit what it was given: {} of {total}, {} bytes free, health {:?}",
+                committed(&store),
+                fs.available(),
+                http_get(gw.http_addr(), "/health")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(committed(&store), total, "nothing dropped, nothing doubled");
+        let stats = store.stats().unwrap();
+        if stats.records < total + 1 && total >= 20_000 + *first_eviction.get_or_insert(total) {
+            break total;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never made room on a full disk: {stats:?}, {} bytes free",
+            fs.available()
+        );
+    };
+    eventually("store healthy", Duration::from_secs(20), || {
+        (http_get(gw.http_addr(), "/health").0 == 200).then_some(())
+    })
+    .await;
+    let newest = history(&store, "fill-1");
+    assert_eq!(
+        newest.last().unwrap()["seq"].as_u64(),
+        Some(total + 1),
+        "the newest reading is in history"
+    );
+    let metrics = http_get(gw.http_addr(), "/metrics").1;
+    assert!(
+        metric(
+            &metrics,
+            r#"edge_gateway_store_evicted_total{reason="disk"}"#
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "evictions for free space are counted"
+    );
+
+    // Something else takes the rest of the disk; stop while it is full.
+    let filler = fs.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; fs.available() as usize]);
+    publish(2_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), gw.stop())
+        .await
+        .expect("stop ends within 20 s on a full disk")
+        .unwrap();
+    eprintln!("stopped in {:?}", stopping.elapsed());
+}

@@ -47,6 +47,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
                 "error": h.store_error(),
                 "bytes": h.store_bytes.load(Ordering::Relaxed),
                 "lastCommit": (last_commit > 0).then(|| format_ms(last_commit)),
+                "recoveredFromCorruption": h.store_recovered_from.get(),
             },
             "mqtt": { "status": h.mqtt_state().as_str() },
             "socketio": {

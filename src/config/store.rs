@@ -17,6 +17,19 @@ pub struct StoreConfig {
     pub retention_max_age_secs: u64,
     /// Logical bytes the store may hold before the oldest records are evicted.
     pub byte_budget_bytes: u64,
+    /// Free space kept on the store's file system (the smaller of this and
+    /// `min_free_percent`): below it the store evicts instead of filling the disk.
+    pub min_free_bytes: u64,
+    pub min_free_percent: u8,
+    /// How long low or no disk space lasts before the store evicts to make room.
+    pub disk_full_grace_ms: u64,
+    /// A reserve file deleted on a full disk so redb has pages to evict with; 0 = none.
+    pub reserve_bytes: u64,
+    /// Most records one eviction-only commit removes while working off a backlog.
+    pub max_commit_evictions: usize,
+    /// After stop begins, how long a failing store is retried before unacknowledged records
+    /// are given up (the unit's `TimeoutStopSec` is 30 s).
+    pub shutdown_retry_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -27,6 +40,12 @@ impl Default for StoreConfig {
             queue_capacity: 16_384,
             retention_max_age_secs: 30 * 24 * 3600,
             byte_budget_bytes: 256 * 1024 * 1024,
+            min_free_bytes: 64 * 1024 * 1024,
+            min_free_percent: 5,
+            disk_full_grace_ms: 3_000,
+            reserve_bytes: 8 * 1024 * 1024,
+            max_commit_evictions: 16_000,
+            shutdown_retry_ms: 5_000,
         }
     }
 }
@@ -42,6 +61,19 @@ impl StoreConfig {
             return Err(check.fail(
                 "store.byte_budget_bytes",
                 "must be at least 1 MiB (1048576)",
+            ));
+        }
+        if self.min_free_percent > 100 {
+            return Err(check.fail("store.min_free_percent", "must be from 0 to 100"));
+        }
+        check.positive(
+            "store.max_commit_evictions",
+            self.max_commit_evictions as u64,
+        )?;
+        if self.shutdown_retry_ms > 20_000 {
+            return Err(check.fail(
+                "store.shutdown_retry_ms",
+                "must be at most 20000 (stop must end within systemd's TimeoutStopSec=30)",
             ));
         }
         Ok(())

@@ -85,6 +85,11 @@ impl StoreWriter {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// Logical bytes as of the last commit.
+    pub fn logical_bytes(&self) -> u64 {
+        self.state.logical_bytes
+    }
 }
 
 fn write_cursors(txn: &WriteTransaction, cursors: &[(&str, u64)]) -> Result<(), StoreError> {

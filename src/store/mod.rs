@@ -11,12 +11,14 @@
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`.
 //!
-//! This file holds the handle, opening and reopening, and the tables; `codec.rs` the record
-//! format, `query.rs` the reads, `append.rs` the writer's transaction and `retention.rs` what
-//! it evicts.
+//! This file holds the handle, opening (with the integrity check) and reopening, and the
+//! tables; `codec.rs` the record format, `query.rs` the reads, `append.rs` the writer's
+//! transaction, `retention.rs` what it evicts, `limits.rs` the writer's bounds and the disk
+//! free-space watermark.
 
 mod append;
 mod codec;
+mod limits;
 mod query;
 mod retention;
 #[cfg(test)]
@@ -24,16 +26,19 @@ mod test_support;
 pub mod writer;
 
 pub use append::{CommitOutcome, StoreWriter};
+pub use limits::StoreLimits;
+use limits::{DiskPressure, keep_reserve, release_reserve};
 pub use query::{HistoryQuery, RawRecord, StoredRecord};
 pub use retention::Retention;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, WriteTransaction,
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
 use crate::record::RecordKind;
@@ -81,6 +86,13 @@ pub enum StoreError {
     Corrupt { seq: u64 },
     #[error("store is being reopened after an I/O error")]
     Reopening,
+    #[error("store file is damaged: {0}")]
+    Damaged(String),
+    #[error("cannot move the damaged store {path} aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -100,6 +112,18 @@ impl StoreError {
             redb::StorageError::Io(_) | redb::StorageError::PreviousIo
         )
     }
+
+    /// The file system is full: making room (evicting) is the way out, not only waiting.
+    pub fn is_disk_full(&self) -> bool {
+        let storage = match self {
+            StoreError::Storage(e)
+            | StoreError::Transaction(redb::TransactionError::Storage(e))
+            | StoreError::Commit(redb::CommitError::Storage(e))
+            | StoreError::Table(redb::TableError::Storage(e)) => e,
+            _ => return false,
+        };
+        matches!(storage, redb::StorageError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull)
+    }
 }
 
 /// A read handle on the store; cheap to clone, usable from any thread.
@@ -112,6 +136,8 @@ struct Inner {
     /// `None` only while [`Store::reopen`] replaces the database.
     db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
+    /// Where a damaged file found at open was moved; a fresh store replaced it.
+    recovered_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,20 +149,36 @@ pub struct StoreStats {
 
 impl Store {
     /// Opens (or creates) the store in `data_dir`. redb recovers a file left by a crash here.
+    /// The whole file is then checked: a damaged one (checksums, or redb panicking on it) is
+    /// moved aside as `<name>.corrupt-<unix ms>` and a fresh store takes its place, so a bad
+    /// file costs its history, never the process (see [`Store::recovered_from`]).
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
             path: data_dir.into(),
             source,
         })?;
         let path = data_dir.join(STORE_FILE);
-        let db = open_database(&path)?;
-        create_tables(&db)?;
+        let (db, recovered_from) = match open_checked(&path) {
+            Ok(db) => (db, None),
+            Err(StoreError::Damaged(why)) => {
+                let aside = move_aside(&path)?;
+                tracing::error!(file = %aside.display(), error = %why, "store file is damaged; moved it aside and started a fresh store");
+                (open_checked(&path)?, Some(aside))
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 db: RwLock::new(Some(Arc::new(db))),
                 path,
+                recovered_from,
             }),
         })
+    }
+
+    /// Where the damaged file found at open now lies, if there was one.
+    pub fn recovered_from(&self) -> Option<&Path> {
+        self.inner.recovered_from.as_deref()
     }
 
     pub fn path(&self) -> &Path {
@@ -181,22 +223,93 @@ impl Store {
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(StoreStats {
-            records: txn.open_table(LOG)?.len()?,
-            logical_bytes: meta_value(&meta, META_BYTES)?,
-            next_seq: meta_value(&meta, META_NEXT_SEQ)?.max(1),
+        self.read(|txn| {
+            let meta = txn.open_table(META)?;
+            Ok(StoreStats {
+                records: txn.open_table(LOG)?.len()?,
+                logical_bytes: meta_value(&meta, META_BYTES)?,
+                next_seq: meta_value(&meta, META_NEXT_SEQ)?.max(1),
+            })
         })
     }
 
     /// The `seq` the next committed record will get.
     pub fn next_seq(&self) -> Result<u64, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        Ok(meta_value(&txn.open_table(META)?, META_NEXT_SEQ)?.max(1))
+        self.read(|txn| Ok(meta_value(&txn.open_table(META)?, META_NEXT_SEQ)?.max(1)))
     }
+
+    /// Runs `f` in a read transaction. redb answers some damage it meets mid-read with a
+    /// panic (`unreachable!`, a failed assertion) rather than an error; caught here, it fails
+    /// this one read with [`StoreError::Damaged`] and everything else keeps serving. The read
+    /// shares nothing mutable with other threads (the transaction is dropped with the panic),
+    /// so unwinding out of it is safe. Only effective where panics unwind (not `panic = "abort"`).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        catch_unwind(AssertUnwindSafe(|| f(&db.begin_read()?))).unwrap_or_else(|panic| {
+            let why = panic_message(&*panic);
+            tracing::error!(error = %why, "store read hit a damaged file");
+            Err(StoreError::Damaged(why))
+        })
+    }
+}
+
+/// Opens the file, checks every page of it and creates missing tables; damage, reported or
+/// panicked on by redb, comes back as [`StoreError::Damaged`].
+fn open_checked(path: &Path) -> Result<Database, StoreError> {
+    let opened = catch_unwind(|| -> Result<Database, StoreError> {
+        let mut db = open_database(path)?;
+        // Slow on a big file (every page is read), but the only way to find damage before a
+        // query runs into it. Ok(false) means redb repaired what it found.
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(path = %path.display(), "store file repaired at open"),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) => {
+                return Err(StoreError::Damaged(why));
+            }
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path: path.into(),
+                    source,
+                });
+            }
+        }
+        create_tables(&db)?;
+        Ok(db)
+    });
+    match opened {
+        Ok(Err(StoreError::Open {
+            source: redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)),
+            ..
+        })) => Err(StoreError::Damaged(why)),
+        Ok(Err(StoreError::Corrupt { seq })) => Err(StoreError::Damaged(format!(
+            "stored record {seq} is corrupt"
+        ))),
+        Ok(result) => result,
+        Err(panic) => Err(StoreError::Damaged(panic_message(&*panic))),
+    }
+}
+
+/// Renames a damaged store file to `<name>.corrupt-<unix ms>` next to it.
+fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{}", crate::time::now_ms()));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
+        path: path.into(),
+        source,
+    })?;
+    Ok(aside)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "redb panicked".into())
 }
 
 fn open_database(path: &Path) -> Result<Database, StoreError> {

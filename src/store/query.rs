@@ -1,7 +1,7 @@
 //! Reads, concurrent with the writer: history range scans, catch-up from a `seq`, sink
 //! cursors and the device registry.
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableTable};
 
 use super::codec::{Decoded, decode_stored};
 use super::{BY_DEVICE, BY_SENSOR, CURSORS, DEVICES, LOG, Store, StoreError};
@@ -42,16 +42,16 @@ pub struct StoredRecord {
 impl Store {
     /// Readings of one device (and sensor type) in a time range: a range scan on an index.
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<serde_json::Value>, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        let seqs = history_seqs(&txn, q)?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let Some(raw) = log.get(seq)? else { continue };
-            out.push(decode_stored(seq, raw.value())?.json_value(seq)?);
-        }
-        Ok(out)
+        self.read(|txn| {
+            let log = txn.open_table(LOG)?;
+            let seqs = history_seqs(txn, q)?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let Some(raw) = log.get(seq)? else { continue };
+                out.push(decode_stored(seq, raw.value())?.json_value(seq)?);
+            }
+            Ok(out)
+        })
     }
 
     /// Up to `max` records with `seq >= from_seq`, in order: how a lagging consumer catches up.
@@ -94,44 +94,41 @@ impl Store {
         max: usize,
         mut view: impl FnMut(u64, Decoded<'_>) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        let mut out = Vec::with_capacity(max.min(8192));
-        for entry in log.range(from_seq..)?.take(max) {
-            let (k, v) = entry?;
-            let seq = k.value();
-            out.push(view(seq, decode_stored(seq, v.value())?)?);
-        }
-        Ok(out)
+        self.read(|txn| {
+            let log = txn.open_table(LOG)?;
+            let mut out = Vec::with_capacity(max.min(8192));
+            for entry in log.range(from_seq..)?.take(max) {
+                let (k, v) = entry?;
+                let seq = k.value();
+                out.push(view(seq, decode_stored(seq, v.value())?)?);
+            }
+            Ok(out)
+        })
     }
 
     /// A sink's committed cursor: the next `seq` it has to send. `None` for a new sink.
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(CURSORS)?;
-        Ok(table.get(sink)?.map(|v| v.value()))
+        self.read(|txn| Ok(txn.open_table(CURSORS)?.get(sink)?.map(|v| v.value())))
     }
 
     /// The latest `device:status` JSON of every device ever seen.
     pub fn devices(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DEVICES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            if let Ok(json) = serde_json::from_slice(v.value()) {
-                out.push(json);
-            } else {
-                tracing::warn!(
-                    device = k.value(),
-                    "ignoring unreadable stored device status"
-                );
+        self.read(|txn| {
+            let table = txn.open_table(DEVICES)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                if let Ok(json) = serde_json::from_slice(v.value()) {
+                    out.push(json);
+                } else {
+                    tracing::warn!(
+                        device = k.value(),
+                        "ignoring unreadable stored device status"
+                    );
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 

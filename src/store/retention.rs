@@ -1,6 +1,7 @@
 //! Retention, applied inside each commit. Age: oldest first, whatever the kind. Byte budget:
 //! telemetry first, then status changes, alerts last, each oldest first. Neither ever evicts
-//! what the commit itself adds.
+//! what the commit itself adds. Age eviction is bounded per commit; the budget may be held
+//! whatever it costs (`hold_budget`), because the writer bounds what one commit adds.
 
 use redb::{ReadableTable, Table};
 
@@ -17,6 +18,10 @@ pub struct Retention {
     pub byte_budget: u64,
     /// Upper bound on evictions per commit, so one commit never balloons.
     pub max_evictions_per_commit: usize,
+    /// Evict for the byte budget past `max_evictions_per_commit` until the log fits: the
+    /// writer sets it on commits that add records (at most `store.batch_max_records`), so the
+    /// budget holds after every such commit and the extra work is bounded by what it adds.
+    pub hold_budget: bool,
 }
 
 /// What one commit evicted, by reason.
@@ -27,7 +32,8 @@ pub(super) struct Evicted {
 }
 
 /// Evicts records below `protect_from` (the commit's first `seq`) until none is too old and
-/// the log fits the byte budget, or the per-commit bound is reached.
+/// the log fits the byte budget, or the per-commit bound is reached (for the budget, only
+/// without `hold_budget`).
 pub(super) fn apply(
     tables: &mut LogTables<'_>,
     retention: Retention,
@@ -52,6 +58,17 @@ pub(super) fn apply(
         let freed = tables.remove(victim)?;
         state.logical_bytes = state.logical_bytes.saturating_sub(freed);
         *count += 1;
+    }
+    if retention.hold_budget {
+        while state.logical_bytes > retention.byte_budget {
+            let Some(victim) = budget_victim(tables, protect_from, &mut state.readings_from)?
+            else {
+                break;
+            };
+            let freed = tables.remove(victim)?;
+            state.logical_bytes = state.logical_bytes.saturating_sub(freed);
+            evicted.budget += 1;
+        }
     }
     Ok(evicted)
 }

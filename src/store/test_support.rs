@@ -20,6 +20,7 @@ pub const KEEP: Retention = Retention {
     max_age_ms: i64::MAX,
     byte_budget: u64::MAX,
     max_evictions_per_commit: 10_000,
+    hold_budget: false,
 };
 
 pub fn q(

@@ -1,15 +1,23 @@
 //! The single store writer: a dedicated thread that turns queued batches into group commits.
 //! A record is accepted only once its commit returned; only then is it published on the hub.
+//! Whatever arrives at once (a sweep that marks 300k devices offline is one batch) is
+//! committed in slices of at most `store.batch_max_records`, each within the byte budget.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::{CommitOutcome, Retention, StoreError, StoreWriter};
+use super::{
+    CommitOutcome, DiskPressure, Retention, StoreError, StoreLimits, StoreWriter, keep_reserve,
+    release_reserve,
+};
+use crate::backoff::Backoff;
 use crate::config::StoreConfig;
 use crate::health::Health;
 use crate::hub::{Hub, HubEvent};
@@ -36,10 +44,11 @@ pub enum WriteRequest {
     },
 }
 
-/// Everything one group commit will hold.
+/// Everything gathered for the next commits: records in arrival order (split into commits
+/// of at most `store.batch_max_records`), and the newest cursor per sink.
 #[derive(Default)]
 struct Pending {
-    records: Vec<Record>,
+    records: VecDeque<Record>,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
 }
@@ -58,74 +67,95 @@ impl Pending {
         }
     }
 
-    /// The records of a commit that returned, numbered from `first_seq`; the cursors it
-    /// made durable are done with.
-    fn take_committed(&mut self, first_seq: u64) -> Vec<Committed> {
-        self.cursors.clear();
+    /// The next commit: the first `max` records (in order, so per-device order and `seq`
+    /// stay as received) and every cursor; `None` when nothing is left.
+    fn next_slice(&mut self, max: usize) -> Option<Slice> {
+        if self.records.is_empty() && self.cursors.is_empty() {
+            return None;
+        }
+        let n = self.records.len().min(max.max(1));
+        Some(Slice {
+            records: self.records.drain(..n).collect(),
+            cursors: std::mem::take(&mut self.cursors),
+            oldest: self.oldest.take(),
+        })
+    }
+}
+
+/// What one commit holds.
+struct Slice {
+    records: Vec<Record>,
+    cursors: BTreeMap<Arc<str>, u64>,
+    oldest: Option<Instant>,
+}
+
+impl Slice {
+    /// The records of a commit that returned, numbered from `first_seq`.
+    fn into_committed(self, first_seq: u64) -> Vec<Committed> {
         self.records
-            .drain(..)
+            .into_iter()
             .zip(first_seq..)
             .map(|(record, seq)| Committed { seq, record })
             .collect()
     }
-
-    fn clear(&mut self) {
-        self.records.clear();
-        self.cursors.clear();
-        self.oldest = None;
-    }
 }
 
-/// How long a failing store is retried after shutdown began before pending records are given
-/// up (they were never acknowledged).
-const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
+/// The waits between attempts at a failing commit: 100 ms, doubling, at most 5 s.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// The waits between attempts at a failing commit: 100 ms, doubling, at most 5 s. The one
-/// place the commit retry delays live.
-struct RetryDelay {
-    next: Duration,
+/// Blocks the writer thread for `delay`, cut short when shutdown begins so the give-up
+/// deadline starts at once.
+fn wait_to_retry(delay: Duration, runtime: &Handle, stop: &CancellationToken) {
+    runtime.block_on(async {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => {}
+        }
+    });
 }
 
-impl RetryDelay {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> RetryDelay {
-        RetryDelay { next: Self::FIRST }
-    }
-
-    /// Blocks the writer thread for the current delay, then lengthens the next one.
-    fn wait(&mut self) {
-        std::thread::sleep(self.next);
-        self.next = (self.next * 2).min(Self::MAX);
-    }
-}
-
+/// Starts the writer thread. `stop` is cancelled when shutdown begins: from then on a store
+/// that keeps failing is retried for `limits.shutdown_retry_ms` only, so stop ends in time
+/// even while the pipeline still waits to hand over records.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
-    mut writer: StoreWriter,
+    writer: StoreWriter,
     mut rx: mpsc::Receiver<WriteRequest>,
     hub: Hub,
     config: StoreConfig,
+    limits: StoreLimits,
     health: Arc<Health>,
     runtime: Handle,
+    stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let retention = retention(&config);
     let linger = Duration::from_millis(config.commit_interval_ms);
+    let max_records = config.batch_max_records.max(1);
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
             let _runtime = runtime.enter();
+            let mut committer = Committer {
+                retention: retention(&config),
+                writer,
+                hub,
+                health,
+                limits,
+                runtime: runtime.clone(),
+                stop,
+                pressure: DiskPressure::default(),
+                making_room: false,
+                stopping_since: None,
+                gave_up: false,
+            };
+            committer.report_recovery();
             let mut pending = Pending::default();
             while let Some(first) = runtime.block_on(rx.recv()) {
                 pending.add(first);
-                gather(
-                    &runtime,
-                    &mut rx,
-                    &mut pending,
-                    linger,
-                    config.batch_max_records,
-                );
-                commit_with_retry(&mut writer, &mut pending, retention, &hub, &health, &rx);
+                gather(&runtime, &mut rx, &mut pending, linger, max_records);
+                while let Some(slice) = pending.next_slice(max_records) {
+                    committer.commit_with_retry(slice, &rx);
+                }
             }
             tracing::info!("store writer stopped: all queued records committed");
         })
@@ -137,6 +167,7 @@ fn retention(config: &StoreConfig) -> Retention {
             .unwrap_or(i64::MAX),
         byte_budget: config.byte_budget_bytes,
         max_evictions_per_commit: config.batch_max_records.max(1000) * 4,
+        hold_budget: true,
     }
 }
 
@@ -167,83 +198,237 @@ fn gather(
     }
 }
 
-/// Commits `pending`, retrying until it succeeds or, once the channel closed, until
-/// [`SHUTDOWN_RETRY`] has passed. Nothing is acknowledged before its commit returned.
-fn commit_with_retry(
-    writer: &mut StoreWriter,
-    pending: &mut Pending,
+/// The writer thread's state between commits.
+struct Committer {
+    writer: StoreWriter,
+    hub: Hub,
+    health: Arc<Health>,
+    /// As configured; the byte budget may be tightened per commit under disk pressure.
     retention: Retention,
-    hub: &Hub,
-    health: &Health,
-    rx: &mpsc::Receiver<WriteRequest>,
-) {
-    let mut delay = RetryDelay::new();
-    let mut closed_since: Option<Instant> = None;
-    loop {
-        let started = Instant::now();
-        match attempt(writer, pending, retention, health) {
-            Ok(outcome) => {
-                on_committed(pending, &outcome, started, hub, health);
-                return;
-            }
-            Err(err) => {
-                on_failed(writer, &err, pending.records.len(), hub, health);
-                if give_up_at_shutdown(rx, &mut closed_since, pending) {
+    limits: StoreLimits,
+    runtime: Handle,
+    stop: CancellationToken,
+    pressure: DiskPressure,
+    /// Evicting to keep free space (announced once per episode).
+    making_room: bool,
+    /// When the writer first saw shutdown while a commit failed.
+    stopping_since: Option<Instant>,
+    /// Records were given up at shutdown: later ones get one attempt each.
+    gave_up: bool,
+}
+
+impl Committer {
+    /// A damaged file found at open: said in health and once on the hub.
+    fn report_recovery(&self) {
+        if let Some(aside) = self.writer.store().recovered_from() {
+            let aside = aside.display().to_string();
+            let _ = self.health.store_recovered_from.set(aside.clone());
+            self.hub.publish(HubEvent::System(Arc::new(Alert::system(
+                "store",
+                Level::Critical,
+                format!("Store file was damaged; moved it to {aside} and started an empty store"),
+            ))));
+        }
+    }
+
+    /// Commits `slice`, retrying until it succeeds or, once shutdown began, until
+    /// `limits.shutdown_retry_ms` has passed. Nothing is acknowledged before its commit
+    /// returned.
+    fn commit_with_retry(&mut self, slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        loop {
+            let retention = self.prepare();
+            let started = Instant::now();
+            match self.attempt(&slice, retention) {
+                Ok(outcome) => {
+                    self.pressure.set_full(false);
+                    self.on_committed(slice, &outcome, started);
                     return;
                 }
-                delay.wait();
+                Err(err) => {
+                    if err.is_disk_full() {
+                        self.pressure.set_full(true);
+                    }
+                    on_failed(
+                        &self.writer,
+                        &err,
+                        slice.records.len(),
+                        &self.hub,
+                        &self.health,
+                    );
+                    if self.give_up_at_shutdown(rx, slice.records.len()) {
+                        return;
+                    }
+                    wait_to_retry(backoff.next_delay(), &self.runtime, &self.stop);
+                }
             }
         }
     }
+
+    /// Before a commit of records: works off a backlog over the byte budget, and under disk
+    /// pressure makes room. Returns the retention for the commit itself.
+    fn prepare(&mut self) -> Retention {
+        let mut retention = self.retention;
+        if self.writer.logical_bytes() > retention.byte_budget {
+            self.evict_down_to(retention.byte_budget);
+        }
+        let dir = self
+            .writer
+            .store()
+            .path()
+            .parent()
+            .unwrap_or(Path::new("."));
+        let make_room = self.pressure.must_make_room(dir, &self.limits);
+        if !make_room {
+            keep_reserve(dir, &self.limits);
+        }
+        if make_room != self.making_room {
+            self.making_room = make_room;
+            self.announce_pressure(make_room);
+        }
+        if make_room {
+            if self.pressure.is_full() {
+                // redb copies on write, so even deleting needs free pages: give up the
+                // reserve, shrink in a commit of its own, and the records then fit into
+                // the pages it freed.
+                if release_reserve(dir) {
+                    tracing::warn!("disk full: released the store's disk reserve to make room");
+                }
+                let now = self.writer.logical_bytes();
+                let step = (self.limits.reserve_bytes / 4).clamp(64 * 1024, now / 16 + 1);
+                self.evict_down_to(now.saturating_sub(step));
+            }
+            // New data replaces old: the store stops growing.
+            retention.byte_budget = retention.byte_budget.min(self.writer.logical_bytes());
+        }
+        retention
+    }
+
+    fn announce_pressure(&self, making_room: bool) {
+        if making_room {
+            tracing::warn!(
+                min_free_bytes = self.limits.min_free_bytes,
+                "disk space low: the store evicts its oldest records to keep free space"
+            );
+            self.hub.publish(HubEvent::System(Arc::new(Alert::system(
+                "store",
+                Level::Warning,
+                "Disk space low: evicting the oldest readings to keep free space".into(),
+            ))));
+        } else {
+            tracing::info!("disk space back above the watermark: the store may grow again");
+        }
+    }
+
+    /// Eviction-only commits of at most `limits.max_commit_evictions` each, until the log
+    /// fits `target` or nothing more can go. A failure is left to the commit that follows.
+    fn evict_down_to(&mut self, target: u64) {
+        while self.writer.logical_bytes() > target {
+            let retention = Retention {
+                byte_budget: target,
+                max_evictions_per_commit: self.limits.max_commit_evictions.max(1),
+                hold_budget: false,
+                ..self.retention
+            };
+            let started = Instant::now();
+            match self.attempt(&Slice::empty(), retention) {
+                Ok(outcome) => {
+                    self.on_committed(Slice::empty(), &outcome, started);
+                    if outcome.evicted_age + outcome.evicted_budget == 0 {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "eviction-only commit failed");
+                    if err.is_disk_full() {
+                        self.pressure.set_full(true);
+                    }
+                    if err.needs_reopen()
+                        && let Err(e) = self.writer.store().reopen()
+                    {
+                        tracing::debug!(error = %e, "store reopen failed; will retry");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One commit, marked in health so the watchdog sees a wedged writer.
+    fn attempt(
+        &mut self,
+        slice: &Slice,
+        retention: Retention,
+    ) -> Result<CommitOutcome, StoreError> {
+        let cursors: Vec<(&str, u64)> = slice
+            .cursors
+            .iter()
+            .map(|(sink, next)| (&**sink, *next))
+            .collect();
+        self.health.writer_entered_commit();
+        let result = self
+            .writer
+            .append(&slice.records, &cursors, now_ms(), retention);
+        self.health.writer_left_commit();
+        result
+    }
+
+    /// After the commit returned: its figures, a recovery notice if the store had failed,
+    /// then the committed records on the hub.
+    fn on_committed(&self, slice: Slice, outcome: &CommitOutcome, started: Instant) {
+        let elapsed = started.elapsed();
+        let count = slice.records.len();
+        metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
+        metrics::histogram!(t::COMMIT_BATCH_RECORDS).record(count as f64);
+        if let Some(oldest) = slice.oldest {
+            metrics::histogram!(t::RECEIVE_TO_COMMIT_SECONDS)
+                .record(oldest.elapsed().as_secs_f64());
+        }
+        let committed = slice.into_committed(outcome.first_seq);
+        count_committed(&committed);
+        let budget_reason = if self.making_room { "disk" } else { "budget" };
+        record_store_figures(outcome, budget_reason, &self.health);
+        if self.health.set_store_ok() {
+            tracing::info!("store recovered: commits succeed again");
+            self.hub.publish(HubEvent::System(Arc::new(Alert::system(
+                "store",
+                Level::Warning,
+                "Store recovered: readings are being stored again".into(),
+            ))));
+        }
+        if !committed.is_empty() {
+            self.hub.publish(HubEvent::Committed(committed.into()));
+        }
+    }
+
+    /// Once shutdown began, a store that keeps failing for `limits.shutdown_retry_ms` makes
+    /// the writer drop what it holds (never acknowledged), and everything after it gets one
+    /// attempt, so the pipeline can hand over its last batches and stop; true when it did.
+    fn give_up_at_shutdown(&mut self, rx: &mpsc::Receiver<WriteRequest>, count: usize) -> bool {
+        if !rx.is_closed() && !self.stop.is_cancelled() {
+            return false;
+        }
+        let since = *self.stopping_since.get_or_insert_with(Instant::now);
+        if !self.gave_up && since.elapsed() <= Duration::from_millis(self.limits.shutdown_retry_ms)
+        {
+            return false;
+        }
+        self.gave_up = true;
+        tracing::error!(
+            records = count,
+            "giving up on unacknowledged records at shutdown: the store keeps failing"
+        );
+        true
+    }
 }
 
-/// One commit of everything pending, marked in health so the watchdog sees a wedged writer.
-fn attempt(
-    writer: &mut StoreWriter,
-    pending: &Pending,
-    retention: Retention,
-    health: &Health,
-) -> Result<CommitOutcome, StoreError> {
-    let cursors: Vec<(&str, u64)> = pending
-        .cursors
-        .iter()
-        .map(|(sink, next)| (&**sink, *next))
-        .collect();
-    health.writer_entered_commit();
-    let result = writer.append(&pending.records, &cursors, now_ms(), retention);
-    health.writer_left_commit();
-    result
-}
-
-/// After the commit returned: its figures, a recovery notice if the store had failed, then
-/// the committed records on the hub.
-fn on_committed(
-    pending: &mut Pending,
-    outcome: &CommitOutcome,
-    started: Instant,
-    hub: &Hub,
-    health: &Health,
-) {
-    let elapsed = started.elapsed();
-    let count = pending.records.len();
-    metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
-    metrics::histogram!(t::COMMIT_BATCH_RECORDS).record(count as f64);
-    if let Some(oldest) = pending.oldest.take() {
-        metrics::histogram!(t::RECEIVE_TO_COMMIT_SECONDS).record(oldest.elapsed().as_secs_f64());
-    }
-    let committed = pending.take_committed(outcome.first_seq);
-    count_committed(&committed);
-    record_store_figures(outcome, health);
-    if health.set_store_ok() {
-        tracing::info!("store recovered: commits succeed again");
-        hub.publish(HubEvent::System(Arc::new(Alert::system(
-            "store",
-            Level::Warning,
-            "Store recovered: readings are being stored again".into(),
-        ))));
-    }
-    if !committed.is_empty() {
-        hub.publish(HubEvent::Committed(committed.into()));
+impl Slice {
+    fn empty() -> Slice {
+        Slice {
+            records: Vec::new(),
+            cursors: BTreeMap::new(),
+            oldest: None,
+        }
     }
 }
 
@@ -263,12 +448,15 @@ fn count_committed(committed: &[Committed]) {
     metrics::counter!(t::READINGS_ACCEPTED).increment(readings);
 }
 
-fn record_store_figures(outcome: &CommitOutcome, health: &Health) {
+/// `budget_reason` labels the budget's evictions: `budget`, or `disk` when the budget was
+/// tightened to keep free space.
+fn record_store_figures(outcome: &CommitOutcome, budget_reason: &'static str, health: &Health) {
     if outcome.evicted_age > 0 {
         metrics::counter!(t::STORE_EVICTED, "reason" => "age").increment(outcome.evicted_age);
     }
     if outcome.evicted_budget > 0 {
-        metrics::counter!(t::STORE_EVICTED, "reason" => "budget").increment(outcome.evicted_budget);
+        metrics::counter!(t::STORE_EVICTED, "reason" => budget_reason)
+            .increment(outcome.evicted_budget);
     }
     metrics::gauge!(t::STORE_BYTES).set(outcome.logical_bytes as f64);
     health
@@ -302,28 +490,6 @@ fn on_failed(writer: &StoreWriter, err: &StoreError, count: usize, hub: &Hub, he
             tracing::debug!(error = %e, "store reopen failed; will retry");
         }
     }
-}
-
-/// Once the channel is closed (shutdown), a store that keeps failing for [`SHUTDOWN_RETRY`]
-/// makes the writer drop what it holds; true when it did.
-fn give_up_at_shutdown(
-    rx: &mpsc::Receiver<WriteRequest>,
-    closed_since: &mut Option<Instant>,
-    pending: &mut Pending,
-) -> bool {
-    if !rx.is_closed() {
-        return false;
-    }
-    let since = *closed_since.get_or_insert_with(Instant::now);
-    if since.elapsed() <= SHUTDOWN_RETRY {
-        return false;
-    }
-    tracing::error!(
-        records = pending.records.len(),
-        "giving up on unacknowledged records at shutdown: the store keeps failing"
-    );
-    pending.clear();
-    true
 }
 
 fn is_fatal(err: &StoreError) -> bool {

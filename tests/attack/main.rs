@@ -5,3 +5,4 @@
 mod common;
 
 mod logs;
+mod store;
