@@ -141,10 +141,46 @@ pub struct MetricsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     pub enabled: bool,
+    /// Where devices publish (the gateway's own MQTT 3.1.1/5 listener).
     pub listen: SocketAddr,
-    /// Payloads above this are rejected (counted as `oversize`).
+    /// Payloads above this are rejected (counted as `oversize`); packets above 4x this (at
+    /// least 64 KiB) close the connection.
     pub max_payload_bytes: usize,
     pub max_connections: usize,
+    /// Where site clients subscribe to committed readings (an embedded rumqttd); unset = off.
+    pub subscriber_listen: Option<SocketAddr>,
+    /// Let clients without credentials publish for any device (warned at start, on /health).
+    pub allow_anonymous: bool,
+    /// Device credentials; each may publish only for its `devices`.
+    pub users: Vec<MqttUser>,
+    /// QoS 1 publishes a connection may have waiting for their commit (MQTT 5 Receive
+    /// Maximum); at the cap the connection's socket is not read.
+    pub receive_maximum: u16,
+    /// Bytes of publishes waiting for their commit, over all connections; when full, no
+    /// socket is read.
+    pub inflight_bytes_max: usize,
+    /// A connection that sends no CONNECT within this is closed.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUser {
+    pub username: String,
+    /// Argon2 PHC string (`edge-gateway hash-password` prints one).
+    pub password_hash: String,
+    /// Device ids this credential may publish for; `*` matches any run of characters.
+    pub devices: Vec<String>,
+}
+
+impl fmt::Debug for MqttUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttUser")
+            .field("username", &self.username)
+            .field("password_hash", &redacted(&self.password_hash))
+            .field("devices", &self.devices)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -424,6 +460,12 @@ section_default!(
         listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
         max_payload_bytes: 16_384,
         max_connections: 1_000,
+        subscriber_listen: None,
+        allow_anonymous: true,
+        users: Vec::new(),
+        receive_maximum: 128,
+        inflight_bytes_max: 16 * 1024 * 1024,
+        connect_timeout_ms: 10_000,
     }
 );
 section_default!(
@@ -1047,6 +1089,40 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         return Err(fail("mqtt.max_payload_bytes", "must be at least 16".into()));
     }
     positive("mqtt.max_connections", c.mqtt.max_connections as u64)?;
+    positive("mqtt.receive_maximum", u64::from(c.mqtt.receive_maximum))?;
+    positive("mqtt.connect_timeout_ms", c.mqtt.connect_timeout_ms)?;
+    if c.mqtt.inflight_bytes_max < c.mqtt.max_payload_bytes.saturating_mul(4).max(65_536) {
+        return Err(fail(
+            "mqtt.inflight_bytes_max",
+            "must hold at least one packet of the largest size (4 x max_payload_bytes, at least 65536)".into(),
+        ));
+    }
+    if c.mqtt.subscriber_listen == Some(c.mqtt.listen) {
+        return Err(fail(
+            "mqtt.subscriber_listen",
+            "must differ from mqtt.listen".into(),
+        ));
+    }
+    for (i, u) in c.mqtt.users.iter().enumerate() {
+        if u.username.is_empty() || c.mqtt.users[..i].iter().any(|o| o.username == u.username) {
+            return Err(fail(
+                &format!("mqtt.users[{i}].username"),
+                "must be non-empty and unique".into(),
+            ));
+        }
+        if let Err(e) = argon2::password_hash::PasswordHash::new(&u.password_hash) {
+            return Err(fail(
+                &format!("mqtt.users[{i}].password_hash"),
+                format!("is not a PHC string ({e}); `edge-gateway hash-password` prints one"),
+            ));
+        }
+        if u.devices.is_empty() || u.devices.iter().any(|d| d.is_empty()) {
+            return Err(fail(
+                &format!("mqtt.users[{i}].devices"),
+                "must list device ids or patterns (`*` = any)".into(),
+            ));
+        }
+    }
     if !(1..=100_000).contains(&c.store.batch_max_records) {
         return Err(fail(
             "store.batch_max_records",

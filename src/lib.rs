@@ -203,26 +203,28 @@ impl Gateway {
             )));
         }
         if config.mqtt.enabled {
-            let broker = sources::mqtt::start_broker(&config.mqtt, simulate > 0)?;
-            let health = health.clone();
-            let stop = sources_stop.clone();
-            let max_payload = config.mqtt.max_payload_bytes;
-            sources.push(tokio::spawn(async move {
-                sources::mqtt::run_ingest(broker.ingest, max_payload, ingest_tx, stop.clone())
-                    .await;
-                if !stop.is_cancelled() {
-                    health.set_mqtt_ok(false);
-                }
-            }));
-            if let Some(link) = broker.simulator {
+            if simulate > 0 {
                 sources.push(tokio::spawn(sources::simulator::run(
-                    link,
+                    ingest_tx.clone(),
                     simulate,
                     Duration::from_millis(config.simulator.interval_ms),
                     sources_stop.clone(),
                 )));
             }
-            tracing::info!(listen = %config.mqtt.listen, "embedded MQTT broker listening");
+            let listener =
+                sources::mqtt::DeviceListener::bind(&config.mqtt, ingest_tx, sources_stop.clone())
+                    .await?;
+            health.mqtt_anonymous.store(
+                config.mqtt.allow_anonymous,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            sources.push(tokio::spawn(listener.run()));
+            if let Some(listen) = config.mqtt.subscriber_listen {
+                let port =
+                    sources::mqtt::SubscriberPort::start(listen, config.mqtt.max_connections)?;
+                tokio::spawn(republish(port, hub.subscribe(), gateway_id.clone()));
+            }
+            tracing::info!(listen = %config.mqtt.listen, "MQTT device listener ready");
         } else {
             drop(ingest_tx);
         }
@@ -326,6 +328,29 @@ impl Gateway {
                 tracing::warn!("HTTP server did not finish closing within 10 s");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Feeds committed readings and status changes to the MQTT subscriber port. Best effort, like
+/// any live view: after a lag it goes on with the newest commits (the store has the rest).
+async fn republish(
+    mut port: sources::mqtt::SubscriberPort,
+    mut events: tokio::sync::broadcast::Receiver<hub::HubEvent>,
+    gateway_id: Arc<str>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(hub::HubEvent::Committed(batch)) => port.publish_committed(&batch, &gateway_id),
+            Ok(hub::HubEvent::System(_)) => {}
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    commits = n,
+                    "MQTT subscriber port fell behind; skipped commits"
+                )
+            }
+            Err(RecvError::Closed) => break,
         }
     }
 }

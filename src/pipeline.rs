@@ -165,6 +165,8 @@ impl Pipeline {
                     }
                 }
             }
+            // `run` hands barriers to the writer; one that got here has nothing to wait for.
+            Ingest::Ack(token) => token.complete(),
         }
     }
 
@@ -311,17 +313,22 @@ pub async fn run(
     let mut inbox = Vec::with_capacity(1024);
     loop {
         let mut records = Vec::new();
+        let mut acks = Vec::new();
         let received;
         tokio::select! {
             n = rx.recv_many(&mut inbox, 1024) => {
                 if n == 0 {
                     break;
                 }
-                received = inbox.iter().map(|m| match m {
-                    Ingest::Reading { received, .. } | Ingest::Status { received, .. } => *received,
+                received = inbox.iter().filter_map(|m| match m {
+                    Ingest::Reading { received, .. } | Ingest::Status { received, .. } => Some(*received),
+                    Ingest::Ack(_) => None,
                 }).min().unwrap_or_else(Instant::now);
                 for msg in inbox.drain(..) {
-                    pipeline.process(msg, &mut records);
+                    match msg {
+                        Ingest::Ack(token) => acks.push(token),
+                        msg => pipeline.process(msg, &mut records),
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -329,9 +336,13 @@ pub async fn run(
                 pipeline.check_silence(&mut records);
             }
         }
-        if !records.is_empty()
+        if !(records.is_empty() && acks.is_empty())
             && tx
-                .send(WriteRequest::Records(WriteBatch { records, received }))
+                .send(WriteRequest::Records(WriteBatch {
+                    records,
+                    received,
+                    acks,
+                }))
                 .await
                 .is_err()
         {

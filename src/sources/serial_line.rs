@@ -228,7 +228,7 @@ mod tests {
                 unit,
                 ..
             } => (device_id, sensor_type, value, unit),
-            Ingest::Status { .. } => unreachable!(),
+            Ingest::Status { .. } | Ingest::Ack(_) => unreachable!(),
         })
     }
 

@@ -12,6 +12,7 @@ use super::{Retention, StoreError, StoreWriter};
 use crate::config::StoreConfig;
 use crate::health::Health;
 use crate::hub::{Hub, HubEvent};
+use crate::ingest::AckToken;
 use crate::record::{Alert, Committed, Level, Record, RecordKind};
 use crate::telemetry as t;
 use crate::time::now_ms;
@@ -21,6 +22,8 @@ use crate::time::now_ms;
 pub struct WriteBatch {
     pub records: Vec<Record>,
     pub received: Instant,
+    /// Completed once the commit holding these records (and everything before) returned.
+    pub acks: Vec<AckToken>,
 }
 
 /// What the single writer is asked to make durable.
@@ -41,6 +44,7 @@ struct Pending {
     records: Vec<Record>,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
+    acks: Vec<AckToken>,
 }
 
 impl Pending {
@@ -49,6 +53,7 @@ impl Pending {
             WriteRequest::Records(b) => {
                 self.oldest = Some(self.oldest.map_or(b.received, |o| o.min(b.received)));
                 self.records.extend(b.records);
+                self.acks.extend(b.acks);
             }
             WriteRequest::Cursor { sink, next_seq } => {
                 let slot = self.cursors.entry(sink).or_insert(next_seq);
@@ -116,6 +121,12 @@ fn commit_with_retry(
     health: &Health,
     rx: &mpsc::Receiver<WriteRequest>,
 ) {
+    if pending.records.is_empty() && pending.cursors.is_empty() {
+        // Only barriers: everything queued before them is committed already.
+        pending.oldest = None;
+        pending.acks.drain(..).for_each(AckToken::complete);
+        return;
+    }
     let cursors: Vec<(&str, u64)> = pending
         .cursors
         .iter()
@@ -185,6 +196,7 @@ fn commit_with_retry(
                         "Store recovered: readings are being stored again".into(),
                     ))));
                 }
+                pending.acks.drain(..).for_each(AckToken::complete);
                 if !committed.is_empty() {
                     hub.publish(HubEvent::Committed(committed.into()));
                 }
@@ -223,6 +235,7 @@ fn commit_with_retry(
                         pending.records.clear();
                         pending.cursors.clear();
                         pending.oldest = None;
+                        pending.acks.clear();
                         return;
                     }
                 }
