@@ -587,3 +587,127 @@ async fn a_qos1_flood_loses_nothing_that_was_acknowledged() {
     assert!(growth_mib < 256, "RSS bounded: grew {growth_mib} MiB");
     gw.stop().await.unwrap();
 }
+
+/// Publishes `device`'s readings 0, 1, 2, … (64 in flight) until the connection dies;
+/// returns the values whose PUBACK arrived.
+async fn publish_until_killed(addr: SocketAddr, device: &str) -> Vec<u64> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (raw, _, code) = Raw::connect(addr, 4, device, true, None).await;
+    assert_eq!(code, 0);
+    let (mut rd, mut wr) = raw.stream.into_split();
+    let window = Arc::new(tokio::sync::Semaphore::new(64));
+    let sent: Arc<Mutex<HashMap<u16, u64>>> = Arc::default();
+    let topic = format!("sensors/{device}/temperature");
+    let writer = {
+        let (window, sent) = (window.clone(), sent.clone());
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                let Ok(permit) = window.acquire().await else {
+                    return;
+                };
+                permit.forget();
+                let pkid = (n % 65_535) as u16 + 1;
+                sent.lock().unwrap().insert(pkid, n);
+                let frame = publish(4, 1, false, pkid, &topic, n.to_string().as_bytes());
+                if wr.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut acked = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        while buf.len() >= 4 {
+            assert_eq!(&buf[..2], &[0x40, 2], "only PUBACKs come back");
+            let pkid = u16::from_be_bytes([buf[2], buf[3]]);
+            acked.push(sent.lock().unwrap()[&pkid]);
+            buf.drain(..4);
+            window.add_permits(1);
+        }
+    }
+    window.close();
+    writer.abort();
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = 3;
+    for round in 0..rounds {
+        let (http, mqtt) = (free_port(), free_port());
+        let addr = SocketAddr::from(([127, 0, 0, 1], mqtt));
+        // EDGE_GATEWAY_BIN as in the python and node harnesses.
+        let bin = std::env::var("EDGE_GATEWAY_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edge-gateway").into());
+        let mut child = Command::new(bin)
+            .args(["run", "--data-dir"])
+            .arg(dir.path())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", http.to_string())
+            .env("EDGE_GATEWAY_MQTT__LISTEN", addr.to_string())
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn edge-gateway");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "listener up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let device = format!("kill-{round}");
+        let publisher = tokio::spawn({
+            let device = device.clone();
+            async move { publish_until_killed(addr, &device).await }
+        });
+        // A different moment each round: mid-flood, not at a quiet point.
+        let wait = 300 + (crate_rand(round) % 700);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        let acked = publisher.await.unwrap();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: some PUBACKs before the kill"
+        );
+        let store = edge_gateway::store::Store::open(dir.path()).expect("store reopens");
+        let stored: std::collections::HashSet<u64> = history(&store, &device)
+            .iter()
+            .map(|r| r["value"].as_f64().unwrap() as u64)
+            .collect();
+        let lost: Vec<u64> = acked
+            .iter()
+            .copied()
+            .filter(|v| !stored.contains(v))
+            .collect();
+        eprintln!(
+            "kill round {round} after {wait} ms: {} PUBACKed, {} stored, {} lost",
+            acked.len(),
+            stored.len(),
+            lost.len()
+        );
+        assert!(
+            lost.is_empty(),
+            "round {round}: PUBACKed but lost: {:?}",
+            &lost[..lost.len().min(10)]
+        );
+        drop(store);
+    }
+}
+
+/// A spread of kill moments without a dependency.
+fn crate_rand(round: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (t ^ round.wrapping_mul(0x9E37_79B9)).wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40
+}
