@@ -31,6 +31,8 @@ pub struct Health {
     store_error: Mutex<Option<String>>,
     mqtt_enabled: AtomicBool,
     mqtt_ok: AtomicBool,
+    /// Devices may publish without credentials (`mqtt.allow_anonymous`).
+    pub mqtt_anonymous: AtomicBool,
     pub last_commit_ms: AtomicI64,
     pub store_bytes: AtomicU64,
     /// Where a damaged store file found at start was moved (a fresh store replaced it).
@@ -126,6 +128,7 @@ impl Health {
             store_error: Mutex::new(None),
             mqtt_enabled: AtomicBool::new(mqtt_enabled),
             mqtt_ok: AtomicBool::new(mqtt_enabled),
+            mqtt_anonymous: AtomicBool::new(false),
             last_commit_ms: AtomicI64::new(0),
             store_bytes: AtomicU64::new(0),
             store_recovered_from: std::sync::OnceLock::new(),

@@ -1,14 +1,18 @@
 //! What a source hands to the pipeline: one parsed and validated message, not yet stored.
 //! Sources produce it, the pipeline consumes it; it lives below both.
 
+use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::alarms::ThresholdRule;
 use crate::record::{DeviceState, Level};
 
 /// What a source hands over: already parsed and validated, not yet stored.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Ingest {
     Reading {
         device_id: String,
@@ -29,4 +33,66 @@ pub enum Ingest {
         location: Option<String>,
         received: Instant,
     },
+    /// A barrier: completed by the store writer once the commit holding every message this
+    /// source handed over before it returned. One barrier covers a run of messages (e.g. all
+    /// publishes of one socket read), so acknowledging costs one channel slot per run, not per
+    /// message; FIFO channels and the single writer keep it behind the messages it covers.
+    Ack(AckToken),
+}
+
+/// A source's commit position, advanced by completed [`AckToken`]s, in commit order.
+#[derive(Debug, Default)]
+pub struct AckCursor {
+    committed: AtomicU64,
+    notify: Notify,
+}
+
+impl AckCursor {
+    /// A token that, once completed, says messages up to number `upto` (the source's own
+    /// numbering, increasing) are committed. `hold` is released with it (e.g. bytes counted
+    /// against a global in-flight budget).
+    pub fn token(self: &Arc<Self>, upto: u64, hold: Option<OwnedSemaphorePermit>) -> AckToken {
+        AckToken {
+            cursor: self.clone(),
+            upto,
+            _hold: hold,
+        }
+    }
+
+    /// The highest `upto` completed so far.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Resolves after a token completes (at once if one completed since the last wait).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// See [`Ingest::Ack`]. Dropped without [`AckToken::complete`] (the store gave up at
+/// shutdown), it acknowledges nothing.
+pub struct AckToken {
+    cursor: Arc<AckCursor>,
+    upto: u64,
+    _hold: Option<OwnedSemaphorePermit>,
+}
+
+impl AckToken {
+    /// Called by the store writer after the commit returned.
+    pub fn complete(self) {
+        let before = self.cursor.committed.fetch_max(self.upto, Ordering::AcqRel);
+        // One source's messages travel FIFO through one pipeline and one writer, so its
+        // barriers complete in the order it sent them.
+        debug_assert!(before <= self.upto, "acks completed out of commit order");
+        self.cursor.notify.notify_one();
+    }
+}
+
+impl fmt::Debug for AckToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AckToken")
+            .field("upto", &self.upto)
+            .finish()
+    }
 }

@@ -166,7 +166,16 @@ impl Gateway {
             &health,
             ingest_tx,
             &sources_stop,
-        )?;
+        )
+        .await?;
+        if let Some(listen) = config
+            .mqtt
+            .subscriber_listen
+            .filter(|_| config.mqtt.enabled)
+        {
+            let port = sources::mqtt::SubscriberPort::start(listen, config.mqtt.max_connections)?;
+            tokio::spawn(republish(port, hub.subscribe(), gateway_id.clone()));
+        }
 
         let api_stop = CancellationToken::new();
         let state = ApiState {
@@ -355,5 +364,27 @@ async fn sinks_catch_up(store: &Store, health: &Health, limit: Duration) {
             break;
         }
         tokio::time::sleep(SINK_DRAIN_POLL).await;
+    }
+}
+/// Feeds committed readings and status changes to the MQTT subscriber port. Best effort, like
+/// any live view: after a lag it goes on with the newest commits (the store has the rest).
+async fn republish(
+    mut port: sources::mqtt::SubscriberPort,
+    mut events: tokio::sync::broadcast::Receiver<hub::HubEvent>,
+    gateway_id: Arc<str>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(hub::HubEvent::Committed(batch)) => port.publish_committed(&batch, &gateway_id),
+            Ok(hub::HubEvent::System(_)) => {}
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    commits = n,
+                    "MQTT subscriber port fell behind; skipped commits"
+                )
+            }
+            Err(RecvError::Closed) => break,
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The `edge-gateway` command line: run, check-config, default-config, probe.
+//! The `edge-gateway` command line: run, check-config, default-config, probe, hash-password.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +27,7 @@ enum Command {
         /// [default: $CONFIGURATION_DIRECTORY/edge-gateway.toml if it exists].
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Run N simulated devices through the embedded MQTT broker.
+        /// Run N simulated devices (parsed like MQTT publishes, straight into the pipeline).
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "8")]
         simulate: Option<usize>,
         /// Where the store lives [default: $STATE_DIRECTORY, else ./data].
@@ -47,6 +47,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Read a device password from stdin (one line) and print its argon2 PHC string for
+    /// `[[mqtt.users]] password_hash`.
+    HashPassword,
 }
 
 /// Exit code for configuration errors, distinct from run-time failures (1).
@@ -70,6 +73,28 @@ fn main() -> ExitCode {
             }
         },
         Command::Probe { device_id, config } => probe(device_id, config),
+        Command::HashPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("edge-gateway: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("edge-gateway: empty password");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            match edge_gateway::sources::mqtt::hash_password(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("edge-gateway: cannot hash: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             simulate,

@@ -122,6 +122,8 @@ impl Pipeline {
                 location,
                 received,
             } => self.report_status(device_id, status, location, received, now, out),
+            // `run` hands barriers to the writer; one that got here has nothing to wait for.
+            Ingest::Ack(token) => token.complete(),
         }
     }
 
@@ -363,17 +365,22 @@ async fn run(
     let mut inbox = Vec::with_capacity(INBOX_MESSAGES);
     loop {
         let mut records = Vec::new();
+        let mut acks = Vec::new();
         let received;
         tokio::select! {
             n = rx.recv_many(&mut inbox, INBOX_MESSAGES) => {
                 if n == 0 {
                     break;
                 }
-                received = inbox.iter().map(|m| match m {
-                    Ingest::Reading { received, .. } | Ingest::Status { received, .. } => *received,
+                received = inbox.iter().filter_map(|m| match m {
+                    Ingest::Reading { received, .. } | Ingest::Status { received, .. } => Some(*received),
+                    Ingest::Ack(_) => None,
                 }).min().unwrap_or_else(Instant::now);
                 for msg in inbox.drain(..) {
-                    pipeline.process(msg, &mut records);
+                    match msg {
+                        Ingest::Ack(token) => acks.push(token),
+                        msg => pipeline.process(msg, &mut records),
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -381,9 +388,13 @@ async fn run(
                 pipeline.check_silence(&mut records);
             }
         }
-        if !records.is_empty()
+        if !(records.is_empty() && acks.is_empty())
             && tx
-                .send(WriteRequest::Records(WriteBatch { records, received }))
+                .send(WriteRequest::Records(WriteBatch {
+                    records,
+                    received,
+                    acks,
+                }))
                 .await
                 .is_err()
         {

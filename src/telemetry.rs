@@ -43,6 +43,27 @@ pub const MODBUS_DISCARDED_BYTES: &str = "edge_gateway_modbus_discarded_bytes_to
 pub const MODBUS_CONNECTS: &str = "edge_gateway_modbus_connects_total";
 /// Lines from serial line sensors by `port` and `result` (ok, bad_line, oversize).
 pub const SERIAL_LINES: &str = "edge_gateway_serial_lines_total";
+/// Open device connections on the MQTT listener.
+pub const MQTT_CONNECTIONS: &str = "edge_gateway_mqtt_connections";
+/// Device connections refused before or at CONNECT, by `reason` (bad_credentials,
+/// not_authorized, rate_limited, connect_timeout, malformed, oversize, protocol_version,
+/// too_many_connections, client_id).
+pub const MQTT_CONNECTIONS_REJECTED: &str = "edge_gateway_mqtt_connections_rejected_total";
+/// Device connections that ended after CONNACK, by `reason` (disconnect, closed_by_peer,
+/// keep_alive, malformed, oversize, protocol_error, qos2_unsupported, not_authorized,
+/// taken_over, io, write_timeout, shutdown).
+pub const MQTT_CONNECTIONS_CLOSED: &str = "edge_gateway_mqtt_connections_closed_total";
+/// Device publishes refused by the listener (not the topic contract), by `reason`
+/// (not_authorized, qos2_unsupported).
+pub const MQTT_PUBLISHES_REJECTED: &str = "edge_gateway_mqtt_publishes_rejected_total";
+/// SUBSCRIBEs on the device port, answered with a failure (subscribers use the subscriber port).
+pub const MQTT_SUBSCRIBES_REFUSED: &str = "edge_gateway_mqtt_subscribes_refused_total";
+/// Last wills published on an abnormal close.
+pub const MQTT_WILLS_PUBLISHED: &str = "edge_gateway_mqtt_wills_published_total";
+/// QoS 1 publish received → its PUBACK encoded (after the commit).
+pub const MQTT_PUBACK_SECONDS: &str = "edge_gateway_mqtt_puback_seconds";
+/// Committed records not republished to the subscriber port because its router was full.
+pub const MQTT_REPUBLISH_DROPPED: &str = "edge_gateway_mqtt_republish_dropped_total";
 /// 1 while the site MQTT client is connected.
 pub const SITE_MQTT_CONNECTED: &str = "edge_gateway_site_mqtt_connected";
 

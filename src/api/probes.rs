@@ -49,7 +49,10 @@ pub async fn health(State(state): State<ApiState>) -> Response {
                 "lastCommit": (last_commit > 0).then(|| format_ms(last_commit)),
                 "recoveredFromCorruption": h.store_recovered_from.get(),
             },
-            "mqtt": { "status": h.mqtt_state().as_str() },
+            "mqtt": {
+                "status": h.mqtt_state().as_str(),
+                "anonymous": h.mqtt_anonymous.load(Ordering::Relaxed),
+            },
             "socketio": {
                 "status": "healthy",
                 "clients": h.socket_clients.load(Ordering::Relaxed),

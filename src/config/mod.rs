@@ -33,7 +33,7 @@ use crate::alarms::ThresholdRule;
 pub use devices::{DevicesConfig, SimulatorConfig};
 pub use env::ENV_PREFIX;
 pub use modbus::{ModbusConfig, ModbusDeviceConfig};
-pub use mqtt::MqttConfig;
+pub use mqtt::{MqttConfig, MqttUser};
 pub use secret::Secret;
 pub use serial::{Parity, SerialPortConfig, SerialSensorConfig};
 pub use server::{

@@ -1,19 +1,45 @@
-//! The embedded MQTT broker devices publish to.
+//! The gateway's own MQTT listener devices publish to, and the subscriber port for site clients.
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{Check, ConfigError};
+use super::{Check, ConfigError, Secret};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     pub enabled: bool,
+    /// Where devices publish (the gateway's own MQTT 3.1.1/5 listener).
     pub listen: SocketAddr,
-    /// Payloads above this are rejected (counted as `oversize`).
+    /// Payloads above this are rejected (counted as `oversize`); packets above 4x this (at
+    /// least 64 KiB) close the connection.
     pub max_payload_bytes: usize,
     pub max_connections: usize,
+    /// Where site clients subscribe to committed readings (an embedded rumqttd); unset = off.
+    pub subscriber_listen: Option<SocketAddr>,
+    /// Let clients without credentials publish for any device (warned at start, on /health).
+    pub allow_anonymous: bool,
+    /// Device credentials; each may publish only for its `devices`.
+    pub users: Vec<MqttUser>,
+    /// QoS 1 publishes a connection may have waiting for their commit (MQTT 5 Receive
+    /// Maximum); at the cap the connection's socket is not read.
+    pub receive_maximum: u16,
+    /// Bytes of publishes waiting for their commit, over all connections; when full, no
+    /// socket is read.
+    pub inflight_bytes_max: usize,
+    /// A connection that sends no CONNECT within this is closed.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUser {
+    pub username: String,
+    /// Argon2 PHC string (`edge-gateway hash-password` prints one).
+    pub password_hash: Secret,
+    /// Device ids this credential may publish for; `*` matches any run of characters.
+    pub devices: Vec<String>,
 }
 
 impl Default for MqttConfig {
@@ -23,6 +49,12 @@ impl Default for MqttConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_payload_bytes: 16_384,
             max_connections: 1_000,
+            subscriber_listen: None,
+            allow_anonymous: true,
+            users: Vec::new(),
+            receive_maximum: 128,
+            inflight_bytes_max: 16 * 1024 * 1024,
+            connect_timeout_ms: 10_000,
         }
     }
 }
@@ -32,6 +64,45 @@ impl MqttConfig {
         if self.max_payload_bytes < 16 {
             return Err(check.fail("mqtt.max_payload_bytes", "must be at least 16"));
         }
-        check.positive("mqtt.max_connections", self.max_connections as u64)
+        check.positive("mqtt.max_connections", self.max_connections as u64)?;
+        check.positive("mqtt.receive_maximum", u64::from(self.receive_maximum))?;
+        check.positive("mqtt.connect_timeout_ms", self.connect_timeout_ms)?;
+        if self.inflight_bytes_max < self.max_payload_bytes.saturating_mul(4).max(65_536) {
+            return Err(check.fail(
+                "mqtt.inflight_bytes_max",
+                "must hold at least one packet of the largest size (4 x max_payload_bytes, at least 65536)",
+            ));
+        }
+        if self.subscriber_listen == Some(self.listen) {
+            return Err(check.fail("mqtt.subscriber_listen", "must differ from mqtt.listen"));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            u.validate(i, &self.users[..i], check)?;
+        }
+        Ok(())
+    }
+}
+
+impl MqttUser {
+    fn validate(&self, i: usize, before: &[MqttUser], check: &Check) -> Result<(), ConfigError> {
+        if self.username.is_empty() || before.iter().any(|o| o.username == self.username) {
+            return Err(check.fail(
+                &format!("mqtt.users[{i}].username"),
+                "must be non-empty and unique",
+            ));
+        }
+        if let Err(e) = argon2::password_hash::PasswordHash::new(self.password_hash.expose()) {
+            return Err(check.fail(
+                &format!("mqtt.users[{i}].password_hash"),
+                format!("is not a PHC string ({e}); `edge-gateway hash-password` prints one"),
+            ));
+        }
+        if self.devices.is_empty() || self.devices.iter().any(|d| d.is_empty()) {
+            return Err(check.fail(
+                &format!("mqtt.users[{i}].devices"),
+                "must list device ids or patterns (`*` = any)",
+            ));
+        }
+        Ok(())
     }
 }

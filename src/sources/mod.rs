@@ -10,6 +10,7 @@ pub mod site_mqtt;
 pub mod topic;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -41,10 +42,10 @@ pub struct SourceSections<'a> {
 }
 
 /// Starts every configured source: Modbus lines and TCP devices, serial line sensors, the
-/// site broker client, the embedded broker's ingest link and `simulated_devices` simulated
-/// devices publishing through it. They all send to `tx` and end on `stop`; the pipeline ends
-/// once every one of them has dropped its sender.
-pub fn spawn(
+/// site broker client, the device MQTT listener and `simulated_devices` simulated devices.
+/// They all send to `tx` and end on `stop`; the pipeline ends once every one of them has
+/// dropped its sender.
+pub async fn spawn(
     config: SourceSections<'_>,
     simulated_devices: usize,
     gateway_id: &str,
@@ -62,19 +63,20 @@ pub fn spawn(
         stop,
     ));
     if config.mqtt.enabled {
-        let simulator = (simulated_devices > 0).then(|| {
-            (
+        if simulated_devices > 0 {
+            sources.push(tokio::spawn(simulator::run(
+                tx.clone(),
                 simulated_devices,
                 Duration::from_millis(config.simulator.interval_ms),
-            )
-        });
-        sources.extend(spawn_embedded_broker(
-            config.mqtt,
-            simulator,
-            health,
-            tx,
-            stop,
-        )?);
+                stop.clone(),
+            )));
+        }
+        let listener = mqtt::DeviceListener::bind(config.mqtt, tx, stop.clone()).await?;
+        health
+            .mqtt_anonymous
+            .store(config.mqtt.allow_anonymous, Ordering::Relaxed);
+        sources.push(tokio::spawn(listener.run()));
+        tracing::info!(listen = %config.mqtt.listen, "MQTT device listener ready");
     }
     Ok(sources)
 }
@@ -109,36 +111,4 @@ fn spawn_site_mqtt(
         tx.clone(),
         stop.clone(),
     )))
-}
-
-/// Starts rumqttd and the task reading its ingest link (MQTT is reported down if that link
-/// ends before `stop`), plus the simulator, given (devices, interval), on a second link.
-fn spawn_embedded_broker(
-    config: &MqttConfig,
-    simulator: Option<(usize, Duration)>,
-    health: &Arc<Health>,
-    tx: mpsc::Sender<Ingest>,
-    stop: &CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, mqtt::MqttSourceError> {
-    let broker = mqtt::start_broker(config, simulator.is_some())?;
-    let mut tasks = Vec::new();
-    let health = health.clone();
-    let ingest_stop = stop.clone();
-    let max_payload = config.max_payload_bytes;
-    tasks.push(tokio::spawn(async move {
-        mqtt::run_ingest(broker.ingest, max_payload, tx, ingest_stop.clone()).await;
-        if !ingest_stop.is_cancelled() {
-            health.set_mqtt_ok(false);
-        }
-    }));
-    if let (Some(link), Some((devices, interval))) = (broker.simulator, simulator) {
-        tasks.push(tokio::spawn(simulator::run(
-            link,
-            devices,
-            interval,
-            stop.clone(),
-        )));
-    }
-    tracing::info!(listen = %config.listen, "embedded MQTT broker listening");
-    Ok(tasks)
 }

@@ -273,7 +273,7 @@ mod tests {
                 unit,
                 ..
             } => (device_id, sensor_type, value, unit),
-            Ingest::Status { .. } => unreachable!(),
+            Ingest::Status { .. } | Ingest::Ack(_) => unreachable!(),
         })
     }
 
@@ -349,7 +349,7 @@ mod tests {
             .map(|r| {
                 r.map(|m| match m {
                     Ingest::Reading { device_id, .. } => device_id,
-                    Ingest::Status { .. } => unreachable!(),
+                    Ingest::Status { .. } | Ingest::Ack(_) => unreachable!(),
                 })
             })
             .collect();

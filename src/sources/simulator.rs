@@ -1,12 +1,16 @@
-//! Simulated devices for demos and tests without hardware. They publish through the embedded
-//! broker (a broker link, so the real MQTT path: router, topic contract, parsing) with drift,
-//! occasional threshold breaches, and devices that drop offline (announced on their status
-//! topic, like a last will) and come back.
+//! Simulated devices for demos and tests without hardware. Each message is a topic and
+//! payload parsed by the MQTT topic contract (like a device's publish) and handed straight to
+//! the pipeline, with drift, occasional threshold breaches, and devices that drop offline
+//! (announced on their status topic, like a last will) and come back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rumqttd::local::LinkTx;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::ingest::Ingest;
+
+use super::topic::parse;
 
 /// Sensor types cycled through the simulated devices: (type, unit, base, spread, spike).
 const KINDS: &[(&str, &str, f64, f64, f64)] = &[
@@ -37,8 +41,28 @@ struct SimDevice {
     silent_for: u32,
 }
 
+/// Parses like a device publish and hands over; false once the pipeline is gone.
+async fn publish(tx: &mpsc::Sender<Ingest>, topic: &str, payload: &str) -> bool {
+    match parse(
+        topic.as_bytes(),
+        payload.as_bytes(),
+        usize::MAX,
+        Instant::now(),
+    ) {
+        Ok(msg) => tx.send(msg).await.is_ok(),
+        Err(reason) => {
+            tracing::error!(
+                topic,
+                reason = reason.as_str(),
+                "simulator message rejected"
+            );
+            true
+        }
+    }
+}
+
 pub async fn run(
-    mut link: LinkTx,
+    tx: mpsc::Sender<Ingest>,
     devices: usize,
     interval: Duration,
     shutdown: CancellationToken,
@@ -74,7 +98,9 @@ pub async fn run(
             // One tick in 2000 a device drops out for 20–40 ticks.
             if rng.next_f64() < 0.0005 {
                 d.silent_for = 20 + (rng.next_f64() * 20.0) as u32;
-                let _ = link.publish(format!("devices/{}/status", d.id), "offline");
+                if !publish(&tx, &format!("devices/{}/status", d.id), "offline").await {
+                    return;
+                }
                 continue;
             }
             // Mean-reverting random walk, with a rare spike past the critical threshold.
@@ -88,8 +114,8 @@ pub async fn run(
                 r#"{{"value":{:.2},"unit":"{unit}","location":"{}"}}"#,
                 value, d.location
             );
-            if let Err(e) = link.publish(format!("sensors/{}/{sensor}", d.id), payload) {
-                tracing::error!(error = %e, "simulator cannot publish; stopping");
+            if !publish(&tx, &format!("sensors/{}/{sensor}", d.id), &payload).await {
+                tracing::error!("simulator cannot hand over: the pipeline is gone; stopping");
                 return;
             }
         }

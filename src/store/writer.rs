@@ -21,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::config::StoreConfig;
 use crate::health::Health;
 use crate::hub::{Hub, HubEvent};
+use crate::ingest::AckToken;
 use crate::record::{Alert, Committed, Level, Record, RecordKind};
 use crate::telemetry as t;
 use crate::time::now_ms;
@@ -30,6 +31,8 @@ use crate::time::now_ms;
 pub struct WriteBatch {
     pub records: Vec<Record>,
     pub received: Instant,
+    /// Completed once the commit holding these records (and everything before) returned.
+    pub acks: Vec<AckToken>,
 }
 
 /// What the single writer is asked to make durable.
@@ -51,6 +54,12 @@ struct Pending {
     records: VecDeque<Record>,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
+    /// Records added and records taken into slices so far, so each ack token goes with the
+    /// slice holding the last record that arrived before it.
+    added: u64,
+    taken: u64,
+    /// Ack tokens and the `added` count when each arrived.
+    acks: VecDeque<(u64, AckToken)>,
 }
 
 impl Pending {
@@ -58,7 +67,10 @@ impl Pending {
         match request {
             WriteRequest::Records(b) => {
                 self.oldest = Some(self.oldest.map_or(b.received, |o| o.min(b.received)));
+                self.added += b.records.len() as u64;
                 self.records.extend(b.records);
+                let at = self.added;
+                self.acks.extend(b.acks.into_iter().map(|ack| (at, ack)));
             }
             WriteRequest::Cursor { sink, next_seq } => {
                 let slot = self.cursors.entry(sink).or_insert(next_seq);
@@ -70,14 +82,20 @@ impl Pending {
     /// The next commit: the first `max` records (in order, so per-device order and `seq`
     /// stay as received) and every cursor; `None` when nothing is left.
     fn next_slice(&mut self, max: usize) -> Option<Slice> {
-        if self.records.is_empty() && self.cursors.is_empty() {
+        if self.records.is_empty() && self.cursors.is_empty() && self.acks.is_empty() {
             return None;
         }
         let n = self.records.len().min(max.max(1));
+        self.taken += n as u64;
+        let mut acks = Vec::new();
+        while self.acks.front().is_some_and(|(at, _)| *at <= self.taken) {
+            acks.extend(self.acks.pop_front().map(|(_, ack)| ack));
+        }
         Some(Slice {
             records: self.records.drain(..n).collect(),
             cursors: std::mem::take(&mut self.cursors),
             oldest: self.oldest.take(),
+            acks,
         })
     }
 }
@@ -87,6 +105,8 @@ struct Slice {
     records: Vec<Record>,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
+    /// PUBACK barriers completed after this commit (see [`AckToken`]).
+    acks: Vec<AckToken>,
 }
 
 impl Slice {
@@ -234,7 +254,12 @@ impl Committer {
     /// Commits `slice`, retrying until it succeeds or, once shutdown began, until
     /// `limits.shutdown_retry_ms` has passed. Nothing is acknowledged before its commit
     /// returned.
-    fn commit_with_retry(&mut self, slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
+    fn commit_with_retry(&mut self, mut slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
+        if slice.records.is_empty() && slice.cursors.is_empty() {
+            // Only barriers: everything that arrived before them is committed already.
+            self.complete(std::mem::take(&mut slice.acks));
+            return;
+        }
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let retention = self.prepare();
@@ -375,7 +400,8 @@ impl Committer {
 
     /// After the commit returned: its figures, a recovery notice if the store had failed,
     /// then the committed records on the hub.
-    fn on_committed(&self, slice: Slice, outcome: &CommitOutcome, started: Instant) {
+    fn on_committed(&self, mut slice: Slice, outcome: &CommitOutcome, started: Instant) {
+        self.complete(std::mem::take(&mut slice.acks));
         let elapsed = started.elapsed();
         let count = slice.records.len();
         metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
@@ -398,6 +424,15 @@ impl Committer {
         }
         if !committed.is_empty() {
             self.hub.publish(HubEvent::Committed(committed.into()));
+        }
+    }
+
+    /// Completes ack tokens after their commit, unless records were given up at shutdown:
+    /// a later token would acknowledge (its source counts messages, not records) the lost
+    /// ones too, so from then on none is completed and nothing more is acknowledged.
+    fn complete(&self, acks: Vec<AckToken>) {
+        if !self.gave_up {
+            acks.into_iter().for_each(AckToken::complete);
         }
     }
 
@@ -428,6 +463,7 @@ impl Slice {
             records: Vec::new(),
             cursors: BTreeMap::new(),
             oldest: None,
+            acks: Vec::new(),
         }
     }
 }
