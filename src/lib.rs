@@ -148,12 +148,13 @@ impl Gateway {
         let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
         let pipeline = pipeline::spawn(
             &config.devices,
+            Duration::from_secs(config.store.retention_max_age_secs),
             &config.thresholds,
-            &store.devices()?,
+            &store,
             health.clone(),
             ingest_rx,
             write_tx,
-        );
+        )?;
 
         let sources_stop = CancellationToken::new();
         let sources = sources::spawn(

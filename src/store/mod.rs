@@ -7,17 +7,19 @@
 //! - `readings_by_sensor`: `(deviceId, sensorType, ts_ms, seq) → ()`, likewise per sensor.
 //! - `log_by_kind`: `(kind, seq) → ()` for status changes and alerts only (they are few), so
 //!   the byte budget can evict telemetry first, then status changes, alerts last.
-//! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start.
+//! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start
+//!   (bounded, most recent first, see `registry.rs`).
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`.
 //!
 //! This file holds the handle, opening and reopening, and the tables; `codec.rs` the record
-//! format, `query.rs` the reads, `append.rs` the writer's transaction and `retention.rs` what
+//! format, `query.rs` the reads, `registry.rs` the device registry table, `append.rs` the writer's transaction and `retention.rs` what
 //! it evicts.
 
 mod append;
 mod codec;
 mod query;
+mod registry;
 mod retention;
 #[cfg(test)]
 mod test_support;
@@ -25,6 +27,7 @@ pub mod writer;
 
 pub use append::{CommitOutcome, StoreWriter};
 pub use query::{HistoryQuery, RawRecord, StoredRecord};
+pub use registry::StoredDevice;
 pub use retention::Retention;
 
 use std::path::{Path, PathBuf};

@@ -1,10 +1,10 @@
 //! Reads, concurrent with the writer: history range scans, catch-up from a `seq`, sink
-//! cursors and the device registry.
+//! cursors. The device registry's reads are in `registry.rs`.
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableDatabase};
 
 use super::codec::{Decoded, decode_stored};
-use super::{BY_DEVICE, BY_SENSOR, CURSORS, DEVICES, LOG, Store, StoreError};
+use super::{BY_DEVICE, BY_SENSOR, CURSORS, LOG, Store, StoreError};
 use crate::record::RecordKind;
 
 /// A history request, already validated.
@@ -112,26 +112,6 @@ impl Store {
         let txn = db.begin_read()?;
         let table = txn.open_table(CURSORS)?;
         Ok(table.get(sink)?.map(|v| v.value()))
-    }
-
-    /// The latest `device:status` JSON of every device ever seen.
-    pub fn devices(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DEVICES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            if let Ok(json) = serde_json::from_slice(v.value()) {
-                out.push(json);
-            } else {
-                tracing::warn!(
-                    device = k.value(),
-                    "ignoring unreadable stored device status"
-                );
-            }
-        }
-        Ok(out)
     }
 }
 
