@@ -113,7 +113,8 @@ impl Store {
     /// The at most `max` most recently heard-of devices not heard of since before
     /// `forget_before_ms`, most recent first. The table is streamed, holding no more than
     /// `max` devices at a time; the rows not kept (too many, too old, unreadable) are then
-    /// deleted in slices. Meant for start-up, before any status is written.
+    /// deleted in slices, if the store can write. Meant for start-up, before any status is
+    /// written.
     pub fn restore_devices(
         &self,
         max: usize,
@@ -147,12 +148,19 @@ impl Store {
             .collect();
         if rows > kept.len() {
             let keep: HashSet<&str> = kept.iter().map(|d| d.device_id.as_str()).collect();
-            let removed = self.delete_devices_except(&keep)?;
-            tracing::info!(
-                kept = kept.len(),
-                removed,
-                "device registry pruned at start (devices.max_devices, devices.forget_after_ms)"
-            );
+            // Best effort: a store that cannot write now (disk full) must not stop the start;
+            // the rows left are pruned at the next one.
+            match self.delete_devices_except(&keep) {
+                Ok(removed) => tracing::info!(
+                    kept = kept.len(),
+                    removed,
+                    "device registry pruned at start (devices.max_devices, devices.forget_after_ms)"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot prune the device registry at start; it is retried at the next start"
+                ),
+            }
         }
         Ok(kept)
     }
