@@ -152,12 +152,13 @@ impl Gateway {
         let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
         let pipeline = pipeline::spawn(
             &config.devices,
+            Duration::from_secs(config.store.retention_max_age_secs),
             &config.thresholds,
-            &store.devices()?,
+            &store,
             health.clone(),
             ingest_rx,
             write_tx,
-        );
+        )?;
 
         let sources = sources::spawn(
             source_sections(&config),

@@ -7,7 +7,14 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const READINGS_ACCEPTED: &str = "edge_gateway_readings_accepted_total";
+/// Readings and status messages rejected, by `reason` (topic contract reasons, and
+/// `too_many_devices` for a new device beyond `devices.max_devices`).
 pub const READINGS_REJECTED: &str = "edge_gateway_readings_rejected_total";
+/// Readings whose device timestamp was replaced by the receive time, by `reason`
+/// (`future`: beyond `devices.max_future_skew_ms`; `past`: older than the store's retention).
+pub const TIMESTAMPS_CLAMPED: &str = "edge_gateway_timestamps_clamped_total";
+/// Devices forgotten by the registry (silent past `devices.forget_after_ms` or the retention).
+pub const DEVICES_FORGOTTEN: &str = "edge_gateway_devices_forgotten_total";
 pub const RECORDS_COMMITTED: &str = "edge_gateway_records_committed_total";
 pub const COMMIT_SECONDS: &str = "edge_gateway_commit_seconds";
 pub const COMMIT_BATCH_RECORDS: &str = "edge_gateway_commit_batch_records";

@@ -29,6 +29,11 @@ impl Alarms {
         }
     }
 
+    /// Drops the alarm state of devices the registry forgot.
+    pub fn forget_devices(&mut self, gone: &std::collections::HashSet<String>) {
+        self.levels.retain(|(device, _), _| !gone.contains(device));
+    }
+
     /// The unit configured for a sensor type, for readings that carry none.
     pub fn default_unit(&self, sensor_type: &str) -> Option<&str> {
         self.rules

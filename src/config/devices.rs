@@ -11,6 +11,16 @@ pub struct DevicesConfig {
     /// Silence after which a device is marked offline and a connectivity alert raised.
     pub offline_after_ms: u64,
     pub check_interval_ms: u64,
+    /// Most devices the registry holds. A reading or status of a new device beyond it is
+    /// rejected (reason `too_many_devices`): anonymous publishes must not grow memory, or the
+    /// registry restored at start, without bound.
+    pub max_devices: usize,
+    /// A device silent this long is forgotten (from memory and the store's registry); 0 =
+    /// only when its data has aged out of the store (`store.retention_max_age_secs`).
+    pub forget_after_ms: u64,
+    /// A reading stamped further than this in the future is stamped with its receive time
+    /// instead (as are readings older than `store.retention_max_age_secs`).
+    pub max_future_skew_ms: u64,
 }
 
 impl Default for DevicesConfig {
@@ -18,6 +28,9 @@ impl Default for DevicesConfig {
         DevicesConfig {
             offline_after_ms: 60_000,
             check_interval_ms: 1_000,
+            max_devices: 10_000,
+            forget_after_ms: 7 * 24 * 3600 * 1000,
+            max_future_skew_ms: 5 * 60 * 1000,
         }
     }
 }
@@ -29,6 +42,13 @@ impl DevicesConfig {
             return Err(check.fail(
                 "devices.offline_after_ms",
                 "must be at least devices.check_interval_ms",
+            ));
+        }
+        check.positive("devices.max_devices", self.max_devices as u64)?;
+        if self.forget_after_ms != 0 && self.forget_after_ms < self.offline_after_ms {
+            return Err(check.fail(
+                "devices.forget_after_ms",
+                "must be 0 (never) or at least devices.offline_after_ms",
             ));
         }
         Ok(())

@@ -7,19 +7,21 @@
 //! - `readings_by_sensor`: `(deviceId, sensorType, ts_ms, seq) → ()`, likewise per sensor.
 //! - `log_by_kind`: `(kind, seq) → ()` for status changes and alerts only (they are few), so
 //!   the byte budget can evict telemetry first, then status changes, alerts last.
-//! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start.
+//! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start
+//!   (bounded, most recent first, see `registry.rs`).
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`.
 //!
 //! This file holds the handle, opening (with the integrity check) and reopening, and the
-//! tables; `codec.rs` the record format, `query.rs` the reads, `append.rs` the writer's
-//! transaction, `retention.rs` what it evicts, `limits.rs` the writer's bounds and the disk
-//! free-space watermark.
+//! tables; `codec.rs` the record format, `query.rs` the reads, `registry.rs` the device
+//! registry table, `append.rs` the writer's transaction, `retention.rs` what it evicts,
+//! `limits.rs` the writer's bounds and the disk free-space watermark.
 
 mod append;
 mod codec;
 mod limits;
 mod query;
+mod registry;
 mod retention;
 #[cfg(test)]
 mod test_support;
@@ -29,6 +31,7 @@ pub use append::{CommitOutcome, StoreWriter};
 pub use limits::StoreLimits;
 use limits::{DiskPressure, keep_reserve, release_reserve};
 pub use query::{HistoryQuery, RawRecord, StoredRecord};
+pub use registry::StoredDevice;
 pub use retention::Retention;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,10 +1,10 @@
 //! Reads, concurrent with the writer: history range scans, catch-up from a `seq`, sink
-//! cursors and the device registry.
+//! cursors. The device registry's reads are in `registry.rs`.
 
-use redb::{ReadTransaction, ReadableTable};
+use redb::ReadTransaction;
 
 use super::codec::{Decoded, decode_stored};
-use super::{BY_DEVICE, BY_SENSOR, CURSORS, DEVICES, LOG, Store, StoreError};
+use super::{BY_DEVICE, BY_SENSOR, CURSORS, LOG, Store, StoreError};
 use crate::record::RecordKind;
 
 /// A history request, already validated.
@@ -109,26 +109,6 @@ impl Store {
     /// A sink's committed cursor: the next `seq` it has to send. `None` for a new sink.
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
         self.read(|txn| Ok(txn.open_table(CURSORS)?.get(sink)?.map(|v| v.value())))
-    }
-
-    /// The latest `device:status` JSON of every device ever seen.
-    pub fn devices(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(DEVICES)?;
-            let mut out = Vec::new();
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                if let Ok(json) = serde_json::from_slice(v.value()) {
-                    out.push(json);
-                } else {
-                    tracing::warn!(
-                        device = k.value(),
-                        "ignoring unreadable stored device status"
-                    );
-                }
-            }
-            Ok(out)
-        })
     }
 }
 

@@ -5,5 +5,6 @@
 mod common;
 
 mod broker;
+mod devices;
 mod logs;
 mod store;

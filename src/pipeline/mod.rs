@@ -6,7 +6,9 @@
 //! message reach the writer together and in order. It stops when every source has stopped
 //! (all [`Ingest`] senders dropped), after handing everything it received to the writer.
 
-use std::collections::HashMap;
+mod registry;
+
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,81 +16,105 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use self::registry::{Device, Registry};
 use crate::alarms::{Alarms, ThresholdRule};
 use crate::config::DevicesConfig;
 use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
 use crate::store::writer::{WriteBatch, WriteRequest};
+use crate::store::{Store, StoreError, StoredDevice};
 use crate::telemetry as t;
-use crate::time::{now_ms, parse_rfc3339_ms};
+use crate::time::now_ms;
 
-#[derive(Debug, Clone)]
-struct Device {
-    status: DeviceState,
-    location: String,
-    last_seen_ms: Option<i64>,
-    /// Monotonic time of the last message, for the silence check.
-    last_heard: Instant,
-    connectivity_alert: bool,
+/// One warning per this interval for each kind of throttled event, with a suppressed count.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line at most once per [`LOG_EVERY`]; counts what it held back.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) <= LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 pub struct Pipeline {
-    devices: HashMap<String, Device>,
+    registry: Registry,
     alarms: Alarms,
     offline_after: Duration,
+    /// Device timestamps beyond now + this are replaced by the receive time.
+    max_future_skew_ms: i64,
+    /// Device timestamps older than the store keeps are replaced by the receive time.
+    store_max_age_ms: i64,
     /// Readings per second over the last minute, for `dataPointsPerMinute`.
     per_second: [u64; 60],
     second_index: u64,
     health: Arc<Health>,
     next_alert: u64,
+    rejected_log: Throttle,
+    clamped_log: Throttle,
 }
 
 impl Pipeline {
+    /// `store_max_age` is the store's age retention (`store.retention_max_age_secs`).
     pub fn new(
         config: &DevicesConfig,
+        store_max_age: Duration,
         thresholds: &[ThresholdRule],
         health: Arc<Health>,
     ) -> Pipeline {
         Pipeline {
-            devices: HashMap::new(),
+            registry: Registry::new(config, store_max_age),
             alarms: Alarms::new(thresholds),
             offline_after: Duration::from_millis(config.offline_after_ms),
+            max_future_skew_ms: i64::try_from(config.max_future_skew_ms).unwrap_or(i64::MAX),
+            store_max_age_ms: i64::try_from(store_max_age.as_millis()).unwrap_or(i64::MAX),
             per_second: [0; 60],
             second_index: 0,
             health,
             next_alert: 0,
+            rejected_log: Throttle::default(),
+            clamped_log: Throttle::default(),
         }
     }
 
-    /// Restores devices known from the store (their latest `device:status` JSON). Devices that
-    /// were online get a fresh silence window from now.
-    pub fn restore(&mut self, stored: &[serde_json::Value]) {
-        let now = Instant::now();
-        for s in stored {
-            let (Some(id), Some(status)) = (
-                s["deviceId"].as_str(),
-                s["status"].as_str().and_then(DeviceState::parse),
-            ) else {
-                continue;
-            };
-            self.devices.insert(
-                id.to_string(),
-                Device {
-                    status,
-                    location: s["location"].as_str().unwrap_or_default().to_string(),
-                    last_seen_ms: s["lastSeen"].as_str().and_then(parse_rfc3339_ms),
-                    last_heard: now,
-                    connectivity_alert: status == DeviceState::Offline,
-                },
-            );
-        }
+    /// Restores devices known from the store (most recent first, at most
+    /// `devices.max_devices`). Devices that were online get a fresh silence window from now.
+    pub fn restore(&mut self, stored: Vec<StoredDevice>) {
+        self.registry.restore(stored);
         self.publish_figures();
     }
 
     /// The records one source message produces, in order.
     pub fn process(&mut self, msg: Ingest, out: &mut Vec<Record>) {
         let now = now_ms();
+        // `run` hands barriers to the writer; one that got here has nothing to wait for.
+        if let Ingest::Ack(token) = msg {
+            token.complete();
+            return;
+        }
+        let (Ingest::Reading { device_id, .. } | Ingest::Status { device_id, .. }) = &msg else {
+            unreachable!("barriers returned above")
+        };
+        if !self.registry.admits(device_id) {
+            self.reject_new_device(device_id);
+            return;
+        }
         match msg {
             Ingest::Reading {
                 device_id,
@@ -110,7 +136,7 @@ impl Pipeline {
                     sensor_type,
                     value,
                     unit,
-                    ts_ms: ts_ms.unwrap_or(now),
+                    ts_ms: self.stamp(ts_ms, now),
                     status: status.unwrap_or(Level::Normal),
                     location,
                 };
@@ -122,9 +148,46 @@ impl Pipeline {
                 location,
                 received,
             } => self.report_status(device_id, status, location, received, now, out),
-            // `run` hands barriers to the writer; one that got here has nothing to wait for.
-            Ingest::Ack(token) => token.complete(),
+            Ingest::Ack(_) => unreachable!("barriers returned above"),
         }
+    }
+
+    /// A new device while the registry is full: counted and logged (throttled), not stored.
+    fn reject_new_device(&mut self, device_id: &str) {
+        metrics::counter!(t::READINGS_REJECTED, "reason" => "too_many_devices").increment(1);
+        if let Some(suppressed) = self.rejected_log.ready() {
+            tracing::warn!(
+                reason = "too_many_devices",
+                device = ?device_id,
+                max_devices = self.registry.max_devices(),
+                suppressed,
+                "rejected a message of a new device: the device registry is full (devices.max_devices)"
+            );
+        }
+    }
+
+    /// The time a reading is stored under: its own, unless missing, further ahead than
+    /// `max_future_skew_ms` or older than the store keeps, where the receive time replaces it.
+    /// Retention and history then never depend on a device's clock.
+    fn stamp(&mut self, ts_ms: Option<i64>, now: i64) -> i64 {
+        let Some(ts) = ts_ms else { return now };
+        let reason = if ts > now.saturating_add(self.max_future_skew_ms) {
+            "future"
+        } else if ts < now.saturating_sub(self.store_max_age_ms) {
+            "past"
+        } else {
+            return ts;
+        };
+        metrics::counter!(t::TIMESTAMPS_CLAMPED, "reason" => reason).increment(1);
+        if let Some(suppressed) = self.clamped_log.ready() {
+            tracing::warn!(
+                reason,
+                device_ts = %crate::time::format_ms(ts),
+                suppressed,
+                "device timestamp replaced by the receive time"
+            );
+        }
+        now
     }
 
     /// The reading's own unit, else its threshold rule's, else the sensor type's default.
@@ -165,22 +228,18 @@ impl Pipeline {
         now: i64,
         out: &mut Vec<Record>,
     ) {
-        let known = self.devices.contains_key(&device_id);
+        let known = self.registry.devices.contains_key(&device_id);
         let device = self
+            .registry
             .devices
             .entry(device_id.clone())
-            .or_insert_with(|| Device {
-                status,
-                location: String::new(),
-                last_seen_ms: None,
-                last_heard: received,
-                connectivity_alert: false,
-            });
+            .or_insert_with(|| Device::new(status, received, now));
         let moved = location.as_ref().is_some_and(|l| *l != device.location);
         if let Some(l) = location {
             device.location = l;
         }
         device.last_heard = received;
+        device.last_known_ms = now;
         let changed = !known || device.status != status || moved;
         device.status = status;
         if status != DeviceState::Offline {
@@ -193,7 +252,8 @@ impl Pipeline {
         let device = device.clone();
         out.push(status_record(&device_id, &device, now));
         if status == DeviceState::Offline && !device.connectivity_alert {
-            self.devices
+            self.registry
+                .devices
                 .get_mut(&device_id)
                 .expect("inserted above")
                 .connectivity_alert = true;
@@ -211,17 +271,12 @@ impl Pipeline {
         received: Instant,
         out: &mut Vec<Record>,
     ) -> &Device {
-        let known = self.devices.contains_key(device_id);
+        let known = self.registry.devices.contains_key(device_id);
         let device = self
+            .registry
             .devices
             .entry(device_id.to_string())
-            .or_insert_with(|| Device {
-                status: DeviceState::Online,
-                location: String::new(),
-                last_seen_ms: None,
-                last_heard: received,
-                connectivity_alert: false,
-            });
+            .or_insert_with(|| Device::new(DeviceState::Online, received, now));
         let mut changed = !known;
         if let Some(l) = location
             && l != device.location
@@ -236,25 +291,18 @@ impl Pipeline {
         }
         device.last_seen_ms = Some(now);
         device.last_heard = received;
+        device.last_known_ms = now;
         if changed {
             out.push(status_record(device_id, device, now));
         }
         device
     }
 
-    /// Marks devices silent for longer than `offline_after` offline, with a connectivity alert.
+    /// Marks devices silent for longer than `offline_after` offline, with a connectivity
+    /// alert: at most [`registry::SWEEP_SLICE`] per call, the rest on the next ticks.
     pub fn check_silence(&mut self, out: &mut Vec<Record>) {
         let now = now_ms();
-        let mut gone = Vec::new();
-        for (id, d) in &mut self.devices {
-            if d.status == DeviceState::Online && d.last_heard.elapsed() >= self.offline_after {
-                d.status = DeviceState::Offline;
-                d.connectivity_alert = true;
-                gone.push((id.clone(), d.clone()));
-            }
-        }
-        gone.sort_by(|a, b| a.0.cmp(&b.0));
-        for (id, d) in gone {
+        for (id, d) in self.registry.mark_silent() {
             out.push(status_record(&id, &d, now));
             let msg = format!(
                 "Device {id} offline: no data for {} s",
@@ -264,6 +312,22 @@ impl Pipeline {
         }
         self.roll_second();
         self.publish_figures();
+    }
+
+    /// Forgets up to [`registry::FORGET_SLICE`] devices not heard of for
+    /// `devices.forget_after_ms` (or the store's retention): their registry entry and alarm
+    /// state. Returns them with the cut-off for deleting their stored row.
+    pub fn forget_due(&mut self) -> Vec<(String, i64)> {
+        let now = now_ms();
+        let gone = self.registry.forget_due(now);
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        metrics::counter!(t::DEVICES_FORGOTTEN).increment(gone.len() as u64);
+        let set: HashSet<String> = gone.iter().cloned().collect();
+        self.alarms.forget_devices(&set);
+        self.publish_figures();
+        gone.into_iter().map(|id| (id, now)).collect()
     }
 
     fn connectivity_alert(&mut self, device_id: &str, message: String, now: i64) -> Alert {
@@ -300,25 +364,17 @@ impl Pipeline {
     }
 
     fn publish_figures(&self) {
-        let online = self
-            .devices
-            .values()
-            .filter(|d| d.status == DeviceState::Online)
-            .count();
-        let connectivity = self
-            .devices
-            .values()
-            .filter(|d| d.connectivity_alert)
-            .count();
+        let (online, connectivity) = self.registry.counts();
+        let total = self.registry.devices.len();
         let h = &self.health;
-        h.devices_total.store(self.devices.len(), Ordering::Relaxed);
+        h.devices_total.store(total, Ordering::Relaxed);
         h.devices_online.store(online, Ordering::Relaxed);
         h.active_alerts
             .store(self.alarms.active() + connectivity, Ordering::Relaxed);
         h.readings_last_minute
             .store(self.per_second.iter().sum(), Ordering::Relaxed);
         metrics::gauge!(t::DEVICES_ONLINE).set(online as f64);
-        metrics::gauge!(t::DEVICES_TOTAL).set(self.devices.len() as f64);
+        metrics::gauge!(t::DEVICES_TOTAL).set(total as f64);
         metrics::gauge!(t::ALERTS_ACTIVE).set((self.alarms.active() + connectivity) as f64);
     }
 }
@@ -337,25 +393,36 @@ fn status_record(device_id: &str, d: &Device, now: i64) -> Record {
 /// group-commit a burst, and 1024 bounds the records one request carries.
 const INBOX_MESSAGES: usize = 1024;
 
-/// Starts the pipeline with the devices the store knows (their latest `device:status` JSON).
-/// It ends when every source has stopped, after handing everything to the writer.
+/// Starts the pipeline with the devices the store knows: streamed from its registry, the
+/// most recent `devices.max_devices` of them, after dropping those due to be forgotten.
+/// `store_max_age` is the store's age retention. It ends when every source has stopped,
+/// after handing everything to the writer.
 pub fn spawn(
     config: &DevicesConfig,
+    store_max_age: Duration,
     thresholds: &[ThresholdRule],
-    stored_devices: &[serde_json::Value],
+    store: &Store,
     health: Arc<Health>,
     rx: mpsc::Receiver<Ingest>,
     tx: mpsc::Sender<WriteRequest>,
-) -> JoinHandle<()> {
-    let mut pipeline = Pipeline::new(config, thresholds, health);
-    pipeline.restore(stored_devices);
+) -> Result<JoinHandle<()>, StoreError> {
+    let mut pipeline = Pipeline::new(config, store_max_age, thresholds, health);
+    let forget_before = pipeline.registry.forget_before_ms(now_ms());
+    pipeline.restore(store.restore_devices(config.max_devices, forget_before)?);
     let check_interval = Duration::from_millis(config.check_interval_ms);
-    tokio::spawn(run(pipeline, rx, tx, check_interval))
+    Ok(tokio::spawn(run(
+        pipeline,
+        store.clone(),
+        rx,
+        tx,
+        check_interval,
+    )))
 }
 
 /// Runs until every source has stopped, then returns (dropping the writer's sender).
 async fn run(
     mut pipeline: Pipeline,
+    store: Store,
     mut rx: mpsc::Receiver<Ingest>,
     tx: mpsc::Sender<WriteRequest>,
     check_interval: Duration,
@@ -366,6 +433,7 @@ async fn run(
     loop {
         let mut records = Vec::new();
         let mut acks = Vec::new();
+        let mut forgotten = Vec::new();
         let received;
         tokio::select! {
             n = rx.recv_many(&mut inbox, INBOX_MESSAGES) => {
@@ -385,6 +453,8 @@ async fn run(
             }
             _ = tick.tick() => {
                 received = Instant::now();
+                // Forget first: a device due for both is not marked offline on its way out.
+                forgotten = pipeline.forget_due();
                 pipeline.check_silence(&mut records);
             }
         }
@@ -401,8 +471,27 @@ async fn run(
             tracing::error!("store writer is gone; pipeline stopping");
             break;
         }
+        if !forgotten.is_empty() {
+            forget_stored(&store, forgotten).await;
+        }
     }
     tracing::debug!("pipeline stopped: all sources closed");
+}
+
+/// Deletes forgotten devices' registry rows (one bounded slice). On failure they stay until
+/// the next start, which prunes the registry again.
+async fn forget_stored(store: &Store, forgotten: Vec<(String, i64)>) {
+    let store = store.clone();
+    let count = forgotten.len();
+    match tokio::task::spawn_blocking(move || store.forget_devices(&forgotten)).await {
+        Ok(Ok(removed)) => tracing::debug!(count, removed, "forgot silent devices"),
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            count,
+            "cannot delete forgotten devices from the store registry; the next start prunes them"
+        ),
+        Err(e) => tracing::warn!(error = %e, "registry pruning task failed"),
+    }
 }
 
 #[cfg(test)]
@@ -427,7 +516,12 @@ mod tests {
     fn pipeline(offline_after_ms: u64) -> Pipeline {
         let mut c = Config::default();
         c.devices.offline_after_ms = offline_after_ms;
-        Pipeline::new(&c.devices, &c.thresholds, Arc::new(Health::new(true, &[])))
+        Pipeline::new(
+            &c.devices,
+            Duration::from_secs(c.store.retention_max_age_secs),
+            &c.thresholds,
+            Arc::new(Health::new(true, &[])),
+        )
     }
 
     fn kinds(records: &[Record]) -> Vec<String> {
@@ -501,6 +595,102 @@ mod tests {
                 "status:maintenance",
                 "status:offline",
                 "alert:Connectivity:warning"
+            ]
+        );
+    }
+
+    #[test]
+    fn new_devices_beyond_max_devices_are_rejected_known_ones_kept() {
+        let mut c = Config::default();
+        c.devices.max_devices = 2;
+        let mut p = Pipeline::new(
+            &c.devices,
+            Duration::from_secs(3600),
+            &c.thresholds,
+            Arc::new(Health::new(true, &[])),
+        );
+        let mut out = vec![];
+        for d in ["a", "b", "c"] {
+            p.process(reading(d, 20.0), &mut out);
+        }
+        p.process(reading("a", 21.0), &mut out);
+        let devices: Vec<_> = out.iter().filter_map(|r| r.device_id()).collect();
+        assert_eq!(devices, vec!["a", "a", "b", "b", "a"]);
+        assert_eq!(p.registry.devices.len(), 2);
+    }
+
+    #[test]
+    fn device_clocks_far_off_are_replaced_by_receive_time() {
+        let mut p = pipeline(60_000);
+        let mut out = vec![];
+        let now = now_ms();
+        let at = |ts: i64| {
+            let mut msg = reading("d1", 20.0);
+            if let Ingest::Reading { ts_ms, .. } = &mut msg {
+                *ts_ms = Some(ts);
+            }
+            msg
+        };
+        let year_2100 = 4_102_444_800_000;
+        for ts in [year_2100, 0, now - 1000] {
+            p.process(at(ts), &mut out);
+        }
+        let stamps: Vec<i64> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Reading(r) => Some(r.ts_ms),
+                _ => None,
+            })
+            .collect();
+        assert!(stamps[0] >= now && stamps[0] < now + 60_000, "{stamps:?}");
+        assert!(stamps[1] >= now && stamps[1] < now + 60_000, "{stamps:?}");
+        assert_eq!(stamps[2], now - 1000);
+    }
+
+    #[test]
+    fn mass_silence_goes_offline_in_slices() {
+        let mut p = pipeline(0);
+        let mut out = vec![];
+        for i in 0..2500 {
+            p.process(reading(&format!("d{i}"), 20.0), &mut out);
+        }
+        let mut slices = vec![];
+        for _ in 0..4 {
+            out.clear();
+            p.check_silence(&mut out);
+            slices.push(out.len() / 2);
+        }
+        assert_eq!(slices, vec![1000, 1000, 500, 0]);
+    }
+
+    #[test]
+    fn silent_devices_are_forgotten_with_their_alarm_state() {
+        let mut c = Config::default();
+        c.devices.offline_after_ms = 0;
+        c.devices.forget_after_ms = 0;
+        // Retention of zero: everything is past it at once.
+        let mut p = Pipeline::new(
+            &c.devices,
+            Duration::ZERO,
+            &c.thresholds,
+            Arc::new(Health::new(true, &[])),
+        );
+        let mut out = vec![];
+        p.process(reading("d1", 50.0), &mut out);
+        std::thread::sleep(Duration::from_millis(2));
+        let gone = p.forget_due();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "d1");
+        assert!(p.registry.devices.is_empty());
+        assert_eq!(p.alarms.active(), 0);
+        out.clear();
+        p.process(reading("d1", 50.0), &mut out);
+        assert_eq!(
+            kinds(&out),
+            vec![
+                "status:online",
+                "reading:50:critical",
+                "alert:Threshold:critical"
             ]
         );
     }
