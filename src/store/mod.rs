@@ -36,6 +36,7 @@ pub use retention::Retention;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,24 @@ struct Inner {
     path: PathBuf,
     /// Where a damaged file found at open was moved; a fresh store replaced it.
     recovered_from: Option<PathBuf>,
+    /// The writer ended with everything committed: when the last handle closes, the file's
+    /// size and mtime are noted so the next open may skip the full integrity check.
+    clean: AtomicBool,
+    /// Whether this open read every page (no valid clean-close mark).
+    checked_at_open: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some(db) = self.db.get_mut().ok().and_then(Option::take) else {
+            return;
+        };
+        // redb marks the file cleanly closed when the database drops; only then is the file
+        // as the next open will find it.
+        if Arc::try_unwrap(db).is_ok() && *self.clean.get_mut() {
+            write_clean_mark(&self.path);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -161,12 +180,14 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(STORE_FILE);
-        let (db, recovered_from) = match open_checked(&path) {
+        let check = !take_clean_mark(&path);
+        let checked_at_open = check;
+        let (db, recovered_from) = match open_checked(&path, check) {
             Ok(db) => (db, None),
             Err(StoreError::Damaged(why)) => {
                 let aside = move_aside(&path)?;
                 tracing::error!(file = %aside.display(), error = %why, "store file is damaged; moved it aside and started a fresh store");
-                (open_checked(&path)?, Some(aside))
+                (open_checked(&path, false)?, Some(aside))
             }
             Err(e) => return Err(e),
         };
@@ -175,8 +196,20 @@ impl Store {
                 db: RwLock::new(Some(Arc::new(db))),
                 path,
                 recovered_from,
+                clean: AtomicBool::new(false),
+                checked_at_open,
             }),
         })
+    }
+
+    /// Whether the open read every page of the file (it was not closed cleanly last time).
+    pub fn checked_at_open(&self) -> bool {
+        self.inner.checked_at_open
+    }
+
+    /// Called by the writer when it ended with everything committed (a clean stop).
+    pub(crate) fn closing_cleanly(&self) {
+        self.inner.clean.store(true, Ordering::Relaxed);
     }
 
     /// Where the damaged file found at open now lies, if there was one.
@@ -259,11 +292,49 @@ impl Store {
     }
 }
 
-/// Opens the file, checks every page of it and creates missing tables; damage, reported or
-/// panicked on by redb, comes back as [`StoreError::Damaged`].
-fn open_checked(path: &Path) -> Result<Database, StoreError> {
+/// The clean-close mark: the store file's size and modification time when the last clean
+/// stop closed it. A file that still matches was not touched since, so the full check (which
+/// reads every page: seconds for a large store on an SD card) can be skipped; after a crash,
+/// a power cut or anything else writing to the file, the mark is missing or stale.
+fn clean_mark_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".clean");
+    path.with_file_name(name)
+}
+
+fn file_fingerprint(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("{} {}", meta.len(), mtime.as_nanos()))
+}
+
+fn write_clean_mark(path: &Path) {
+    if let Some(print) = file_fingerprint(path)
+        && let Err(e) = std::fs::write(clean_mark_path(path), print)
+    {
+        tracing::debug!(error = %e, "cannot write the store's clean-close mark");
+    }
+}
+
+/// True when the file is exactly as the last clean stop left it. The mark is removed either
+/// way, before anything writes, so a crash in this run leaves none behind.
+fn take_clean_mark(path: &Path) -> bool {
+    let mark = clean_mark_path(path);
+    let noted = std::fs::read_to_string(&mark).ok();
+    let _ = std::fs::remove_file(&mark);
+    noted.is_some_and(|n| Some(n) == file_fingerprint(path))
+}
+
+/// Opens the file, checks every page of it when `check` (see [`take_clean_mark`]) and
+/// creates missing tables; damage, reported or panicked on by redb, comes back as
+/// [`StoreError::Damaged`].
+fn open_checked(path: &Path, check: bool) -> Result<Database, StoreError> {
     let opened = catch_unwind(|| -> Result<Database, StoreError> {
         let mut db = open_database(path)?;
+        if !check {
+            create_tables(&db)?;
+            return Ok(db);
+        }
         // Slow on a big file (every page is read), but the only way to find damage before a
         // query runs into it. Ok(false) means redb repaired what it found.
         match db.check_integrity() {
@@ -407,5 +478,39 @@ impl<'txn> LogTables<'txn> {
             self.by_kind.remove((d.kind as u8, seq))?;
         }
         Ok(cost(&d, raw.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{KEEP, reading};
+    use super::*;
+
+    #[test]
+    fn the_full_check_is_skipped_only_after_a_clean_close_of_an_untouched_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(dir.path()).unwrap();
+        let write_and_close = |clean: bool| {
+            let store = open();
+            let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+            w.append(&[reading("d", "t", 1.0, 1)], &[], 1, KEEP).unwrap();
+            if clean {
+                store.closing_cleanly();
+            }
+        };
+        write_and_close(true);
+        assert!(!open().checked_at_open(), "clean close, untouched file");
+        // That open took the mark; closing without a clean writer stop leaves none.
+        assert!(open().checked_at_open());
+        write_and_close(false);
+        assert!(open().checked_at_open(), "no clean stop: checked");
+        write_and_close(true);
+        // Something else wrote to the file after the clean close.
+        let path = dir.path().join(STORE_FILE);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"x").unwrap();
+        drop(f);
+        assert!(open().checked_at_open(), "file changed since the clean close");
     }
 }

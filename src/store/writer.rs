@@ -177,7 +177,12 @@ pub fn spawn(
                     committer.commit_with_retry(slice, &rx);
                 }
             }
-            tracing::info!("store writer stopped: all queued records committed");
+            if committer.gave_up {
+                tracing::warn!("store writer stopped; records were given up at shutdown");
+            } else {
+                committer.writer.store().closing_cleanly();
+                tracing::info!("store writer stopped: all queued records committed");
+            }
         })
 }
 
