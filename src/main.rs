@@ -56,6 +56,7 @@ enum Command {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    abort_on_uncontained_panics();
     let cli = Cli::parse();
     match cli.command {
         Command::DefaultConfig => {
@@ -217,4 +218,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Any panic aborts the process, as `panic = "abort"` would (a half-dead gateway is worse than
+/// a restart by systemd), except a redb panic the store contains: damage met mid-read fails
+/// that read only.
+fn abort_on_uncontained_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        if !edge_gateway::store::panic_is_contained() {
+            std::process::abort();
+        }
+    }));
 }

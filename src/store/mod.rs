@@ -34,9 +34,9 @@ pub use query::{HistoryQuery, RawRecord, StoredRecord};
 pub use registry::StoredDevice;
 pub use retention::Retention;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, UnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -142,24 +142,8 @@ struct Inner {
     path: PathBuf,
     /// Where a damaged file found at open was moved; a fresh store replaced it.
     recovered_from: Option<PathBuf>,
-    /// The writer ended with everything committed: when the last handle closes, the file's
-    /// size and mtime are noted so the next open may skip the full integrity check.
-    clean: AtomicBool,
     /// Whether this open read every page (no valid clean-close mark).
     checked_at_open: bool,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let Some(db) = self.db.get_mut().ok().and_then(Option::take) else {
-            return;
-        };
-        // redb marks the file cleanly closed when the database drops; only then is the file
-        // as the next open will find it.
-        if Arc::try_unwrap(db).is_ok() && *self.clean.get_mut() {
-            write_clean_mark(&self.path);
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -196,7 +180,6 @@ impl Store {
                 db: RwLock::new(Some(Arc::new(db))),
                 path,
                 recovered_from,
-                clean: AtomicBool::new(false),
                 checked_at_open,
             }),
         })
@@ -207,9 +190,22 @@ impl Store {
         self.inner.checked_at_open
     }
 
-    /// Called by the writer when it ended with everything committed (a clean stop).
-    pub(crate) fn closing_cleanly(&self) {
-        self.inner.clean.store(true, Ordering::Relaxed);
+    /// Called by the writer when it ended with everything committed (a clean stop): closes
+    /// the database (redb marks the file cleanly closed as it drops) and notes the file's
+    /// size and mtime, so the next open may skip the full check. Reads after this fail; it
+    /// is the end of the process. Gives up, leaving no mark, if reads do not finish in time.
+    pub(crate) fn close_cleanly(&self) {
+        let mut slot = self.inner.db.write().expect("store lock poisoned");
+        if let Some(db) = slot.take() {
+            match wait_exclusive(db) {
+                Ok(db) => drop(db),
+                Err(still_shared) => {
+                    *slot = Some(still_shared);
+                    return;
+                }
+            }
+        }
+        write_clean_mark(&self.inner.path);
     }
 
     /// Where the damaged file found at open now lies, if there was one.
@@ -235,22 +231,12 @@ impl Store {
     /// failure the store stays closed and the next call tries again.
     pub fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.inner.db.write().expect("store lock poisoned");
-        if let Some(mut old) = slot.take() {
-            let deadline = Instant::now() + REOPEN_WAIT;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(db) => {
-                        drop(db);
-                        break;
-                    }
-                    Err(still_shared) if Instant::now() < deadline => {
-                        old = still_shared;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(still_shared) => {
-                        *slot = Some(still_shared);
-                        return Err(StoreError::Reopening);
-                    }
+        if let Some(old) = slot.take() {
+            match wait_exclusive(old) {
+                Ok(db) => drop(db),
+                Err(still_shared) => {
+                    *slot = Some(still_shared);
+                    return Err(StoreError::Reopening);
                 }
             }
         }
@@ -284,11 +270,47 @@ impl Store {
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let db = self.db()?;
-        catch_unwind(AssertUnwindSafe(|| f(&db.begin_read()?))).unwrap_or_else(|panic| {
+        contained(AssertUnwindSafe(|| f(&db.begin_read()?))).unwrap_or_else(|panic| {
             let why = panic_message(&*panic);
             tracing::error!(error = %why, "store read hit a damaged file");
             Err(StoreError::Damaged(why))
         })
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs redb code whose panic [`contained`] catches.
+    static CONTAINED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs redb code whose panics (its answer to some kinds of damage) are caught and turned
+/// into [`StoreError::Damaged`] by the caller.
+fn contained<T>(f: impl FnOnce() -> T + UnwindSafe) -> std::thread::Result<T> {
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let result = catch_unwind(f);
+    CONTAINED.with(|c| c.set(outer));
+    result
+}
+
+/// Whether a panic on this thread happens inside redb code the store contains. The binary's
+/// panic hook aborts on every other panic, as `panic = "abort"` would: only a damaged store
+/// file is survived.
+pub fn panic_is_contained() -> bool {
+    CONTAINED.with(Cell::get)
+}
+
+/// The database once no read holds it any more, or back after [`REOPEN_WAIT`].
+fn wait_exclusive(mut db: Arc<Database>) -> Result<Database, Arc<Database>> {
+    let deadline = Instant::now() + REOPEN_WAIT;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(db) => return Ok(db),
+            Err(still_shared) if Instant::now() < deadline => {
+                db = still_shared;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(still_shared) => return Err(still_shared),
+        }
     }
 }
 
@@ -304,7 +326,11 @@ fn clean_mark_path(path: &Path) -> PathBuf {
 
 fn file_fingerprint(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
-    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
     Some(format!("{} {}", meta.len(), mtime.as_nanos()))
 }
 
@@ -329,7 +355,7 @@ fn take_clean_mark(path: &Path) -> bool {
 /// creates missing tables; damage, reported or panicked on by redb, comes back as
 /// [`StoreError::Damaged`].
 fn open_checked(path: &Path, check: bool) -> Result<Database, StoreError> {
-    let opened = catch_unwind(|| -> Result<Database, StoreError> {
+    let opened = contained(|| -> Result<Database, StoreError> {
         let mut db = open_database(path)?;
         if !check {
             create_tables(&db)?;
@@ -487,15 +513,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn contained_panics_are_caught_and_only_they_are_marked() {
+        assert!(!panic_is_contained());
+        let caught = contained(|| {
+            assert!(panic_is_contained());
+            panic!("redb: unreachable");
+        });
+        assert!(caught.is_err());
+        assert!(
+            !panic_is_contained(),
+            "the mark ends with the contained call"
+        );
+    }
+
+    #[test]
     fn the_full_check_is_skipped_only_after_a_clean_close_of_an_untouched_file() {
         let dir = tempfile::tempdir().unwrap();
         let open = || Store::open(dir.path()).unwrap();
         let write_and_close = |clean: bool| {
             let store = open();
             let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
-            w.append(&[reading("d", "t", 1.0, 1)], &[], 1, KEEP).unwrap();
+            w.append(&[reading("d", "t", 1.0, 1)], &[], 1, KEEP)
+                .unwrap();
             if clean {
-                store.closing_cleanly();
+                store.close_cleanly();
             }
         };
         write_and_close(true);
@@ -508,9 +549,15 @@ mod tests {
         // Something else wrote to the file after the clean close.
         let path = dir.path().join(STORE_FILE);
         std::thread::sleep(Duration::from_millis(20));
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         std::io::Write::write_all(&mut f, b"x").unwrap();
         drop(f);
-        assert!(open().checked_at_open(), "file changed since the clean close");
+        assert!(
+            open().checked_at_open(),
+            "file changed since the clean close"
+        );
     }
 }

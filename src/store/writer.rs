@@ -180,7 +180,7 @@ pub fn spawn(
             if committer.gave_up {
                 tracing::warn!("store writer stopped; records were given up at shutdown");
             } else {
-                committer.writer.store().closing_cleanly();
+                committer.writer.store().close_cleanly();
                 tracing::info!("store writer stopped: all queued records committed");
             }
         })
