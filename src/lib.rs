@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
-use crate::config::{Config, ServerConfig, StoreConfig};
+use crate::config::{Config, MqttConfig, ServerConfig, StoreConfig};
 use crate::health::Health;
 use crate::hub::Hub;
 use crate::sources::{SourceError, SourceSections};
@@ -120,10 +120,7 @@ impl Gateway {
         let config = Arc::new(config);
         let gateway_id = gateway_id(&config);
         telemetry::prometheus();
-        let simulate = options.simulate.unwrap_or(config.simulator.devices);
-        if simulate > 0 && !config.mqtt.enabled {
-            return Err(GatewayError::SimulatorNeedsBroker);
-        }
+        let simulate = simulated_devices(&config, &options)?;
 
         let store = Store::open(&options.data_dir)?;
         let store_writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
@@ -169,14 +166,7 @@ impl Gateway {
             &sources_stop,
         )
         .await?;
-        if let Some(listen) = config
-            .mqtt
-            .subscriber_listen
-            .filter(|_| config.mqtt.enabled)
-        {
-            let port = sources::mqtt::SubscriberPort::start(listen, config.mqtt.max_connections)?;
-            tokio::spawn(republish(port, hub.subscribe(), gateway_id.clone()));
-        }
+        spawn_subscriber_port(&config.mqtt, &hub, &gateway_id)?;
 
         let api_stop = CancellationToken::new();
         let state = ApiState {
@@ -263,6 +253,15 @@ impl Gateway {
             }
         }
     }
+}
+
+/// How many simulated devices to run: `--simulate`, else `simulator.devices`.
+fn simulated_devices(config: &Config, options: &Options) -> Result<usize, GatewayError> {
+    let simulate = options.simulate.unwrap_or(config.simulator.devices);
+    if simulate > 0 && !config.mqtt.enabled {
+        return Err(GatewayError::SimulatorNeedsBroker);
+    }
+    Ok(simulate)
 }
 
 /// `gateway_id` from the config, the hostname when it is empty.
@@ -367,6 +366,20 @@ async fn sinks_catch_up(store: &Store, health: &Health, limit: Duration) {
         tokio::time::sleep(SINK_DRAIN_POLL).await;
     }
 }
+/// The MQTT subscriber port for site clients, when `mqtt.subscriber_listen` is set, fed with
+/// what the hub carries.
+fn spawn_subscriber_port(
+    config: &MqttConfig,
+    hub: &Hub,
+    gateway_id: &Arc<str>,
+) -> Result<(), GatewayError> {
+    if let Some(listen) = config.subscriber_listen.filter(|_| config.enabled) {
+        let port = sources::mqtt::SubscriberPort::start(listen, config.max_connections)?;
+        tokio::spawn(republish(port, hub.subscribe(), gateway_id.clone()));
+    }
+    Ok(())
+}
+
 /// Feeds committed readings and status changes to the MQTT subscriber port. Best effort, like
 /// any live view: after a lag it goes on with the newest commits (the store has the rest).
 async fn republish(
