@@ -343,11 +343,12 @@ fn spawn_api(
     stop: &CancellationToken,
 ) -> (Vec<JoinHandle<()>>, JoinHandle<std::io::Result<()>>) {
     let (router, io) = api::app(state.clone());
+    let limits = api::ConnLimits::new(&state.config.server);
     let tasks = vec![
         tokio::spawn(api::run_emitter(io.clone(), state.clone(), stop.clone())),
         tokio::spawn(api::run_system_status(io.clone(), state, stop.clone())),
     ];
-    let server = tokio::spawn(api::serve(listener, router, io, stop.clone()));
+    let server = tokio::spawn(api::serve(listener, router, io, limits, stop.clone()));
     (tasks, server)
 }
 

@@ -27,6 +27,8 @@ const OWNED_CRATES: &[(&str, &str)] = &[
     ("socketioxide", "api"),
     ("engineioxide", "api"),
     ("axum", "api"),
+    ("hyper", "api"),
+    ("hyper_util", "api"),
     ("redis", "sinks"),
     ("rskafka", "sinks"),
 ];

@@ -1,6 +1,8 @@
 //! HTTP-level protection in front of Socket.IO: the Origin header against CORS_ORIGINS (so a
-//! foreign page cannot open a WebSocket, which CORS alone does not stop) and a fixed-window
-//! handshake limit per client IP from RATE_LIMIT_*. Also the per-socket event limiter.
+//! foreign page cannot open a WebSocket, which CORS alone does not stop), a fixed-window
+//! handshake limit per client IP from RATE_LIMIT_* (429 with `Retry-After`), and, with
+//! `auth.protect_probes`, a bearer token on /health and /metrics. Also the per-socket event
+//! limiter and the JWT rule the Socket.IO handshake shares.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::config::Config;
 use crate::telemetry as t;
@@ -27,6 +30,37 @@ struct GuardInner {
     window: Duration,
     max_handshakes: u32,
     handshakes: Mutex<HashMap<IpAddr, Window>>,
+    /// Set when /health and /metrics need a bearer token.
+    probe_auth: Option<Arc<Jwt>>,
+}
+
+/// How a token is checked: HS256, `exp` required, `nbf` checked when present, leeway from
+/// `auth.jwt_leeway_secs` (0 by default: jsonwebtoken's own default is 60 s).
+pub struct Jwt {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Jwt {
+    /// None when `auth.jwt_secret` is empty (authentication off).
+    pub fn from_config(config: &Config) -> Option<Jwt> {
+        let secret = &config.auth.jwt_secret;
+        if secret.is_empty() {
+            return None;
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        validation.leeway = config.auth.jwt_leeway_secs;
+        Some(Jwt {
+            key: DecodingKey::from_secret(secret.expose().as_bytes()),
+            validation,
+        })
+    }
+
+    pub fn check(&self, token: &str) -> Result<(), jsonwebtoken::errors::Error> {
+        jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation).map(|_| ())
+    }
 }
 
 /// A fixed counting window.
@@ -52,6 +86,15 @@ impl Window {
         self.count = self.count.saturating_add(1);
         self.count <= max
     }
+
+    /// Whole seconds until the window resets (at least 1): the `Retry-After` of a refusal.
+    pub fn retry_after_secs(&self, window: Duration) -> u64 {
+        window
+            .saturating_sub(self.started.elapsed())
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as u64
+    }
 }
 
 impl Default for Window {
@@ -70,6 +113,12 @@ impl Guard {
                 window: Duration::from_millis(config.rate_limit.window_ms),
                 max_handshakes: config.rate_limit.max_requests,
                 handshakes: Mutex::new(HashMap::new()),
+                probe_auth: config
+                    .auth
+                    .protect_probes
+                    .then(|| Jwt::from_config(config))
+                    .flatten()
+                    .map(Arc::new),
             }),
         }
     }
@@ -103,19 +152,39 @@ impl Guard {
         }
     }
 
-    fn handshake_allowed(&self, ip: IpAddr) -> bool {
+    /// Err carries the seconds until this IP may try again.
+    fn handshake_allowed(&self, ip: IpAddr) -> Result<(), u64> {
         let mut map = self
             .inner
             .handshakes
             .lock()
             .expect("rate limit lock poisoned");
+        let window = self.inner.window;
         if map.len() > 10_000 {
-            let window = self.inner.window;
             map.retain(|_, w| w.started.elapsed() < window);
         }
-        map.entry(ip)
-            .or_default()
-            .allow(self.inner.window, self.inner.max_handshakes)
+        let w = map.entry(ip).or_default();
+        if w.allow(window, self.inner.max_handshakes) {
+            Ok(())
+        } else {
+            Err(w.retry_after_secs(window))
+        }
+    }
+
+    /// False when probes need a token and the request has no valid `Authorization: Bearer`.
+    fn probe_allowed(&self, req: &Request) -> bool {
+        let Some(jwt) = &self.inner.probe_auth else {
+            return true;
+        };
+        if !matches!(req.uri().path(), "/health" | "/metrics") {
+            return true;
+        }
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        token.is_some_and(|t| jwt.check(t.trim()).is_ok())
     }
 
     fn is_handshake(&self, req: &Request) -> bool {
@@ -141,14 +210,24 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if !guard.handshake_allowed(ip) {
+        if let Err(retry_after) = guard.handshake_allowed(ip) {
             metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "handshake_rate").increment(1);
             return (
                 StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
                 "too many connection attempts\n",
             )
                 .into_response();
         }
+    }
+    if !guard.probe_allowed(&req) {
+        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "probe_auth").increment(1);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+            "authentication required: Authorization: Bearer <JWT>\n",
+        )
+            .into_response();
     }
     next.run(req).await
 }
@@ -166,5 +245,12 @@ mod tests {
         assert!(!w.allow(d, 2));
         std::thread::sleep(Duration::from_millis(60));
         assert!(w.allow(d, 2));
+    }
+
+    #[test]
+    fn retry_after_is_what_is_left_of_the_window_rounded_up() {
+        let w = Window::new();
+        assert_eq!(w.retry_after_secs(Duration::from_secs(60)), 60);
+        assert_eq!(w.retry_after_secs(Duration::from_millis(10)), 1);
     }
 }

@@ -7,9 +7,9 @@
 mod guard;
 mod history;
 mod probes;
+mod server;
 mod socket;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use crate::health::Health;
 use crate::hub::Hub;
 use crate::store::Store;
 
+pub use server::ConnLimits;
 pub use socket::{run_emitter, run_system_status};
 
 /// What handlers share.
@@ -80,22 +81,13 @@ fn cors(config: &Config) -> CorsLayer {
         .allow_credentials(true)
 }
 
-/// Serves until `shutdown`, then disconnects every client and returns.
+/// Serves until `shutdown`, then disconnects every client and returns (see `server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     io: SocketIo,
+    limits: ConnLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let closing = shutdown.clone();
-    let io_close = io.clone();
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        closing.cancelled().await;
-        io_close.close().await;
-    })
-    .await
+    server::serve(listener, router, io, limits, shutdown).await
 }

@@ -5,18 +5,20 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::ConnectHandler;
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::Socket;
+use socketioxide::{ProtocolVersion, SocketIo};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::ApiState;
-use super::guard::Window;
+use super::guard::{Jwt, Window};
+use crate::health::Health;
 use crate::hub::HubEvent;
 use crate::record::{Committed, Record, RecordKind};
 use crate::telemetry as t;
@@ -38,51 +40,82 @@ impl std::fmt::Display for Refused {
 /// Serializes as no arguments at all: `socket.emit('pong')` in the reference.
 const NO_ARGS: [u8; 0] = [];
 
+/// One of SOCKET_IO_MAX_CLIENTS, held in the socket's extensions from admission: given back
+/// on disconnect, or when socketioxide drops a socket whose disconnect handler never ran (a
+/// session closed before the connect handler registered it), so the count cannot leak.
+struct Slot(Arc<Health>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let clients = self.0.socket_clients.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
+    }
+}
+
+/// Whether the client asked for an ack (`AckSender` does not say).
+struct WantsAck(bool);
+
+impl<A: Adapter> FromMessageParts<A> for WantsAck {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(WantsAck(ack_id.is_some()))
+    }
+}
+
 pub fn register(io: &SocketIo, state: ApiState) {
-    let jwt = (!state.config.auth.jwt_secret.is_empty()).then(|| {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp"]);
-        Arc::new((
-            DecodingKey::from_secret(state.config.auth.jwt_secret.expose().as_bytes()),
-            validation,
-        ))
-    });
+    let jwt = Jwt::from_config(&state.config).map(Arc::new);
     let check_state = state.clone();
-    let admit =
-        move |s: SocketRef, TryData(auth): TryData<Value>| {
-            let state = check_state.clone();
-            let jwt = jwt.clone();
-            async move {
-                if let Some(jwt) = jwt {
-                    let token = auth
-                        .ok()
-                        .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
-                        .or_else(|| query_token(s.req_parts().uri.query()));
-                    let Some(token) = token else {
-                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
-                        return Err(Refused("authentication required: token missing"));
-                    };
-                    if let Err(e) = jsonwebtoken::decode::<Value>(&token, &jwt.0, &jwt.1) {
-                        tracing::debug!(error = %e, "handshake token refused");
-                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
-                        return Err(Refused("authentication failed: invalid token"));
+    let admit = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let state = check_state.clone();
+        let jwt = jwt.clone();
+        async move {
+            if let Some(jwt) = jwt {
+                // Only socket.io-client v2 (EIO3), which has no auth payload, may put the
+                // token in the URL, where proxies log it.
+                let from_query = query_token(s.req_parts().uri.query());
+                let token = auth
+                    .ok()
+                    .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
+                    .or(from_query
+                        .clone()
+                        .filter(|_| s.protocol() == ProtocolVersion::V4));
+                let Some(token) = token else {
+                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                    if from_query.is_some() {
+                        return Err(Refused(
+                            "authentication failed: send the token in auth.token, not the URL query",
+                        ));
                     }
+                    return Err(Refused("authentication required: token missing"));
+                };
+                if let Err(e) = jwt.check(&token) {
+                    tracing::debug!(error = %e, "handshake token refused");
+                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                    return Err(Refused("authentication failed: invalid token"));
                 }
-                // Reserve the slot here, atomically: the client may see CONNECT before the connect
-                // handler runs, and a check-then-count there lets a burst of handshakes through.
-                let max = state.config.socketio.max_clients;
-                let reserved = state.health.socket_clients.fetch_update(
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                    |n| (n < max).then_some(n + 1),
-                );
-                if reserved.is_err() {
-                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "max_clients").increment(1);
-                    return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
-                }
-                Ok(())
             }
-        };
+            // Reserve the slot here, atomically: the client may see CONNECT before the connect
+            // handler runs, and a check-then-count there lets a burst of handshakes through.
+            let max = state.config.socketio.max_clients;
+            let reserved =
+                state
+                    .health
+                    .socket_clients
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n < max).then_some(n + 1)
+                    });
+            if reserved.is_err() {
+                metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "max_clients").increment(1);
+                return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
+            }
+            s.extensions.insert(Arc::new(Slot(state.health.clone())));
+            Ok(())
+        }
+    };
     let on_connect = move |s: SocketRef| {
         let state = state.clone();
         async move { connected(s, state) }
@@ -129,6 +162,21 @@ fn rate_limited(ack: AckSender) {
     }));
 }
 
+/// The reference answers bad input through the ack (`{success: false, message, error}`); a
+/// client that gave no ack gets the same payload as an `error` event.
+fn refuse_device_id(s: &SocketRef, wants_ack: bool, ack: AckSender, why: &str) {
+    let reply = json!({
+        "success": false,
+        "message": "Invalid device id",
+        "error": format!("deviceId {why}"),
+    });
+    if wants_ack {
+        let _ = ack.send(&reply);
+    } else {
+        let _ = s.emit("error", &reply);
+    }
+}
+
 fn connected(s: SocketRef, state: ApiState) {
     // Counted when admitted (see `register`).
     let clients = state.health.socket_clients.load(Ordering::SeqCst);
@@ -154,23 +202,36 @@ fn connected(s: SocketRef, state: ApiState) {
 /// `subscribe:device` / `unsubscribe:device` with a device id, and the fixed rooms.
 fn on_room_events(s: &SocketRef, limit: &EventLimit) {
     let room_event = |prefix: &'static str, join: bool, limit: EventLimit| {
-        move |s: SocketRef, TryData(id): TryData<Value>, ack: AckSender| {
+        move |s: SocketRef,
+              TryData(id): TryData<Value>,
+              WantsAck(wants_ack): WantsAck,
+              ack: AckSender| {
             let limit = limit.clone();
             async move {
                 if !limit.allow() {
                     return rate_limited(ack);
                 }
                 let id = match id {
-                    Ok(Value::String(id)) if !id.is_empty() => id,
+                    Ok(Value::String(id)) => id,
                     Ok(Value::Number(n)) => n.to_string(),
                     _ => {
                         metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_event")
                             .increment(1);
-                        return;
+                        return refuse_device_id(&s, wants_ack, ack, "must be a string");
                     }
                 };
+                if let Err(e) = crate::ids::check_id(&id) {
+                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_device_id")
+                        .increment(1);
+                    return refuse_device_id(&s, wants_ack, ack, &e.to_string());
+                }
                 let room = format!("{prefix}{id}");
-                if join { s.join(room) } else { s.leave(room) }
+                if join {
+                    s.join(room)
+                } else {
+                    s.leave(room)
+                }
+                let _ = ack.send(&json!({"success": true, "deviceId": id}));
             }
         }
     };
@@ -236,8 +297,8 @@ fn on_history(s: &SocketRef, limit: EventLimit, state: ApiState) {
 
 fn on_disconnect(s: &SocketRef, state: ApiState) {
     s.on_disconnect(move |s: SocketRef| {
-        let clients = state.health.socket_clients.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge!(t::SOCKETIO_CLIENTS).set(clients as f64);
+        drop(s.extensions.remove::<Arc<Slot>>());
+        let clients = state.health.socket_clients.load(Ordering::SeqCst);
         tracing::debug!(sid = %s.id, clients, "client disconnected");
         async {}
     });

@@ -11,6 +11,15 @@ pub struct ServerConfig {
     pub port: u16,
     /// Browser origins allowed by CORS and on the WebSocket handshake; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// From the first byte of a request to its last header line; a client slower than this
+    /// (slowloris) is closed, so a few thousand half-sent headers cannot pin sockets and memory.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight is closed after this long. Long-polls
+    /// and websockets are not idle (a request is in flight; the engine.io heartbeat covers them).
+    pub idle_timeout_ms: u64,
+    /// Open TCP connections per client IP (websockets included); the next one is closed at
+    /// accept. Behind a reverse proxy every client shares its address: raise this there.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -19,6 +28,9 @@ impl Default for ServerConfig {
             host: "0.0.0.0".into(),
             port: 3003,
             cors_origins: vec!["http://localhost:5173".into()],
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -33,6 +45,12 @@ impl ServerConfig {
                 ));
             }
         }
+        check.positive("server.header_read_timeout_ms", self.header_read_timeout_ms)?;
+        check.positive("server.idle_timeout_ms", self.idle_timeout_ms)?;
+        check.positive(
+            "server.max_connections_per_ip",
+            self.max_connections_per_ip as u64,
+        )?;
         Ok(())
     }
 }
@@ -107,6 +125,12 @@ impl SocketIoConfig {
 pub struct AuthConfig {
     /// HS256 secret; empty disables authentication.
     pub jwt_secret: Secret,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. 0: a token is refused the second it
+    /// expires; raise it only for dashboards whose clocks drift from the gateway's.
+    pub jwt_leeway_secs: u64,
+    /// With a secret set, `/health` and `/metrics` also need `Authorization: Bearer <JWT>`.
+    /// Off by default: load balancers and Prometheus probe them without a token.
+    pub protect_probes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api;
 mod broker;
 mod devices;
 mod logs;

@@ -1,0 +1,331 @@
+//! The HTTP accept loop in place of `axum::serve`, which has no knob for what a hostile client
+//! can hold: every connection gets `TCP_NODELAY`, a per-IP cap counted at accept, a header-read
+//! timeout and an idle keep-alive timeout. Served with hyper's HTTP/1 connection `with_upgrades`
+//! so Socket.IO websockets still upgrade.
+//!
+//! The timeouts are ours, not hyper's `header_read_timeout`: hyper starts that timer whenever it
+//! waits for a request head, idle keep-alive included, so it cannot tell a slow header from an
+//! idle connection. Here a connection is watched in three states: a request in flight (no
+//! limit: a long-poll waits up to the ping interval, and the engine.io heartbeat ends dead
+//! sessions), a request head begun (`header_read_timeout_ms` from its first byte), and idle
+//! (`idle_timeout_ms` since the last response). An upgraded websocket leaves the watch (its
+//! connection future ends) but keeps its per-IP slot until the socket closes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use socketioxide::SocketIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::ServerConfig;
+use crate::telemetry as t;
+
+/// What one connection may hold, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_per_ip: usize,
+}
+
+impl ConnLimits {
+    pub fn new(c: &ServerConfig) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_millis(c.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            max_per_ip: c.max_connections_per_ip,
+        }
+    }
+}
+
+/// Open connections per client IP.
+#[derive(Clone, Default)]
+struct PerIp {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn acquire(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.open.lock().expect("per-IP lock poisoned");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// One open connection of an IP; given back when the socket is dropped (after an upgrade too).
+struct IpSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("per-IP lock poisoned");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What the watch of one connection sees; times in ms since `epoch`.
+struct Activity {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// First byte of a request head not yet handed to the service (0: none).
+    head_started_ms: AtomicU64,
+    /// The last response (or the accept).
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_started_ms: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Never 0, so 0 can mean "none".
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            let now = self.now_ms();
+            let _ =
+                self.head_started_ms
+                    .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_started_ms.store(0, Ordering::SeqCst);
+    }
+
+    fn request_done(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::SeqCst);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Why the connection should be closed now, if it should.
+    fn expired(&self, limits: &ConnLimits) -> Option<&'static str> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        let head = self.head_started_ms.load(Ordering::SeqCst);
+        if head != 0 {
+            return (now - head >= limits.header_read_timeout.as_millis() as u64)
+                .then_some("header_timeout");
+        }
+        let idle = self.idle_since_ms.load(Ordering::SeqCst);
+        (now.saturating_sub(idle) >= limits.idle_timeout.as_millis() as u64)
+            .then_some("idle_timeout")
+    }
+}
+
+/// The accepted socket, noting reads for the watch and holding the IP's slot.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    _slot: IpSlot,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Counts a request in flight until its response is ready.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.request_started();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_done();
+    }
+}
+
+/// Serves until `shutdown`, then disconnects every Socket.IO client, lets the connections
+/// finish their requests and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    io: SocketIo,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let per_ip = PerIp::default();
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before accept: keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = per_ip.acquire(peer.ip(), limits.max_per_ip) else {
+            metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "connections_per_ip").increment(1);
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        connections.spawn(serve_connection(
+            stream,
+            slot,
+            peer,
+            router.clone(),
+            limits,
+            shutdown.clone(),
+        ));
+    }
+    drop(listener);
+    io.close().await;
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    slot: IpSlot,
+    peer: SocketAddr,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+        _slot: slot,
+    });
+    let watch = activity.clone();
+    let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let in_flight = InFlight::start(&watch);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(req.map(Body::new)).await;
+            drop(in_flight);
+            response
+        }
+    });
+    // hyper's own header timer stays off (see the module doc).
+    let conn = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None)
+        .serve_connection(io, TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let period = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => {
+                if let Some(reason) = activity.expired(&limits) {
+                    if reason == "header_timeout" {
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => reason).increment(1);
+                    }
+                    tracing::debug!(%peer, reason, "connection closed");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! A hostile or careless dashboard against the HTTP/Socket.IO API of the real binary: sockets
+//! that never finish a header or sit idle, one IP opening hundreds of connections, tokens that
+//! are not yet or no longer valid, ids that are not ids, sessions abandoned under CPU load, and
+//! probes behind a token.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::binary::GatewayProcess;
+use crate::common::{http_get, metric};
+
+const SECRET: &str = "attack-secret";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// One HTTP/1.1 request on its own connection; (status, headers, body).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// True once the peer closed `s` (read returns 0 or an error other than a timeout).
+fn closed_by_peer(mut s: &TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn metrics_of(gw: &GatewayProcess) -> String {
+    http_get(gw.http, "/metrics").1
+}
+
+fn clients(gw: &GatewayProcess) -> u64 {
+    let health: Value = serde_json::from_str(&http_get(gw.http, "/health").1).unwrap();
+    health["components"]["socketio"]["clients"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn slowloris_headers_and_idle_keep_alive_are_closed_in_time() {
+    let gw = GatewayProcess::start(&[
+        ("EDGE_GATEWAY_SERVER__HEADER_READ_TIMEOUT_MS", "2000"),
+        ("EDGE_GATEWAY_SERVER__IDLE_TIMEOUT_MS", "5000"),
+        ("EDGE_GATEWAY_SERVER__MAX_CONNECTIONS_PER_IP", "1000"),
+    ]);
+    let first_byte = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.http).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // One more header line each: trickling bytes does not restart the clock.
+    for s in &mut slow {
+        s.write_all(b"a\r\nX-More: b").unwrap();
+    }
+    assert!(
+        first_byte.elapsed() < Duration::from_millis(1500),
+        "setting up took too long to tell the timeout apart"
+    );
+    assert!(
+        !closed_by_peer(&slow[299]),
+        "closed before the header timeout"
+    );
+
+    // An idle keep-alive connection: one full request answered, then nothing.
+    let mut idle = TcpStream::connect(gw.http).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first[9..12], b"200");
+    let answered = Instant::now();
+
+    // The watch looks every quarter of the shorter timeout: 2 s + 0.5 s, plus slack.
+    std::thread::sleep(Duration::from_millis(3200).saturating_sub(first_byte.elapsed()));
+    let still_open = slow.iter().filter(|s| !closed_by_peer(s)).count();
+    assert_eq!(
+        still_open,
+        0,
+        "half-sent headers still held {:?} after they began (header timeout 2 s)",
+        first_byte.elapsed()
+    );
+    assert!(
+        !closed_by_peer(&idle),
+        "the idle connection was closed before its idle timeout"
+    );
+    while !closed_by_peer(&idle) {
+        assert!(
+            answered.elapsed() < Duration::from_secs(7),
+            "idle keep-alive connection still open 7 s after its response (idle timeout 5 s)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered.elapsed() >= Duration::from_millis(4900));
+    let m = metrics_of(&gw);
+    assert!(
+        metric(
+            &m,
+            "edge_gateway_socketio_rejected_total{reason=\"header_timeout\"}"
+        )
+        .is_some_and(|n| n >= 300.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn connections_over_the_per_ip_cap_are_refused_and_counted() {
+    let gw = GatewayProcess::start(&[("EDGE_GATEWAY_SERVER__MAX_CONNECTIONS_PER_IP", "20")]);
+    // /health is served on its own connection in `start`; wait until it is gone.
+    std::thread::sleep(Duration::from_millis(200));
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(gw.http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(held.iter().all(|s| !closed_by_peer(s)));
+    let mut over = TcpStream::connect(gw.http).unwrap();
+    let _ = over.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(closed_by_peer(&over), "the 21st connection was served");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let m = metrics_of(&gw);
+    assert_eq!(
+        metric(
+            &m,
+            "edge_gateway_socketio_rejected_total{reason=\"connections_per_ip\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn handshake_rate_limit_says_when_to_retry() {
+    let gw = GatewayProcess::start(&[
+        ("RATE_LIMIT_MAX_REQUESTS", "2"),
+        ("RATE_LIMIT_WINDOW", "60000"),
+    ]);
+    for _ in 0..2 {
+        let (status, _, _) = request(
+            gw.http,
+            "GET",
+            "/socket.io/?EIO=4&transport=polling",
+            &[],
+            "",
+        );
+        assert_eq!(status, 200);
+    }
+    let (status, head, _) = request(
+        gw.http,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[],
+        "",
+    );
+    assert_eq!(status, 429);
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .expect("429 carries Retry-After")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+}
+
+/// A Socket.IO v4 client over HTTP long-polling, one request per connection.
+struct Polling {
+    http: SocketAddr,
+    sid: String,
+    queued: std::cell::RefCell<std::collections::VecDeque<String>>,
+}
+
+impl Polling {
+    /// Engine.IO open and Socket.IO CONNECT with `auth`; Err(connect_error packet).
+    fn connect(http: SocketAddr, query: &str, auth: Option<Value>) -> Result<Polling, String> {
+        let (status, _, body) = request(
+            http,
+            "GET",
+            &format!("/socket.io/?EIO=4&transport=polling{query}"),
+            &[],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let open: Value = serde_json::from_str(&body[1..]).unwrap();
+        let p = Polling {
+            http,
+            sid: open["sid"].as_str().unwrap().to_string(),
+            queued: Default::default(),
+        };
+        let connect = match auth {
+            Some(a) => format!("40{a}"),
+            None => "40".into(),
+        };
+        p.post(&connect);
+        let reply = p.next();
+        if reply.starts_with("44") {
+            return Err(reply);
+        }
+        assert!(reply.starts_with("40"), "{reply}");
+        Ok(p)
+    }
+
+    fn post(&self, packets: &str) {
+        let (status, _, body) = request(
+            self.http,
+            "POST",
+            &format!("/socket.io/?EIO=4&transport=polling&sid={}", self.sid),
+            &[("Content-Type", "text/plain;charset=UTF-8")],
+            packets,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// The next Socket.IO packet, answering engine.io pings meanwhile.
+    fn next(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no Socket.IO packet within 10 s");
+            if let Some(p) = self.queued.borrow_mut().pop_front() {
+                return p;
+            }
+            let (_, _, body) = request(
+                self.http,
+                "GET",
+                &format!("/socket.io/?EIO=4&transport=polling&sid={}", self.sid),
+                &[],
+                "",
+            );
+            for p in body.split('\u{1e}') {
+                match p {
+                    "2" => self.post("3"),
+                    "" => {}
+                    p => self.queued.borrow_mut().push_back(p.to_string()),
+                }
+            }
+        }
+    }
+
+    /// The next packet that is not `welcome`.
+    fn reply(&self) -> String {
+        loop {
+            let p = self.next();
+            if !p.starts_with("42[\"welcome\"") {
+                return p;
+            }
+        }
+    }
+}
+
+#[test]
+fn jwt_nbf_and_expiry_are_checked_without_leeway() {
+    let gw = GatewayProcess::start(&[("JWT_SECRET", SECRET)]);
+    let now = now_secs();
+    let good = token(json!({"sub": "dash", "exp": now + 600}));
+    assert!(Polling::connect(gw.http, "", Some(json!({"token": good}))).is_ok());
+
+    let future = token(json!({"sub": "dash", "exp": now + 600, "nbf": now + 300}));
+    let err = Polling::connect(gw.http, "", Some(json!({"token": future}))).err();
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("invalid token")),
+        "a token valid only in 5 minutes: {err:?}"
+    );
+
+    let expired = token(json!({"sub": "dash", "exp": now_secs() - 1}));
+    let err = Polling::connect(gw.http, "", Some(json!({"token": expired}))).err();
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("invalid token")),
+        "a token expired 1 s ago: {err:?}"
+    );
+}
+
+/// `42[event,arg]` with an ack id (`421[...]`) or without.
+fn event(name: &str, arg: &Value, ack: bool) -> String {
+    let ack = if ack { "1" } else { "" };
+    format!("42{ack}{}", json!([name, arg]))
+}
+
+#[test]
+fn subscribe_device_refuses_what_is_not_a_device_id() {
+    let gw = GatewayProcess::start(&[]);
+    let p = Polling::connect(gw.http, "", None).unwrap();
+    let long = Value::String("d".repeat(10_000));
+    let object = json!({"deviceId": "line-1", "pad": "x".repeat(1000)});
+
+    p.post(&event("subscribe:device", &long, true));
+    let reply = p.reply();
+    assert!(reply.starts_with("431["), "an ack for a 10k id: {reply}");
+    assert!(reply.contains("\"success\":false"), "{reply}");
+    assert!(reply.contains("Invalid device id"), "{reply}");
+
+    p.post(&event("subscribe:device", &object, false));
+    let reply = p.reply();
+    assert!(
+        reply.starts_with("42[\"error\""),
+        "an error event for an object id: {reply}"
+    );
+    assert!(reply.contains("Invalid device id"), "{reply}");
+
+    p.post(&event("subscribe:device", &json!("line-1"), true));
+    let reply = p.reply();
+    assert!(reply.starts_with("431["), "{reply}");
+    assert!(reply.contains("\"success\":true"), "{reply}");
+
+    let m = metrics_of(&gw);
+    for reason in ["bad_device_id", "bad_event"] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("edge_gateway_socketio_rejected_total{{reason=\"{reason}\"}}")
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn probes_need_a_bearer_token_when_protected() {
+    let gw = GatewayProcess::start(&[
+        ("JWT_SECRET", SECRET),
+        ("EDGE_GATEWAY_AUTH__PROTECT_PROBES", "true"),
+    ]);
+    let good = token(json!({"sub": "prometheus", "exp": now_secs() + 600}));
+    let bearer = format!("Bearer {good}");
+    for path in ["/health", "/metrics"] {
+        let (status, head, _) = request(gw.http, "GET", path, &[], "");
+        assert_eq!(status, 401, "{path} without a token");
+        assert!(head.contains("www-authenticate: bearer"), "{head}");
+        let (status, _, _) = request(
+            gw.http,
+            "GET",
+            path,
+            &[("Authorization", "Bearer x.y.z")],
+            "",
+        );
+        assert_eq!(status, 401, "{path} with a bad token");
+        let (status, _, _) = request(gw.http, "GET", path, &[("Authorization", &bearer)], "");
+        assert_eq!(status, 200, "{path} with a token");
+    }
+    // Off by default: the same gateway without the flag answers probes without a token.
+    let open = GatewayProcess::start(&[("JWT_SECRET", SECRET)]);
+    assert_eq!(request(open.http, "GET", "/health", &[], "").0, 200);
+}
+
+/// Burns CPU on every core until dropped, so the gateway's tasks run late.
+struct CpuLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuLoad {
+    fn start() -> CpuLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn abandoned_polling_sessions_expire_under_cpu_load() {
+    const SESSIONS: usize = 60;
+    let gw = GatewayProcess::start(&[
+        ("SOCKET_IO_PING_INTERVAL", "1000"),
+        ("SOCKET_IO_PING_TIMEOUT", "1000"),
+    ]);
+    let load = CpuLoad::start();
+    let http = gw.http;
+    let workers: Vec<_> = (0..SESSIONS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let p = Polling::connect(http, "", None).unwrap();
+                p.post(&event(
+                    "subscribe:device",
+                    &json!(format!("ghost-{i}")),
+                    false,
+                ));
+                p.post(&event("ping", &Value::Null, false));
+                if i % 2 == 0 {
+                    let _ = p.reply();
+                }
+                // Abandoned: no more polls, no pongs.
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let abandoned = Instant::now();
+    // Ping interval + timeout is 2 s; allow the loaded machine some slack.
+    let deadline = Duration::from_secs(8);
+    let mut left = clients(&gw);
+    while left > 0 && abandoned.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = clients(&gw);
+    }
+    drop(load);
+    assert_eq!(
+        left,
+        0,
+        "{left} of {SESSIONS} abandoned sessions still hold a slot {:?} after abandonment",
+        abandoned.elapsed()
+    );
+}
