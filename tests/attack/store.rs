@@ -122,6 +122,10 @@ async fn a_damaged_store_file_is_moved_aside_and_the_gateway_starts_fresh() {
     let config = test_config();
     let mqtt = config.mqtt.listen;
     let gw = start(config, dir.path()).await;
+    assert!(
+        gw.store().checked_at_open(),
+        "a file changed since its clean stop is checked"
+    );
     let (code, h) = health(gw.http_addr());
     assert_eq!(code, 200, "{h}");
     let aside = h["components"]["store"]["recoveredFromCorruption"]
