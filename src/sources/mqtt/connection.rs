@@ -6,6 +6,8 @@
 //! in-flight bytes is spent, or while the pipeline's queue is full. TCP then pushes back on
 //! the device. QoS 0 is held back the same way (it counts against the byte budget).
 
+mod handshake;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
-    Packet, PingResp, PubAck, PubAckReason, SubAck, SubAckProperties, SubscribeReasonCode,
-    UnsubAck, UnsubAckReason,
+    Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp, PubAck, PubAckReason, Publish,
+    PublishProperties, SubAck, SubAckProperties, Subscribe, SubscribeReasonCode, UnsubAck,
+    UnsubAckReason, Unsubscribe,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,9 +29,10 @@ use crate::ingest::{AckCursor, Ingest};
 use crate::telemetry as t;
 
 use super::super::topic::{LogThrottle, Reject, parse};
-use super::auth::{Grant, Refusal};
-use super::codec::{Codec, FrameError, PublishHeader, Version, connect_version};
+use super::auth::Grant;
+use super::codec::{Codec, FrameError, PublishHeader, Version};
 use super::listener::Shared;
+use handshake::Accepted;
 
 /// How long a reply may take to leave before the client is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,10 +44,6 @@ const PER_MESSAGE_BYTES: usize = 256;
 const SUBSCRIBE_ELSEWHERE: &str =
     "this port takes device publishes only; subscribe on mqtt.subscriber_listen";
 
-fn rejected_connection(reason: &'static str) {
-    metrics::counter!(t::MQTT_CONNECTIONS_REJECTED, "reason" => reason).increment(1);
-}
-
 fn closed(reason: &'static str) {
     metrics::counter!(t::MQTT_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
@@ -53,131 +52,17 @@ fn closed(reason: &'static str) {
 pub async fn serve(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let (mut rd, mut wr) = socket.into_split();
     let mut buf = BytesMut::with_capacity(4096);
-    let first = tokio::select! {
-        _ = shared.shutdown.cancelled() => return,
-        r = tokio::time::timeout(shared.connect_timeout, read_connect(&mut rd, &mut buf, shared.max_packet)) => r,
+    let Some(Accepted {
+        codec,
+        grant,
+        client_id,
+        keep_alive,
+        will,
+        out,
+    }) = handshake::accept(&mut rd, &mut wr, &mut buf, peer, shared).await
+    else {
+        return;
     };
-    let (codec, packet) = match first {
-        Err(_) => return rejected_connection("connect_timeout"),
-        Ok(Err(None)) => return,
-        Ok(Err(Some(e))) => {
-            if let FrameError::Level(level) = e {
-                // 3.1 and unknown levels: the 3.1.1 refusal is what such clients understand.
-                let mut out = BytesMut::new();
-                Codec::new(Version::V4, shared.max_packet).write(
-                    Packet::ConnAck(
-                        ConnAck {
-                            session_present: false,
-                            code: ConnectReturnCode::RefusedProtocolVersion,
-                        },
-                        None,
-                    ),
-                    &mut out,
-                );
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await;
-                tracing::debug!(%peer, level, "MQTT: unsupported protocol level");
-            }
-            return rejected_connection(e.reason());
-        }
-        Ok(Ok(c)) => c,
-    };
-    let Packet::Connect(connect, _props, will, _will_props, login) = packet else {
-        return rejected_connection("malformed");
-    };
-    let mut out = BytesMut::new();
-    let refuse = |code_v4: ConnectReturnCode, code_v5: ConnectReturnCode, out: &mut BytesMut| {
-        let code = if codec.version == Version::V4 {
-            code_v4
-        } else {
-            code_v5
-        };
-        codec.write(
-            Packet::ConnAck(
-                ConnAck {
-                    session_present: false,
-                    code,
-                },
-                None,
-            ),
-            out,
-        );
-    };
-    if shared
-        .connections
-        .load(std::sync::atomic::Ordering::Acquire)
-        > shared.max_connections
-    {
-        refuse(
-            ConnectReturnCode::ServiceUnavailable,
-            ConnectReturnCode::ServerBusy,
-            &mut out,
-        );
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await;
-        return rejected_connection("too_many_connections");
-    }
-    if connect.client_id.is_empty() && !connect.clean_session {
-        refuse(
-            ConnectReturnCode::ClientIdentifierNotValid,
-            ConnectReturnCode::ClientIdentifierNotValid,
-            &mut out,
-        );
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await;
-        return rejected_connection("client_id");
-    }
-    let login = login.map(|l| (l.username, l.password));
-    let username = login.as_ref().map(|(u, _)| u.clone());
-    let grant = match shared.auth.authenticate(peer.ip(), login).await {
-        Ok(g) => g,
-        Err(refusal) => {
-            let (v4, v5) = match refusal {
-                Refusal::BadCredentials => (
-                    ConnectReturnCode::BadUserNamePassword,
-                    ConnectReturnCode::BadUserNamePassword,
-                ),
-                Refusal::NotAuthorized => (
-                    ConnectReturnCode::NotAuthorized,
-                    ConnectReturnCode::NotAuthorized,
-                ),
-                Refusal::RateLimited => (
-                    ConnectReturnCode::NotAuthorized,
-                    ConnectReturnCode::ConnectionRateExceeded,
-                ),
-            };
-            refuse(v4, v5, &mut out);
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await;
-            tracing::info!(%peer, user = username.as_deref().unwrap_or(""), reason = refusal.as_str(), "MQTT: CONNECT refused");
-            return rejected_connection(refusal.as_str());
-        }
-    };
-    let assigned = connect.client_id.is_empty();
-    let client_id = if assigned {
-        shared.next_anonymous_id()
-    } else {
-        connect.client_id.clone()
-    };
-    let properties = (codec.version == Version::V5).then(|| ConnAckProperties {
-        receive_max: Some(shared.receive_maximum),
-        max_qos: Some(1),
-        max_packet_size: Some(u32::try_from(shared.max_packet).unwrap_or(u32::MAX)),
-        wildcard_subscription_available: Some(0),
-        subscription_identifiers_available: Some(0),
-        shared_subscription_available: Some(0),
-        assigned_client_identifier: assigned.then(|| client_id.clone()),
-        ..ConnAckProperties::default()
-    });
-    codec.write(
-        Packet::ConnAck(
-            ConnAck {
-                // A device's session holds nothing on our side (no subscriptions, nothing
-                // queued for it), so a persistent one is always present: the device keeps
-                // and resends its unacknowledged publishes.
-                session_present: !connect.clean_session,
-                code: ConnectReturnCode::Success,
-            },
-            properties,
-        ),
-        &mut out,
-    );
     let stop = CancellationToken::new();
     let session = shared.take_session(&client_id, stop.clone());
     let mut conn = Connection {
@@ -193,8 +78,6 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         throttle: LogThrottle::default(),
         wr,
     };
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let end = conn.run(&mut rd, &mut buf, keep_alive, &stop).await;
     closed(end.reason);
     if end.will
@@ -205,27 +88,6 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     shared.end_session(&client_id, session);
     let _ = tokio::time::timeout(WRITE_TIMEOUT, conn.wr.shutdown()).await;
     tracing::debug!(%peer, client_id, reason = end.reason, "MQTT connection closed");
-}
-
-/// Reads until a whole CONNECT is buffered. `Err(None)`: the peer went away.
-async fn read_connect(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    max_packet: usize,
-) -> Result<(Codec, Packet), Option<FrameError>> {
-    loop {
-        if let Some(version) = connect_version(buf, max_packet).map_err(Some)? {
-            let mut codec = Codec::new(version, max_packet);
-            if let Some((packet, _)) = codec.next(buf).map_err(Some)? {
-                return Ok((codec, packet));
-            }
-        }
-        buf.reserve(4096);
-        match rd.read_buf(buf).await {
-            Ok(0) | Err(_) => return Err(None),
-            Ok(_) => {}
-        }
-    }
 }
 
 /// Why a connection ended, and whether its last will is published.
@@ -267,6 +129,8 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
+    /// The read loop: handle what is buffered, PUBACK what is committed, then wait for the
+    /// socket, a commit, the keep-alive deadline, a take-over or shutdown.
     async fn run(
         &mut self,
         rd: &mut OwnedReadHalf,
@@ -278,30 +142,10 @@ impl Connection<'_> {
         let mut last_heard = tokio::time::Instant::now();
         let mut was_reading = true;
         loop {
-            while self.pending.len() < cap {
-                match self.codec.next(buf) {
-                    Ok(None) => break,
-                    Ok(Some((packet, header))) => {
-                        if let Err(end) = self.handle(packet, header).await {
-                            return end;
-                        }
-                    }
-                    Err(e) => {
-                        let code = match e {
-                            FrameError::TooLarge(_) => DisconnectReasonCode::PacketTooLarge,
-                            _ => DisconnectReasonCode::MalformedPacket,
-                        };
-                        self.disconnect(code);
-                        let _ = self.flush().await;
-                        return End::abnormal(e.reason());
-                    }
-                }
-            }
-            if let Err(end) = self.barrier().await {
+            if let Err(end) = self.handle_buffered(buf, cap).await {
                 return end;
             }
-            self.take_acks();
-            if let Err(end) = self.flush().await {
+            if let Err(end) = self.acknowledge().await {
                 return end;
             }
             let reading = self.pending.len() < cap;
@@ -319,8 +163,7 @@ impl Connection<'_> {
                 _ = stop.cancelled() => {
                     // Taken over by a new connection with the same client id: no will, the
                     // device is still there.
-                    self.disconnect(DisconnectReasonCode::SessionTakenOver);
-                    let _ = self.flush().await;
+                    self.close_with(DisconnectReasonCode::SessionTakenOver).await;
                     return End { reason: "taken_over", will: false };
                 }
                 _ = self.shared.shutdown.cancelled() => return self.finish().await,
@@ -331,118 +174,56 @@ impl Connection<'_> {
                     Err(_) => return End::abnormal("io"),
                 },
                 _ = sleep_until(deadline), if reading && deadline.is_some() => {
-                    self.disconnect(DisconnectReasonCode::KeepAliveTimeout);
-                    let _ = self.flush().await;
+                    self.close_with(DisconnectReasonCode::KeepAliveTimeout).await;
                     return End::abnormal("keep_alive");
                 }
             }
         }
     }
 
+    /// Handles the whole packets buffered, while fewer than `cap` PUBACKs are pending.
+    async fn handle_buffered(&mut self, buf: &mut BytesMut, cap: usize) -> Result<(), End> {
+        while self.pending.len() < cap {
+            match self.codec.next(buf) {
+                Ok(None) => break,
+                Ok(Some((packet, header))) => self.handle(packet, header).await?,
+                Err(e) => {
+                    let code = match e {
+                        FrameError::TooLarge(_) => DisconnectReasonCode::PacketTooLarge,
+                        _ => DisconnectReasonCode::MalformedPacket,
+                    };
+                    self.close_with(code).await;
+                    return Err(End::abnormal(e.reason()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks what was handed over, encodes the PUBACKs already committed and sends them.
+    async fn acknowledge(&mut self) -> Result<(), End> {
+        self.barrier().await?;
+        self.take_acks();
+        self.flush().await
+    }
+
+    /// Packet dispatch.
     async fn handle(&mut self, packet: Packet, header: Option<PublishHeader>) -> Result<(), End> {
         match packet {
             Packet::Publish(publish, properties) => {
                 let h = header.expect("a PUBLISH frame has its header peeked");
-                if h.qos == 2 {
-                    metrics::counter!(t::MQTT_PUBLISHES_REJECTED, "reason" => "qos2_unsupported")
-                        .increment(1);
-                    self.disconnect(DisconnectReasonCode::QoSNotSupported);
-                    let _ = self.flush().await;
-                    return Err(End::abnormal("qos2_unsupported"));
-                }
-                if properties.is_some_and(|p| p.topic_alias.is_some()) {
-                    // We advertise no topic aliases (Topic Alias Maximum 0).
-                    self.disconnect(DisconnectReasonCode::TopicAliasInvalid);
-                    let _ = self.flush().await;
-                    return Err(End::abnormal("malformed"));
-                }
-                let received = Instant::now();
-                if !self.grant.allows_topic(&publish.topic) {
-                    metrics::counter!(t::MQTT_PUBLISHES_REJECTED, "reason" => "not_authorized")
-                        .increment(1);
-                    if self.codec.version == Version::V4 {
-                        // MQTT 3.1.1 has no negative PUBACK: closing is the only refusal.
-                        return Err(End::abnormal("not_authorized"));
-                    }
-                    if h.qos == 1 {
-                        self.queue_ack(h.pkid, PubAckReason::NotAuthorized, received);
-                    }
-                    return Ok(());
-                }
-                match parse(
-                    &publish.topic,
-                    &publish.payload,
-                    self.shared.max_payload,
-                    received,
-                ) {
-                    Ok(msg) => {
-                        self.forward(msg, h.frame_len).await?;
-                        if h.qos == 1 {
-                            self.queue_ack(h.pkid, PubAckReason::Success, received);
-                        }
-                    }
-                    Err(reason) => {
-                        // Acknowledged (in order) and counted: a device must not resend
-                        // garbage forever.
-                        metrics::counter!(t::READINGS_REJECTED, "reason" => reason.as_str())
-                            .increment(1);
-                        self.throttle.warn(reason, &publish.topic);
-                        if h.qos == 1 {
-                            let code = match reason {
-                                Reject::BadTopic => PubAckReason::TopicNameInvalid,
-                                _ => PubAckReason::PayloadFormatInvalid,
-                            };
-                            self.queue_ack(h.pkid, code, received);
-                        }
-                    }
-                }
-                Ok(())
+                self.handle_publish(publish, properties, h).await
             }
             Packet::PingReq(_) => {
                 self.codec.write(Packet::PingResp(PingResp), &mut self.out);
                 Ok(())
             }
             Packet::Subscribe(subscribe, _) => {
-                metrics::counter!(t::MQTT_SUBSCRIBES_REFUSED).increment(1);
-                let (code, properties) = match self.codec.version {
-                    Version::V4 => (SubscribeReasonCode::Failure, None),
-                    Version::V5 => (
-                        SubscribeReasonCode::NotAuthorized,
-                        Some(SubAckProperties {
-                            reason_string: Some(SUBSCRIBE_ELSEWHERE.into()),
-                            user_properties: Vec::new(),
-                        }),
-                    ),
-                };
-                self.codec.write(
-                    Packet::SubAck(
-                        SubAck {
-                            pkid: subscribe.pkid,
-                            return_codes: vec![code; subscribe.filters.len()],
-                        },
-                        properties,
-                    ),
-                    &mut self.out,
-                );
+                self.refuse_subscribe(&subscribe);
                 Ok(())
             }
             Packet::Unsubscribe(unsubscribe, _) => {
-                let reasons = match self.codec.version {
-                    Version::V4 => Vec::new(),
-                    Version::V5 => {
-                        vec![UnsubAckReason::NoSubscriptionExisted; unsubscribe.filters.len()]
-                    }
-                };
-                self.codec.write(
-                    Packet::UnsubAck(
-                        UnsubAck {
-                            pkid: unsubscribe.pkid,
-                            reasons,
-                        },
-                        None,
-                    ),
-                    &mut self.out,
-                );
+                self.answer_unsubscribe(&unsubscribe);
                 Ok(())
             }
             Packet::Disconnect(disconnect, _) => Err(End {
@@ -451,11 +232,116 @@ impl Connection<'_> {
             }),
             // A second CONNECT, acknowledgements for publishes we never send, QoS 2 flow.
             _ => {
-                self.disconnect(DisconnectReasonCode::ProtocolError);
-                let _ = self.flush().await;
+                self.close_with(DisconnectReasonCode::ProtocolError).await;
                 Err(End::abnormal("protocol_error"))
             }
         }
+    }
+
+    /// A PUBLISH: refused (QoS 2, topic alias, ACL) or parsed and handed to the pipeline,
+    /// with its PUBACK queued behind the commit.
+    async fn handle_publish(
+        &mut self,
+        publish: Publish,
+        properties: Option<PublishProperties>,
+        h: PublishHeader,
+    ) -> Result<(), End> {
+        if h.qos == 2 {
+            metrics::counter!(t::MQTT_PUBLISHES_REJECTED, "reason" => "qos2_unsupported")
+                .increment(1);
+            self.close_with(DisconnectReasonCode::QoSNotSupported).await;
+            return Err(End::abnormal("qos2_unsupported"));
+        }
+        if properties.is_some_and(|p| p.topic_alias.is_some()) {
+            // We advertise no topic aliases (Topic Alias Maximum 0).
+            self.close_with(DisconnectReasonCode::TopicAliasInvalid)
+                .await;
+            return Err(End::abnormal("malformed"));
+        }
+        let received = Instant::now();
+        if !self.grant.allows_topic(&publish.topic) {
+            metrics::counter!(t::MQTT_PUBLISHES_REJECTED, "reason" => "not_authorized")
+                .increment(1);
+            if self.codec.version == Version::V4 {
+                // MQTT 3.1.1 has no negative PUBACK: closing is the only refusal.
+                return Err(End::abnormal("not_authorized"));
+            }
+            if h.qos == 1 {
+                self.queue_ack(h.pkid, PubAckReason::NotAuthorized, received);
+            }
+            return Ok(());
+        }
+        match parse(
+            &publish.topic,
+            &publish.payload,
+            self.shared.max_payload,
+            received,
+        ) {
+            Ok(msg) => {
+                self.forward(msg, h.frame_len).await?;
+                if h.qos == 1 {
+                    self.queue_ack(h.pkid, PubAckReason::Success, received);
+                }
+            }
+            Err(reason) => {
+                // Acknowledged (in order) and counted: a device must not resend
+                // garbage forever.
+                metrics::counter!(t::READINGS_REJECTED, "reason" => reason.as_str()).increment(1);
+                self.throttle.warn(reason, &publish.topic);
+                if h.qos == 1 {
+                    let code = match reason {
+                        Reject::BadTopic => PubAckReason::TopicNameInvalid,
+                        _ => PubAckReason::PayloadFormatInvalid,
+                    };
+                    self.queue_ack(h.pkid, code, received);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscriptions belong on the subscriber port: every filter is refused.
+    fn refuse_subscribe(&mut self, subscribe: &Subscribe) {
+        metrics::counter!(t::MQTT_SUBSCRIBES_REFUSED).increment(1);
+        let (code, properties) = match self.codec.version {
+            Version::V4 => (SubscribeReasonCode::Failure, None),
+            Version::V5 => (
+                SubscribeReasonCode::NotAuthorized,
+                Some(SubAckProperties {
+                    reason_string: Some(SUBSCRIBE_ELSEWHERE.into()),
+                    user_properties: Vec::new(),
+                }),
+            ),
+        };
+        self.codec.write(
+            Packet::SubAck(
+                SubAck {
+                    pkid: subscribe.pkid,
+                    return_codes: vec![code; subscribe.filters.len()],
+                },
+                properties,
+            ),
+            &mut self.out,
+        );
+    }
+
+    fn answer_unsubscribe(&mut self, unsubscribe: &Unsubscribe) {
+        let reasons = match self.codec.version {
+            Version::V4 => Vec::new(),
+            Version::V5 => {
+                vec![UnsubAckReason::NoSubscriptionExisted; unsubscribe.filters.len()]
+            }
+        };
+        self.codec.write(
+            Packet::UnsubAck(
+                UnsubAck {
+                    pkid: unsubscribe.pkid,
+                    reasons,
+                },
+                None,
+            ),
+            &mut self.out,
+        );
     }
 
     fn queue_ack(&mut self, pkid: u16, reason: PubAckReason, received: Instant) {
@@ -560,6 +446,12 @@ impl Connection<'_> {
         }
     }
 
+    /// Says why (MQTT 5) and sends what is encoded; the caller then ends the connection.
+    async fn close_with(&mut self, code: DisconnectReasonCode) {
+        self.disconnect(code);
+        let _ = self.flush().await;
+    }
+
     /// Shutdown: reads stop; publishes already handed over are acknowledged if their commit
     /// comes within [`SHUTDOWN_ACKS`] (sources stop before the pipeline and the writer).
     async fn finish(&mut self) -> End {
@@ -579,8 +471,8 @@ impl Connection<'_> {
             }
         }
         self.take_acks();
-        self.disconnect(DisconnectReasonCode::ServerShuttingDown);
-        let _ = self.flush().await;
+        self.close_with(DisconnectReasonCode::ServerShuttingDown)
+            .await;
         End {
             reason: "shutdown",
             will: false,
