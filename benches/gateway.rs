@@ -1,7 +1,7 @@
 //! Benchmarks of the real binary as a child process (so its RSS is its own), driven over the
 //! network like production: rumqttc publishers, Socket.IO clients over websocket.
 //!
-//! `cargo bench --bench gateway -- [ingest] [fanout] [idle]` (all three by default).
+//! `cargo bench --bench gateway -- [ingest] [fanout] [idle] [startup]` (all by default).
 //! Figures are printed; nothing is asserted (machines are noisy). The client side runs on the
 //! same cores as the gateway, so the figures are a floor.
 //!
@@ -87,6 +87,69 @@ async fn ingest(qos: QoS) {
     for c in clients {
         let _ = c.disconnect().await;
     }
+}
+
+/// Start-up with a big store: `records` readings stored over MQTT, then the time from spawning
+/// the binary to `/health` answering, after a clean stop (the integrity check is skipped) and
+/// after kill -9 (the whole file is checked and walked).
+async fn startup(records: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("gateway.log");
+    let (http, mqtt) = (common::free_port(), common::free_port());
+    let spawn = || {
+        let mut cmd = common::binary::gateway_command(&data, http, mqtt);
+        cmd.env("EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES", (4u64 << 30).to_string());
+        let started = Instant::now();
+        let peer = Gw::spawn(&mut cmd, &log, http);
+        (peer, started.elapsed())
+    };
+    let (mut peer, _) = spawn();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], mqtt));
+    let publishers = 4;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let client = publisher(addr, &format!("startup-{p}")).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..records / publishers {
+                let topic = format!("sensors/start-{p}-{:03}/temperature", i % 500);
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, format!("{}.5", i % 30))
+                    .await
+                    .unwrap();
+            }
+            client
+        }));
+    }
+    for t in tasks {
+        let _ = t.await.unwrap().disconnect().await;
+    }
+    let http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let text = http_ok(http_addr, "/metrics").unwrap_or_default();
+        if common::metric(&text, "edge_gateway_readings_accepted_total")
+            .is_some_and(|n| n as usize >= records / publishers * publishers)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    peer.signal("TERM");
+    peer.wait();
+    let file = data.join(edge_gateway::store::STORE_FILE);
+    let mib = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) / (1 << 20);
+    let (mut peer, clean) = spawn();
+    peer.kill();
+    let (mut peer, unclean) = spawn();
+    println!(
+        "startup with {records} readings stored ({mib} MiB file): ready in {:.0} ms after a clean \
+         stop, {:.0} ms after kill -9 (integrity check and table walk)",
+        clean.as_secs_f64() * 1e3,
+        unclean.as_secs_f64() * 1e3
+    );
+    peer.signal("TERM");
+    peer.wait();
 }
 
 /// Fan-out: `rate` readings/s published over MQTT for `secs`, each delivered to `clients`
@@ -226,6 +289,9 @@ fn main() {
         }
         if want("idle") {
             idle(1_000).await;
+        }
+        if want("startup") {
+            startup(1_000_000).await;
         }
     });
 }
