@@ -99,7 +99,10 @@ async fn startup(records: usize) {
     let (http, mqtt) = (common::free_port(), common::free_port());
     let spawn = || {
         let mut cmd = common::binary::gateway_command(&data, http, mqtt);
-        cmd.env("EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES", (4u64 << 30).to_string());
+        cmd.env(
+            "EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES",
+            (4u64 << 30).to_string(),
+        );
         let started = Instant::now();
         let peer = Gw::spawn(&mut cmd, &log, http);
         (peer, started.elapsed())

@@ -713,3 +713,47 @@ fn crate_rand(round: u64) -> u64 {
         .subsec_nanos() as u64;
     (t ^ round.wrapping_mul(0x9E37_79B9)).wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40
 }
+
+/// A 3.1.1 client cannot be told the Receive Maximum: with far more publishes in flight than
+/// `mqtt.receive_maximum` it sends them all and waits for PUBACKs, while the gateway holds
+/// frames it has read but not yet handled. Those must be handled once commits free room,
+/// without waiting for the socket (which stays silent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_more_in_flight_than_the_cap_is_not_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.mqtt.receive_maximum = 8;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let mut opts = rumqttc::MqttOptions::new("eager", mqtt.ip().to_string(), mqtt.port());
+    opts.set_inflight(500);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10_000);
+    let (tx, mut acks) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+                n += 1;
+                let _ = tx.send(n);
+            }
+        }
+    });
+    let total = 5_000u64;
+    for n in 0..total {
+        client
+            .publish(
+                "sensors/eager-1/temperature",
+                QoS::AtLeastOnce,
+                false,
+                n.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    let done = tokio::time::timeout(Duration::from_secs(60), acks.wait_for(|n| *n >= total))
+        .await
+        .is_ok();
+    assert!(done, "stalled at {} of {total} PUBACKs", *acks.borrow());
+    assert_eq!(history(gw.store(), "eager-1").len() as u64, total);
+    gw.stop().await.unwrap();
+}

@@ -142,11 +142,17 @@ impl Connection<'_> {
         let mut last_heard = tokio::time::Instant::now();
         let mut was_reading = true;
         loop {
-            if let Err(end) = self.handle_buffered(buf, cap).await {
-                return end;
-            }
+            let at_cap = match self.handle_buffered(buf, cap).await {
+                Ok(at_cap) => at_cap,
+                Err(end) => return end,
+            };
             if let Err(end) = self.acknowledge().await {
                 return end;
+            }
+            // Frames left in the buffer at the cap wait for no socket event: a client with more
+            // than `cap` publishes in flight has sent them and now waits for their PUBACKs.
+            if at_cap && self.pending.len() < cap {
+                continue;
             }
             let reading = self.pending.len() < cap;
             if reading && !was_reading {
@@ -181,8 +187,9 @@ impl Connection<'_> {
         }
     }
 
-    /// Handles the whole packets buffered, while fewer than `cap` PUBACKs are pending.
-    async fn handle_buffered(&mut self, buf: &mut BytesMut, cap: usize) -> Result<(), End> {
+    /// Handles the whole packets buffered, while fewer than `cap` PUBACKs are pending; true
+    /// when it stopped at the cap with bytes still buffered.
+    async fn handle_buffered(&mut self, buf: &mut BytesMut, cap: usize) -> Result<bool, End> {
         while self.pending.len() < cap {
             match self.codec.next(buf) {
                 Ok(None) => break,
@@ -197,7 +204,7 @@ impl Connection<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(self.pending.len() >= cap && !buf.is_empty())
     }
 
     /// Marks what was handed over, encodes the PUBACKs already committed and sends them.
