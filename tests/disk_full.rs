@@ -32,6 +32,19 @@ impl Tmpfs {
         Ok(Tmpfs { dir })
     }
 
+    /// A tmpfs, or `None` (the test says why it is skipped) where none can be mounted and
+    /// this is not CI, which runs as root and must mount it.
+    fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(fs) => Some(fs),
+            Err(e) if std::env::var("CI").is_err() => {
+                eprintln!("skipped: cannot mount a tmpfs here ({e}); CI runs this as root");
+                None
+            }
+            Err(e) => panic!("cannot mount a tmpfs for the disk-full test: {e}"),
+        }
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -58,13 +71,8 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
-    let fs = match Tmpfs::mount("16m") {
-        Ok(fs) => fs,
-        Err(e) if std::env::var("CI").is_err() => {
-            eprintln!("skipped: cannot mount a tmpfs here ({e}); CI runs this as root");
-            return;
-        }
-        Err(e) => panic!("cannot mount a tmpfs for the disk-full test: {e}"),
+    let Some(fs) = Tmpfs::mount_or_skip("16m") else {
+        return;
     };
     let data = fs.path().join("store");
     let mut config = test_config();
@@ -167,13 +175,8 @@ async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
 /// restart, and a stop while the disk is full ends within the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
-    let fs = match Tmpfs::mount("24m") {
-        Ok(fs) => fs,
-        Err(e) if std::env::var("CI").is_err() => {
-            eprintln!("skipped: cannot mount a tmpfs here ({e}); CI runs this as root");
-            return;
-        }
-        Err(e) => panic!("cannot mount a tmpfs for the disk-full test: {e}"),
+    let Some(fs) = Tmpfs::mount_or_skip("24m") else {
+        return;
     };
     let data = fs.path().join("store");
     let mut config = test_config();
