@@ -113,6 +113,11 @@ pub fn register(io: &SocketIo, state: ApiState) {
                 return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
             }
             s.extensions.insert(Arc::new(Slot(state.health.clone())));
+            // Event handlers are registered here, before CONNECT goes out: socketioxide sends
+            // CONNECT and then runs the connect handler in a task of its own, so a client that
+            // emits `subscribe-*` as soon as it is connected (as the reference client does)
+            // could beat handlers registered there, and its subscription would be dropped.
+            register_handlers(&s, &state);
             Ok(())
         }
     };
@@ -186,17 +191,20 @@ fn connected(s: SocketRef, state: ApiState) {
         "welcome",
         &json!({"message": WELCOME, "timestamp": format_ms(now_ms())}),
     );
+}
 
+/// The client events, with the socket's own event budget.
+fn register_handlers(s: &SocketRef, state: &ApiState) {
     let limit = EventLimit {
         window: Arc::new(Mutex::new(Window::new())),
         length: Duration::from_millis(state.config.rate_limit.window_ms),
         max: state.config.rate_limit.max_requests,
     };
 
-    on_room_events(&s, &limit);
-    on_ping(&s, limit.clone());
-    on_history(&s, limit, state.clone());
-    on_disconnect(&s, state);
+    on_room_events(s, &limit);
+    on_ping(s, limit.clone());
+    on_history(s, limit, state.clone());
+    on_disconnect(s, state.clone());
 }
 
 /// `subscribe:device` / `unsubscribe:device` with a device id, and the fixed rooms.
