@@ -283,6 +283,10 @@ fn health_for(config: &Config, store: &Store) -> Result<Arc<Health>, StoreError>
     health
         .store_bytes
         .store(store.stats()?.logical_bytes, Ordering::Relaxed);
+    // Set before anything serves /health (the writer only announces it on the hub).
+    if let Some(aside) = store.recovered_from() {
+        let _ = health.store_recovered_from.set(aside.display().to_string());
+    }
     Ok(Arc::new(health))
 }
 

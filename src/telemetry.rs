@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -124,5 +125,31 @@ pub fn init_logging(level: &str) {
     };
     if result.is_err() {
         tracing::debug!("a global log subscriber was already installed");
+    }
+}
+
+/// How often one kind of throttled warning may be logged.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line at most once per [`LOG_EVERY`]; counts what it held back.
+#[derive(Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) <= LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }

@@ -27,32 +27,6 @@ use crate::store::{Store, StoreError, StoredDevice};
 use crate::telemetry as t;
 use crate::time::now_ms;
 
-/// One warning per this interval for each kind of throttled event, with a suppressed count.
-const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// A log line at most once per [`LOG_EVERY`]; counts what it held back.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    fn ready(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) <= LOG_EVERY)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 pub struct Pipeline {
     registry: Registry,
     alarms: Alarms,
@@ -66,8 +40,8 @@ pub struct Pipeline {
     second_index: u64,
     health: Arc<Health>,
     next_alert: u64,
-    rejected_log: Throttle,
-    clamped_log: Throttle,
+    rejected_log: t::Throttle,
+    clamped_log: t::Throttle,
 }
 
 impl Pipeline {
@@ -88,8 +62,8 @@ impl Pipeline {
             second_index: 0,
             health,
             next_alert: 0,
-            rejected_log: Throttle::default(),
-            clamped_log: Throttle::default(),
+            rejected_log: t::Throttle::default(),
+            clamped_log: t::Throttle::default(),
         }
     }
 

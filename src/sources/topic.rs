@@ -6,17 +6,16 @@
 //!   the bare word (so a last will can mark a device offline).
 //!
 //! Anything else is rejected with a reason, counted by the caller, and logged at most once per
-//! reason per [`LOG_EVERY`].
+//! reason per [`crate::telemetry::LOG_EVERY`].
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::ids::valid_id;
 use crate::ingest::Ingest;
 use crate::record::{DeviceState, Level};
+use crate::telemetry::Throttle;
 use crate::time::parse_rfc3339_ms;
-
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a message was rejected; the `reason` label in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,27 +44,19 @@ impl Reject {
 /// One log line per reason per interval, with how many were suppressed meanwhile.
 #[derive(Default)]
 pub struct LogThrottle {
-    last: HashMap<Reject, (Instant, u64)>,
+    last: HashMap<Reject, Throttle>,
 }
 
 impl LogThrottle {
     pub fn warn(&mut self, reason: Reject, topic: &[u8]) {
-        let now = Instant::now();
-        let entry = self
-            .last
-            .entry(reason)
-            .or_insert((now - LOG_EVERY - Duration::from_millis(1), 0));
-        if now.duration_since(entry.0) > LOG_EVERY {
+        if let Some(suppressed) = self.last.entry(reason).or_default().ready() {
             tracing::warn!(
                 reason = reason.as_str(),
                 // Debug-escaped: a topic may carry bidi overrides or control characters.
                 topic = ?String::from_utf8_lossy(&topic[..topic.len().min(200)]),
-                suppressed = entry.1,
+                suppressed,
                 "rejected MQTT message"
             );
-            *entry = (now, 0);
-        } else {
-            entry.1 += 1;
         }
     }
 }

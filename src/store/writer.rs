@@ -243,11 +243,10 @@ struct Committer {
 }
 
 impl Committer {
-    /// A damaged file found at open: said in health and once on the hub.
+    /// A damaged file found at open: said once on the hub (health has it from the start).
     fn report_recovery(&self) {
         if let Some(aside) = self.writer.store().recovered_from() {
-            let aside = aside.display().to_string();
-            let _ = self.health.store_recovered_from.set(aside.clone());
+            let aside = aside.display();
             self.hub.publish(HubEvent::System(Arc::new(Alert::system(
                 "store",
                 Level::Critical,
