@@ -94,7 +94,7 @@ fn clients(gw: &GatewayProcess) -> u64 {
 #[test]
 fn slowloris_headers_and_idle_keep_alive_are_closed_in_time() {
     let gw = GatewayProcess::start(&[
-        ("EDGE_GATEWAY_SERVER__HEADER_READ_TIMEOUT_MS", "2000"),
+        ("EDGE_GATEWAY_SERVER__HEADER_READ_TIMEOUT_MS", "4000"),
         ("EDGE_GATEWAY_SERVER__IDLE_TIMEOUT_MS", "5000"),
         ("EDGE_GATEWAY_SERVER__MAX_CONNECTIONS_PER_IP", "1000"),
     ]);
@@ -112,7 +112,7 @@ fn slowloris_headers_and_idle_keep_alive_are_closed_in_time() {
         s.write_all(b"a\r\nX-More: b").unwrap();
     }
     assert!(
-        first_byte.elapsed() < Duration::from_millis(1500),
+        first_byte.elapsed() < Duration::from_millis(3000),
         "setting up took too long to tell the timeout apart"
     );
     assert!(
@@ -130,23 +130,28 @@ fn slowloris_headers_and_idle_keep_alive_are_closed_in_time() {
     assert_eq!(&first[9..12], b"200");
     let answered = Instant::now();
 
-    // The watch looks every quarter of the shorter timeout: 2 s + 0.5 s, plus slack.
-    std::thread::sleep(Duration::from_millis(3200).saturating_sub(first_byte.elapsed()));
-    let still_open = slow.iter().filter(|s| !closed_by_peer(s)).count();
-    assert_eq!(
-        still_open,
-        0,
-        "half-sent headers still held {:?} after they began (header timeout 2 s)",
-        first_byte.elapsed()
-    );
+    // The watch looks every quarter of the shorter timeout: closed from 4 s on. The bound is
+    // generous (a loaded CI box); without the header timeout they would stay open for ever.
+    loop {
+        let still_open = slow.iter().filter(|s| !closed_by_peer(s)).count();
+        if still_open == 0 {
+            break;
+        }
+        assert!(
+            first_byte.elapsed() < Duration::from_secs(10),
+            "{still_open} half-sent headers still held {:?} after they began (header timeout 4 s)",
+            first_byte.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         !closed_by_peer(&idle),
         "the idle connection was closed before its idle timeout"
     );
     while !closed_by_peer(&idle) {
         assert!(
-            answered.elapsed() < Duration::from_secs(7),
-            "idle keep-alive connection still open 7 s after its response (idle timeout 5 s)"
+            answered.elapsed() < Duration::from_secs(12),
+            "idle keep-alive connection still open 12 s after its response (idle timeout 5 s)"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
