@@ -488,3 +488,43 @@ fn abandoned_polling_sessions_expire_under_cpu_load() {
         abandoned.elapsed()
     );
 }
+
+/// Opens an Engine.IO session and sends Socket.IO CONNECT and Engine.IO CLOSE in one POST, as
+/// a polling client does when it connects and is closed at once (a page navigated away).
+/// socketioxide runs the namespace connect in a task of its own, so the session can be closed
+/// before the socket enters the namespace; the socket then stays there with nobody to close it.
+fn connect_and_close(http: SocketAddr) {
+    let (status, _, body) = request(http, "GET", "/socket.io/?EIO=4&transport=polling", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let open: Value = serde_json::from_str(&body[1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap();
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let (status, _, body) = request(http, "POST", &path, &[], "40\u{1e}1");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn sessions_closed_while_connecting_do_not_stay() {
+    const SESSIONS: usize = 50;
+    let gw = GatewayProcess::start(&[
+        ("SOCKET_IO_PING_INTERVAL", "1000"),
+        ("SOCKET_IO_PING_TIMEOUT", "1000"),
+    ]);
+    for _ in 0..SESSIONS {
+        connect_and_close(gw.http);
+    }
+    let closed = Instant::now();
+    // Ping interval + timeout is 2 s; allow a loaded machine some slack.
+    let deadline = Duration::from_secs(10);
+    let mut left = clients(&gw);
+    while left > 0 && closed.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = clients(&gw);
+    }
+    assert_eq!(
+        left,
+        0,
+        "{left} of {SESSIONS} sessions closed while connecting still hold a slot {:?} later",
+        closed.elapsed()
+    );
+}
