@@ -169,13 +169,13 @@ impl Gateway {
         spawn_subscriber_port(&config.mqtt, &hub, &gateway_id)?;
 
         let api_stop = CancellationToken::new();
-        let state = ApiState {
-            config: config.clone(),
-            gateway_id: gateway_id.clone(),
-            store: store.clone(),
-            health: health.clone(),
+        let state = ApiState::new(
+            config.clone(),
+            gateway_id.clone(),
+            store.clone(),
+            health.clone(),
             hub,
-        };
+        );
         let (api, server) = spawn_api(state, listener, &api_stop);
         tracing::info!(%http_addr, gateway_id = %gateway_id, data_dir = %options.data_dir.display(), "edge-gateway ready");
 

@@ -28,6 +28,10 @@ pub const SOCKETIO_CLIENTS: &str = "edge_gateway_socketio_clients";
 pub const SOCKETIO_EMITTED: &str = "edge_gateway_socketio_events_emitted_total";
 pub const SOCKETIO_REJECTED: &str = "edge_gateway_socketio_rejected_total";
 pub const SOCKETIO_CATCHUP: &str = "edge_gateway_socketio_catchup_records_total";
+/// Stored records replayed to clients that resumed from a `seq`.
+pub const SOCKETIO_REPLAYED: &str = "edge_gateway_socketio_replayed_records_total";
+/// Resumes whose `after` was older than what the store holds (or than resume_max_records).
+pub const SOCKETIO_RESUME_TRUNCATED: &str = "edge_gateway_socketio_resume_truncated_total";
 pub const DEVICES_ONLINE: &str = "edge_gateway_devices_online";
 pub const DEVICES_TOTAL: &str = "edge_gateway_devices_total";
 pub const ALERTS_ACTIVE: &str = "edge_gateway_alerts_active";

@@ -26,6 +26,7 @@ use crate::hub::Hub;
 use crate::store::Store;
 
 pub use server::ConnLimits;
+use socket::LiveGate;
 pub use socket::{run_emitter, run_system_status};
 
 /// What handlers share.
@@ -36,6 +37,27 @@ pub struct ApiState {
     pub store: Store,
     pub health: Arc<Health>,
     pub hub: Hub,
+    /// The last `seq` the emitter broadcast, locked while it emits (resume hands over there).
+    live: LiveGate,
+}
+
+impl ApiState {
+    pub fn new(
+        config: Arc<Config>,
+        gateway_id: Arc<str>,
+        store: Store,
+        health: Arc<Health>,
+        hub: Hub,
+    ) -> ApiState {
+        ApiState {
+            config,
+            gateway_id,
+            store,
+            health,
+            hub,
+            live: LiveGate::default(),
+        }
+    }
 }
 
 /// Builds the router and the Socket.IO handle (used to broadcast).

@@ -1,5 +1,8 @@
 //! The reference Socket.IO event API: connect checks (capacity, JWT), client events
-//! (subscriptions, ping, get:history), and the broadcasts of committed records to rooms.
+//! (subscriptions, ping, get:history), and the broadcasts of committed records to rooms;
+//! `resume` replays what a reconnecting client missed.
+
+mod resume;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
+/// A room name (socketioxide's `Room`).
+type Room = std::borrow::Cow<'static, str>;
 use socketioxide::{ProtocolVersion, SocketIo};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +28,8 @@ use crate::hub::HubEvent;
 use crate::record::{Committed, Record, RecordKind};
 use crate::telemetry as t;
 use crate::time::{format_ms, now_ms};
+pub use resume::LiveGate;
+use resume::Resume;
 
 const WELCOME: &str = "Connected to IoT Monitoring System";
 /// How many stored records one catch-up read fetches.
@@ -78,6 +85,7 @@ pub fn register(io: &SocketIo, state: ApiState) {
                 // token in the URL, where proxies log it.
                 let from_query = query_token(s.req_parts().uri.query());
                 let token = auth
+                    .as_ref()
                     .ok()
                     .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string))
                     .or(from_query
@@ -113,6 +121,13 @@ pub fn register(io: &SocketIo, state: ApiState) {
                 return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
             }
             s.extensions.insert(Arc::new(Slot(state.health.clone())));
+            let after = match s.protocol() {
+                ProtocolVersion::V4 => resume::after_in_query(s.req_parts().uri.query()),
+                _ => resume::after_of(auth.as_ref().ok().and_then(|a| a.get("after"))),
+            };
+            if let Some(after) = after {
+                s.extensions.insert(Resume::new(after));
+            }
             // Event handlers are registered here, before CONNECT goes out: socketioxide sends
             // CONNECT and then runs the connect handler in a task of its own, so a client that
             // emits `subscribe-*` as soon as it is connected (as the reference client does)
@@ -201,20 +216,21 @@ fn register_handlers(s: &SocketRef, state: &ApiState) {
         max: state.config.rate_limit.max_requests,
     };
 
-    on_room_events(s, &limit);
+    on_room_events(s, &limit, state);
     on_ping(s, limit.clone());
     on_history(s, limit, state.clone());
     on_disconnect(s, state.clone());
 }
 
 /// `subscribe:device` / `unsubscribe:device` with a device id, and the fixed rooms.
-fn on_room_events(s: &SocketRef, limit: &EventLimit) {
-    let room_event = |prefix: &'static str, join: bool, limit: EventLimit| {
+fn on_room_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
+    let room_event = |prefix: &'static str, join: bool, limit: EventLimit, state: ApiState| {
         move |s: SocketRef,
               TryData(id): TryData<Value>,
               WantsAck(wants_ack): WantsAck,
               ack: AckSender| {
             let limit = limit.clone();
+            let state = state.clone();
             async move {
                 if !limit.allow() {
                     return rate_limited(ack);
@@ -233,11 +249,11 @@ fn on_room_events(s: &SocketRef, limit: &EventLimit) {
                         .increment(1);
                     return refuse_device_id(&s, wants_ack, ack, &e.to_string());
                 }
-                let room = format!("{prefix}{id}");
+                let room = Room::Owned(format!("{prefix}{id}"));
                 if join {
-                    s.join(room)
+                    join_room(&s, &state, room)
                 } else {
-                    s.leave(room)
+                    leave_room(&s, room)
                 }
                 let _ = ack.send(&json!({"success": true, "deviceId": id}));
             }
@@ -245,33 +261,55 @@ fn on_room_events(s: &SocketRef, limit: &EventLimit) {
     };
     s.on(
         "subscribe:device",
-        room_event("device:", true, limit.clone()),
+        room_event("device:", true, limit.clone(), state.clone()),
     );
     s.on(
         "unsubscribe:device",
-        room_event("device:", false, limit.clone()),
+        room_event("device:", false, limit.clone(), state.clone()),
     );
 
-    let fixed_room = |room: &'static str, limit: EventLimit| {
+    let fixed_room = |room: &'static str, limit: EventLimit, state: ApiState| {
         move |s: SocketRef, ack: AckSender| {
             let limit = limit.clone();
+            let state = state.clone();
             async move {
                 if !limit.allow() {
                     return rate_limited(ack);
                 }
-                s.join(room);
+                join_room(&s, &state, Room::Borrowed(room));
             }
         }
     };
     s.on(
         "subscribe-all-devices",
-        fixed_room("all-devices", limit.clone()),
+        fixed_room("all-devices", limit.clone(), state.clone()),
     );
     s.on(
         "subscribe-system",
-        fixed_room("system-status", limit.clone()),
+        fixed_room("system-status", limit.clone(), state.clone()),
     );
-    s.on("subscribe-alerts", fixed_room("alerts", limit.clone()));
+    s.on(
+        "subscribe-alerts",
+        fixed_room("alerts", limit.clone(), state.clone()),
+    );
+}
+
+/// Joins `room`, unless the client is resuming: then the room is held until its replay
+/// caught up (see `resume`).
+fn join_room(s: &SocketRef, state: &ApiState, room: Room) {
+    if let Some(resume) = s.extensions.get::<Arc<Resume>>()
+        && resume.hold(s, state, room.clone())
+    {
+        return;
+    }
+    s.join(room);
+}
+
+fn leave_room(s: &SocketRef, room: Room) {
+    if let Some(resume) = s.extensions.get::<Arc<Resume>>() {
+        resume.release(&room);
+    }
+    s.leave(room);
 }
 
 fn on_ping(s: &SocketRef, limit: EventLimit) {
@@ -336,6 +374,48 @@ async fn history(state: &ApiState, params: Option<Value>) -> Value {
     }
 }
 
+/// Where one event of a record goes.
+#[derive(Clone, Copy)]
+enum To {
+    Device,
+    AllDevices,
+    Alerts,
+    Everyone,
+}
+
+impl To {
+    /// The room, or None for every client.
+    fn room(self, device: Option<&str>) -> Option<Room> {
+        match self {
+            To::Device => device.map(|d| Room::Owned(format!("device:{d}"))),
+            To::AllDevices => Some(Room::Borrowed("all-devices")),
+            To::Alerts => Some(Room::Borrowed("alerts")),
+            To::Everyone => None,
+        }
+    }
+}
+
+/// The reference events of a record and where each goes, in the order they are emitted.
+fn routes(kind: RecordKind, device: Option<&str>) -> &'static [(To, &'static str)] {
+    match (kind, device.is_some()) {
+        (RecordKind::Reading, true) => &[
+            (To::Device, "sensor:reading"),
+            (To::AllDevices, "sensor:all"),
+        ],
+        (RecordKind::Status, true) => &[
+            (To::Device, "device:status"),
+            (To::AllDevices, "device:all"),
+        ],
+        (RecordKind::Alert, true) => &[
+            (To::Alerts, "alert"),
+            (To::Device, "alert:device"),
+            (To::Everyone, "alert:system"),
+        ],
+        (RecordKind::Alert, false) => &[(To::Alerts, "alert"), (To::Everyone, "alert:system")],
+        _ => &[],
+    }
+}
+
 /// Emits one record to its rooms with the reference event names.
 async fn emit_record<T: Serialize + ?Sized>(
     io: &SocketIo,
@@ -343,45 +423,12 @@ async fn emit_record<T: Serialize + ?Sized>(
     device: Option<&str>,
     payload: &T,
 ) {
-    let mut emitted: [(&'static str, bool); 3] = [("", false); 3];
-    match (kind, device) {
-        (RecordKind::Reading, Some(d)) => {
-            let _ = io
-                .to(format!("device:{d}"))
-                .emit("sensor:reading", payload)
-                .await;
-            let _ = io.to("all-devices").emit("sensor:all", payload).await;
-            emitted[0] = ("sensor:reading", true);
-            emitted[1] = ("sensor:all", true);
-        }
-        (RecordKind::Status, Some(d)) => {
-            let _ = io
-                .to(format!("device:{d}"))
-                .emit("device:status", payload)
-                .await;
-            let _ = io.to("all-devices").emit("device:all", payload).await;
-            emitted[0] = ("device:status", true);
-            emitted[1] = ("device:all", true);
-        }
-        (RecordKind::Alert, device) => {
-            let _ = io.to("alerts").emit("alert", payload).await;
-            if let Some(d) = device {
-                let _ = io
-                    .to(format!("device:{d}"))
-                    .emit("alert:device", payload)
-                    .await;
-                emitted[1] = ("alert:device", true);
-            }
-            let _ = io.emit("alert:system", payload).await;
-            emitted[0] = ("alert", true);
-            emitted[2] = ("alert:system", true);
-        }
-        _ => {}
-    }
-    for (event, done) in emitted {
-        if done {
-            metrics::counter!(t::SOCKETIO_EMITTED, "event" => event).increment(1);
-        }
+    for &(to, event) in routes(kind, device) {
+        let _ = match to.room(device) {
+            Some(room) => io.to(room).emit(event, payload).await,
+            None => io.emit(event, payload).await,
+        };
+        metrics::counter!(t::SOCKETIO_EMITTED, "event" => event).increment(1);
     }
 }
 
@@ -402,12 +449,15 @@ pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationTo
         };
         match event {
             Ok(HubEvent::Committed(batch)) => {
+                // Held while emitting: a resuming client joins its rooms between batches.
+                let mut emitted = state.live.lock().await;
                 for c in batch.iter() {
                     if c.seq > last_seq {
                         emit_committed(&io, &state.gateway_id, c).await;
                         last_seq = c.seq;
                     }
                 }
+                *emitted = last_seq;
             }
             Ok(HubEvent::System(alert)) => {
                 let record = Record::Alert((*alert).clone());
@@ -421,7 +471,9 @@ pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationTo
                     from_seq = last_seq + 1,
                     "broadcast lagged; replaying from the store"
                 );
+                let mut emitted = state.live.lock().await;
                 last_seq = catch_up(&io, &state, last_seq).await;
+                *emitted = last_seq;
             }
             Err(RecvError::Closed) => break,
         }

@@ -69,6 +69,11 @@ pub struct SocketIoConfig {
     pub system_status_interval_ms: u64,
     pub history_default_limit: usize,
     pub history_max_limit: usize,
+    /// Most records replayed to a client that reconnects with `after` (older ones are skipped
+    /// and the client is told with `resume:truncated`).
+    pub resume_max_records: u64,
+    /// Replay pace per client, records per second (0: as fast as the client reads).
+    pub resume_records_per_sec: u64,
 }
 
 impl Default for SocketIoConfig {
@@ -83,6 +88,8 @@ impl Default for SocketIoConfig {
             system_status_interval_ms: 5_000,
             history_default_limit: 1_000,
             history_max_limit: 10_000,
+            resume_max_records: 100_000,
+            resume_records_per_sec: 20_000,
         }
     }
 }
@@ -107,6 +114,7 @@ impl SocketIoConfig {
             return Err(check.fail("socketio.max_payload_bytes", "must be at least 1024"));
         }
         check.positive("socketio.history_max_limit", self.history_max_limit as u64)?;
+        check.positive("socketio.resume_max_records", self.resume_max_records)?;
         if self.history_default_limit == 0 || self.history_default_limit > self.history_max_limit {
             return Err(check.fail(
                 "socketio.history_default_limit",

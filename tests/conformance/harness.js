@@ -126,6 +126,7 @@ async function startGateway(env = {}, { dataDir, args = [] } = {}) {
     },
     metrics: async () => (await httpGet(httpPort, '/metrics')).body,
     publish: (topic, payload, qos = 1) => publish(mqttPort, topic, payload, qos),
+    publishLines: (topic, lines) => publishLines(mqttPort, topic, lines),
   };
   gateways.add(gw);
   return gw;
@@ -137,6 +138,24 @@ function publish(port, topic, payload, qos = 1) {
     stdio: ['ignore', 'ignore', 'pipe'],
     timeout: 10000,
   });
+}
+
+/** Publishes one QoS 1 message per line over one connection (`mosquitto_pub -l`). */
+function publishLines(port, topic, lines) {
+  execFileSync('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-q', '1', '-t', topic, '-l'], {
+    input: lines.join('\n') + '\n',
+    stdio: ['pipe', 'ignore', 'pipe'],
+    timeout: 30000,
+  });
+}
+
+/** Resolves once `pred()` holds; rejects with `what` after `timeout` ms. */
+async function until(pred, what, timeout = 30000) {
+  const end = Date.now() + timeout;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await sleep(20);
+  }
 }
 
 /** A metric sample's value from Prometheus text (0 if absent). */
@@ -224,5 +243,5 @@ function jwt(claims, secret) {
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 module.exports = {
-  BIN, FLAVORS, ISO_MS, startGateway, closeClients, stopGateways, client, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish,
+  BIN, FLAVORS, ISO_MS, startGateway, closeClients, stopGateways, client, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish, until,
 };

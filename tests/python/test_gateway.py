@@ -8,9 +8,9 @@ import time
 import socketio
 
 
-def client(gw, subscribe=("subscribe-all-devices",), transports=None):
+def client(gw, subscribe=("subscribe-all-devices",), transports=None, auth=None):
     sio = socketio.Client(reconnection=False)
-    events = {"sensor:all": [], "device:all": [], "welcome": []}
+    events = {"sensor:all": [], "device:all": [], "welcome": [], "resume:done": []}
     lock = threading.Lock()
 
     def record(name):
@@ -21,7 +21,7 @@ def client(gw, subscribe=("subscribe-all-devices",), transports=None):
 
     for name in events:
         sio.on(name, record(name))
-    sio.connect(gw.url, transports=transports or ["websocket"], wait_timeout=10)
+    sio.connect(gw.url, transports=transports or ["websocket"], wait_timeout=10, auth=auth)
     for event in subscribe:
         sio.emit(event)
     time.sleep(0.2)
@@ -73,6 +73,32 @@ def test_history_after_a_clean_restart(gateway):
     data = history(sio, deviceId="py-r", sensorType="humidity")
     assert [d["value"] for d in data] == [40.0 + i for i in range(10)]
     sio.disconnect()
+
+
+def test_resume_from_the_last_seq_seen(gateway):
+    """A client that reconnects with `auth.after` gets what it missed, in order, then live."""
+    gw = gateway()
+    ref = client(gw)
+    a = client(gw)
+    for i in range(10):
+        gw.publish("sensors/py-res/temperature", str(i), qos=1)
+    wait_until(lambda: len(a.events["sensor:all"]) == 10, what="10 readings")
+    last = a.events["sensor:all"][-1]["seq"]
+    a.disconnect()
+    for i in range(10, 40):
+        gw.publish("sensors/py-res/temperature", str(i), qos=1)
+    wait_until(lambda: len(ref.events["sensor:all"]) == 40, what="40 readings")
+    b = client(gw, auth={"after": last})
+    gw.publish("sensors/py-res/temperature", "40", qos=1)
+    wait_until(lambda: len(ref.events["sensor:all"]) == 41, what="the live reading")
+    wait_until(lambda: len(b.events["sensor:all"]) >= 31, what="the missed and live readings")
+    seqs = [r["seq"] for r in b.events["sensor:all"]]
+    firsts = list(dict.fromkeys(seqs))
+    assert firsts == [r["seq"] for r in ref.events["sensor:all"][10:]]
+    assert [r["value"] for r in b.events["sensor:all"][:30]] == [float(i) for i in range(10, 40)]
+    assert b.events["resume:done"] and b.events["resume:done"][0]["seq"] >= seqs[29]
+    for sio in (ref, b):
+        sio.disconnect()
 
 
 def test_kill_9_loses_nothing_that_was_broadcast(gateway):

@@ -1,0 +1,319 @@
+//! Resume from `seq`: a dashboard that reconnects with the last `seq` it saw (`auth.after`, or
+//! the `after` query parameter for socket.io-client v2) first gets every stored record it
+//! missed in its rooms, in order, then live events, with no gap.
+//!
+//! While a client resumes, the rooms it subscribes to are held back: a worker replays the
+//! store from `after` to that client alone, filtered by those rooms, paced, in chunks, waiting
+//! when the client's buffer is full (a slow reader slows only itself). Once it is close to
+//! live it takes the emitter's gate (the emitter holds it while it emits a batch, and keeps
+//! there the last `seq` it emitted), sends the few records between its cursor and that `seq`,
+//! and joins the rooms: every later record reaches the client through its rooms. Records the
+//! worker read before the emitter broadcast them may come twice; the client drops them by
+//! `seq`. Replay starts at the first subscription, so rooms joined in the same breath (as the
+//! reference client does on `connect`) are all replayed.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use socketioxide::SendError;
+use socketioxide::SocketError;
+use socketioxide::extract::SocketRef;
+
+use super::{ApiState, Room, routes};
+use crate::store::StoredRecord;
+use crate::telemetry as t;
+
+/// Records per store read.
+const CHUNK: usize = 500;
+/// The most records the handoff sends while the emitter waits; further behind, keep replaying.
+const HANDOFF_MAX: u64 = 2_000;
+/// How long a worker waits for a full client buffer to drain before trying again.
+const FULL_WAIT: Duration = Duration::from_millis(5);
+
+/// The last `seq` the emitter broadcast, under the lock it holds while it emits.
+pub type LiveGate = Arc<tokio::sync::Mutex<u64>>;
+
+/// A resuming client's cursor and the rooms held back until its replay caught up.
+pub struct Resume {
+    after: u64,
+    inner: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    rooms: Vec<Room>,
+    started: bool,
+    done: bool,
+}
+
+/// `after` from the handshake: a number or a string of digits.
+pub fn after_of(value: Option<&Value>) -> Option<u64> {
+    match value? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The `after` query parameter (socket.io-client v2 has no auth payload).
+pub fn after_in_query(query: Option<&str>) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after=")?.parse().ok())
+}
+
+impl Resume {
+    pub fn new(after: u64) -> Arc<Resume> {
+        Arc::new(Resume {
+            after,
+            inner: Mutex::new(Held::default()),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.inner.lock().expect("resume lock poisoned")
+    }
+
+    /// Holds `room` back if the replay has not handed over yet; true when held. The first held
+    /// room starts the worker.
+    pub fn hold(self: &Arc<Self>, s: &SocketRef, state: &ApiState, room: Room) -> bool {
+        let mut held = self.held();
+        if held.done {
+            return false;
+        }
+        if !held.rooms.contains(&room) {
+            held.rooms.push(room);
+        }
+        if !held.started {
+            held.started = true;
+            tokio::spawn(replay(s.clone(), state.clone(), self.clone()));
+        }
+        true
+    }
+
+    /// Forgets a held room (`unsubscribe` during the replay).
+    pub fn release(&self, room: &str) {
+        self.held().rooms.retain(|r| r != room);
+    }
+
+    fn rooms(&self) -> HashSet<Room> {
+        self.held().rooms.iter().cloned().collect()
+    }
+
+    /// Ends holding: the rooms to join now; later subscriptions join directly.
+    fn finish(&self) -> Vec<Room> {
+        let mut held = self.held();
+        held.done = true;
+        std::mem::take(&mut held.rooms)
+    }
+}
+
+enum Handoff {
+    Done,
+    Behind(u64),
+}
+
+struct Closed;
+
+async fn replay(s: SocketRef, state: ApiState, resume: Arc<Resume>) {
+    let started = Instant::now();
+    match replay_until_live(&s, &state, &resume).await {
+        Ok((cursor, sent)) => {
+            let _ = s.emit("resume:done", &json!({"seq": cursor}));
+            tracing::debug!(sid = %s.id, after = resume.after, sent, elapsed = ?started.elapsed(), "resume done");
+        }
+        Err(Closed) => tracing::debug!(sid = %s.id, "client left during its replay"),
+    }
+}
+
+/// Replays until handed over; (the cursor at handoff, records sent).
+async fn replay_until_live(
+    s: &SocketRef,
+    state: &ApiState,
+    resume: &Resume,
+) -> Result<(u64, u64), Closed> {
+    let config = &state.config.socketio;
+    let mut cursor = start_cursor(state, resume.after).await?;
+    let mut pace = Pace::new(config.resume_records_per_sec);
+    let mut sent = 0u64;
+    let mut first = true;
+    loop {
+        let chunk = read(state, cursor + 1, CHUNK).await?;
+        if first {
+            first = false;
+            tell_truncated(s, resume.after, chunk.first().map(|r| r.seq))?;
+        }
+        let n = chunk.len();
+        let rooms = resume.rooms();
+        for r in &chunk {
+            sent += send(s, r, &rooms).await?;
+            cursor = r.seq;
+        }
+        metrics::counter!(t::SOCKETIO_REPLAYED).increment(n as u64);
+        pace.wait(n as u64).await;
+        if n < CHUNK {
+            match handoff(s, state, resume, cursor).await? {
+                Handoff::Done => return Ok((cursor, sent)),
+                Handoff::Behind(c) => cursor = c,
+            }
+        }
+    }
+}
+
+/// `after`, unless more than `resume_max_records` records follow it (then only the newest
+/// that many are replayed) or it lies beyond what this store ever held (a store recreated
+/// after damage): then from the oldest of the newest `resume_max_records`.
+async fn start_cursor(state: &ApiState, after: u64) -> Result<u64, Closed> {
+    let store = state.store.clone();
+    let next = tokio::task::spawn_blocking(move || store.next_seq())
+        .await
+        .map_err(|_| Closed)?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "resume: cannot read the store");
+            Closed
+        })?;
+    let newest = next.saturating_sub(1);
+    let max = state.config.socketio.resume_max_records;
+    if after > newest || newest - after > max {
+        return Ok(newest.saturating_sub(max));
+    }
+    Ok(after)
+}
+
+/// Tells the client that records after its `after` are no longer held (or never were).
+fn tell_truncated(s: &SocketRef, after: u64, first: Option<u64>) -> Result<(), Closed> {
+    let Some(oldest) = first.filter(|&f| f != after + 1) else {
+        return Ok(());
+    };
+    metrics::counter!(t::SOCKETIO_RESUME_TRUNCATED).increment(1);
+    s.emit(
+        "resume:truncated",
+        &json!({"after": after, "oldestSeq": oldest}),
+    )
+    .map_err(|_| Closed)
+}
+
+async fn read(state: &ApiState, from: u64, max: usize) -> Result<Vec<StoredRecord>, Closed> {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.read_from(from, max)).await {
+        Ok(Ok(records)) => Ok(records),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "resume: store read failed; the client resumes live only");
+            Err(Closed)
+        }
+        Err(_) => Err(Closed),
+    }
+}
+
+/// The record's events for this client's rooms, waiting while its buffer is full; how many.
+async fn send(s: &SocketRef, r: &StoredRecord, rooms: &HashSet<Room>) -> Result<u64, Closed> {
+    let mut n = 0;
+    for event in mine(r, rooms) {
+        loop {
+            match s.emit(event, &r.json) {
+                Ok(()) => break,
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    tokio::time::sleep(FULL_WAIT).await
+                }
+                Err(_) => return Err(Closed),
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The events of `r` this client would have had live in `rooms`.
+fn mine<'a>(
+    r: &'a StoredRecord,
+    rooms: &'a HashSet<Room>,
+) -> impl Iterator<Item = &'static str> + 'a {
+    routes(r.kind, r.device_id.as_deref())
+        .iter()
+        .filter(move |(to, _)| match to.room(r.device_id.as_deref()) {
+            Some(room) => rooms.contains(&room),
+            None => true,
+        })
+        .map(|&(_, event)| event)
+}
+
+/// Under the emitter's gate: the records up to what it broadcast, then the rooms. A client
+/// whose buffer fills meanwhile is not waited for (the emitter is paused): it gets `Behind`.
+async fn handoff(
+    s: &SocketRef,
+    state: &ApiState,
+    resume: &Resume,
+    mut cursor: u64,
+) -> Result<Handoff, Closed> {
+    let emitted = state.live.lock().await;
+    if *emitted > cursor + HANDOFF_MAX {
+        return Ok(Handoff::Behind(cursor));
+    }
+    if *emitted > cursor {
+        let rooms = resume.rooms();
+        let rest = read(state, cursor + 1, (*emitted - cursor) as usize).await?;
+        for r in rest.iter().take_while(|r| r.seq <= *emitted) {
+            for event in mine(r, &rooms) {
+                match s.emit(event, &r.json) {
+                    Ok(()) => {}
+                    Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                        return Ok(Handoff::Behind(cursor));
+                    }
+                    Err(_) => return Err(Closed),
+                }
+            }
+            cursor = r.seq;
+        }
+    }
+    for room in resume.finish() {
+        s.join(room);
+    }
+    drop(emitted);
+    Ok(Handoff::Done)
+}
+
+/// Keeps a replay under `per_sec` records per second.
+struct Pace {
+    per_sec: u64,
+    start: Instant,
+    count: u64,
+}
+
+impl Pace {
+    fn new(per_sec: u64) -> Pace {
+        Pace {
+            per_sec,
+            start: Instant::now(),
+            count: 0,
+        }
+    }
+
+    async fn wait(&mut self, n: u64) {
+        self.count += n;
+        if self.per_sec == 0 {
+            tokio::task::yield_now().await;
+            return;
+        }
+        let due = self.start + Duration::from_secs_f64(self.count as f64 / self.per_sec as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_from_auth_and_query() {
+        assert_eq!(after_of(Some(&json!(42))), Some(42));
+        assert_eq!(after_of(Some(&json!("42"))), Some(42));
+        assert_eq!(after_of(Some(&json!(-1))), None);
+        assert_eq!(after_of(Some(&json!("x"))), None);
+        assert_eq!(after_of(None), None);
+        assert_eq!(after_in_query(Some("EIO=3&after=7&t=x")), Some(7));
+        assert_eq!(after_in_query(Some("EIO=3&after=")), None);
+        assert_eq!(after_in_query(None), None);
+    }
+}
