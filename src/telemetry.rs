@@ -32,6 +32,10 @@ pub const SOCKETIO_CATCHUP: &str = "edge_gateway_socketio_catchup_records_total"
 pub const SOCKETIO_REPLAYED: &str = "edge_gateway_socketio_replayed_records_total";
 /// Resumes whose `after` was older than what the store holds (or than resume_max_records).
 pub const SOCKETIO_RESUME_TRUNCATED: &str = "edge_gateway_socketio_resume_truncated_total";
+/// Clients whose buffer was full for a record and were moved to a replay from the store.
+pub const SOCKETIO_OVERFLOWS: &str = "edge_gateway_socketio_overflows_total";
+/// Events a client did not get, by reason (e.g. an unstored system alert while it replays).
+pub const SOCKETIO_DROPPED: &str = "edge_gateway_socketio_events_dropped_total";
 pub const DEVICES_ONLINE: &str = "edge_gateway_devices_online";
 pub const DEVICES_TOTAL: &str = "edge_gateway_devices_total";
 pub const ALERTS_ACTIVE: &str = "edge_gateway_alerts_active";

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -17,7 +18,7 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
 /// A room name (socketioxide's `Room`).
 type Room = std::borrow::Cow<'static, str>;
-use socketioxide::{ProtocolVersion, SocketIo};
+use socketioxide::{ProtocolVersion, SendError, SocketError, SocketIo};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,8 @@ pub use resume::LiveGate;
 use resume::Resume;
 
 const WELCOME: &str = "Connected to IoT Monitoring System";
+/// The emitter yields after this many records of one batch.
+const YIELD_EVERY: usize = 128;
 /// How many stored records one catch-up read fetches.
 const CATCHUP_CHUNK: usize = 2_000;
 
@@ -416,25 +419,57 @@ fn routes(kind: RecordKind, device: Option<&str>) -> &'static [(To, &'static str
     }
 }
 
-/// Emits one record to its rooms with the reference event names.
-async fn emit_record<T: Serialize + ?Sized>(
+/// Emits one record to its rooms with the reference event names, socket by socket: a client
+/// whose buffer is full does not lose the record silently but is moved to a replay from the
+/// store (see `resume::overflowed`), so its buffer stays bounded and it misses nothing.
+fn emit_record(
     io: &SocketIo,
+    state: &ApiState,
     kind: RecordKind,
     device: Option<&str>,
-    payload: &T,
+    seq: u64,
+    payload: &RawValue,
 ) {
     for &(to, event) in routes(kind, device) {
-        let _ = match to.room(device) {
-            Some(room) => io.to(room).emit(event, payload).await,
-            None => io.emit(event, payload).await,
+        let sockets = match to.room(device) {
+            Some(room) => io.to(room).sockets(),
+            None => io.sockets(),
         };
+        for s in sockets {
+            match s.emit(event, payload) {
+                Ok(()) => {}
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    resume::overflowed(&s, state, seq)
+                }
+                Err(_) => {}
+            }
+        }
         metrics::counter!(t::SOCKETIO_EMITTED, "event" => event).increment(1);
     }
 }
 
-async fn emit_committed(io: &SocketIo, gateway_id: &str, c: &Committed) {
-    let wire = c.record.to_wire(gateway_id, Some(c.seq));
-    emit_record(io, c.record.kind(), c.record.device_id(), &wire).await;
+/// The record's reference JSON, rendered once for every client.
+fn raw<T: Serialize + ?Sized>(payload: &T) -> Option<Box<RawValue>> {
+    match serde_json::value::to_raw_value(payload) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            tracing::error!(error = %e, "a record could not be rendered");
+            None
+        }
+    }
+}
+
+fn emit_committed(io: &SocketIo, state: &ApiState, c: &Committed) {
+    if let Some(payload) = raw(&c.record.to_wire(&state.gateway_id, Some(c.seq))) {
+        emit_record(
+            io,
+            state,
+            c.record.kind(),
+            c.record.device_id(),
+            c.seq,
+            &payload,
+        );
+    }
 }
 
 /// Forwards committed records to the rooms until shutdown. If it falls behind the hub, it
@@ -451,10 +486,14 @@ pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationTo
             Ok(HubEvent::Committed(batch)) => {
                 // Held while emitting: a resuming client joins its rooms between batches.
                 let mut emitted = state.live.lock().await;
-                for c in batch.iter() {
+                for (i, c) in batch.iter().enumerate() {
                     if c.seq > last_seq {
-                        emit_committed(&io, &state.gateway_id, c).await;
+                        emit_committed(&io, &state, c);
                         last_seq = c.seq;
+                    }
+                    // Let the clients' writers drain a big batch as it goes.
+                    if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                        tokio::task::yield_now().await;
                     }
                 }
                 *emitted = last_seq;
@@ -499,7 +538,9 @@ async fn catch_up(io: &SocketIo, state: &ApiState, mut last_seq: u64) -> u64 {
         };
         let n = chunk.len();
         for r in chunk {
-            emit_record(io, r.kind, r.device_id.as_deref(), &r.json).await;
+            if let Some(payload) = raw(&r.json) {
+                emit_record(io, state, r.kind, r.device_id.as_deref(), r.seq, &payload);
+            }
             last_seq = r.seq;
         }
         metrics::counter!(t::SOCKETIO_CATCHUP).increment(n as u64);

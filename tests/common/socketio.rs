@@ -18,9 +18,27 @@ pub type Ws =
 /// Socket.IO connect, then emits each event without arguments (e.g. `subscribe-all-devices`).
 pub async fn connect(http: SocketAddr, emits: &[&str]) -> Ws {
     let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("websocket connects");
+    socketio_connect(ws, emits).await
+}
+
+/// `connect` over a socket whose receive buffer is `rcvbuf` bytes (no autotuning): a client
+/// that stops reading then backs up into the gateway after kilobytes, not megabytes.
+pub async fn connect_small_window(http: SocketAddr, emits: &[&str], rcvbuf: u32) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    let stream = socket.connect(http).await.expect("tcp connects");
+    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+    socketio_connect(ws, emits).await
+}
+
+async fn socketio_connect(mut ws: Ws, emits: &[&str]) -> Ws {
     let open = ws.next().await.expect("engine.io open").expect("websocket");
     assert!(
         open.to_text().unwrap_or("").starts_with('0'),

@@ -29,8 +29,12 @@ use crate::telemetry as t;
 const CHUNK: usize = 500;
 /// The most records the handoff sends while the emitter waits; further behind, keep replaying.
 const HANDOFF_MAX: u64 = 2_000;
-/// How long a worker waits for a full client buffer to drain before trying again.
-const FULL_WAIT: Duration = Duration::from_millis(5);
+/// How long a worker first waits for a full client buffer to drain (after one yield, which is
+/// often enough); it doubles up to `FULL_WAIT_MAX` while the client reads nothing (a stalled
+/// client costs a wake-up every 50 ms until the Engine.IO heartbeat, whose ping no longer
+/// fits, closes it).
+const FULL_WAIT: Duration = Duration::from_millis(1);
+const FULL_WAIT_MAX: Duration = Duration::from_millis(50);
 
 /// The last `seq` the emitter broadcast, under the lock it holds while it emits.
 pub type LiveGate = Arc<tokio::sync::Mutex<u64>>;
@@ -108,6 +112,30 @@ impl Resume {
         held.done = true;
         std::mem::take(&mut held.rooms)
     }
+}
+
+/// A client whose buffer was full for record `seq`: it leaves its rooms, so nothing more
+/// queues up for it, and is replayed from `seq` as it reads again, like a client that
+/// reconnected with `after = seq - 1` (it loses nothing the store still holds). A client
+/// already replaying only misses events sent to everyone that are not stored (counted).
+pub fn overflowed(s: &SocketRef, state: &ApiState, seq: u64) {
+    if let Some(r) = s.extensions.get::<Arc<Resume>>()
+        && !r.held().done
+    {
+        metrics::counter!(t::SOCKETIO_DROPPED, "reason" => "replaying").increment(1);
+        return;
+    }
+    metrics::counter!(t::SOCKETIO_OVERFLOWS).increment(1);
+    let resume = Resume::new(seq.saturating_sub(1));
+    {
+        let mut held = resume.held();
+        held.rooms = s.rooms();
+        held.started = true;
+    }
+    s.leave_all();
+    s.extensions.insert(resume.clone());
+    tracing::debug!(sid = %s.id, seq, "client buffer full; replaying to it from the store");
+    tokio::spawn(replay(s.clone(), state.clone(), resume));
 }
 
 enum Handoff {
@@ -211,11 +239,18 @@ async fn read(state: &ApiState, from: u64, max: usize) -> Result<Vec<StoredRecor
 async fn send(s: &SocketRef, r: &StoredRecord, rooms: &HashSet<Room>) -> Result<u64, Closed> {
     let mut n = 0;
     for event in mine(r, rooms) {
+        let mut wait = Duration::ZERO;
         loop {
             match s.emit(event, &r.json) {
                 Ok(()) => break,
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    tokio::time::sleep(FULL_WAIT).await
+                    if wait.is_zero() {
+                        tokio::task::yield_now().await;
+                        wait = FULL_WAIT;
+                    } else {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(FULL_WAIT_MAX);
+                    }
                 }
                 Err(_) => return Err(Closed),
             }
