@@ -1,0 +1,288 @@
+//! Fan-out at the hardware's limit: the gateway pinned to core 0, the Socket.IO clients and the
+//! publisher (this process) pinned to core 1 (`taskset`), so the two stop stealing from each
+//! other. Figures are printed; nothing is asserted (machines are noisy).
+//!
+//! `cargo bench --bench fanout -- [sweep] [stalled] [overload] [idle]` (all by default).
+//! - sweep: 100, 1000 and 10000 `all-devices` clients at rates up to and past saturation:
+//!   latency p50/p99/p999 (client receive time − reading timestamp), delivered ratio, gateway
+//!   CPU and RSS;
+//! - stalled: 100 reading clients at 2000 readings/s, without and with one client that reads
+//!   nothing, so the others' p99 can be compared;
+//! - overload: twice the saturating rate for 30 s, RSS every second;
+//! - idle: memory per idle client at 1000 and 10000 clients.
+//!
+//! One core of clients parsing every frame is itself a limit near a million frames/s; where
+//! the delivered ratio falls short, compare the gateway's CPU with 100 % to tell who saturated.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::binary::GatewayProcess as Gw;
+use common::socketio;
+use edge_gateway::time::{format_ms, now_ms};
+use rumqttc::QoS;
+use support::{Measure, latency_ms, percentile, publisher};
+use tokio::sync::Mutex;
+
+/// Pins every thread of `pid` to `cpu` (a `taskset` CPU list).
+fn pin(pid: u32, cpu: &str) {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .output()
+        .expect("taskset runs");
+    assert!(out.status.success(), "taskset: {out:?}");
+}
+
+fn start_pinned() -> Gw {
+    let gw = Gw::start(&[
+        ("SOCKET_IO_MAX_CLIENTS", "100000"),
+        ("EDGE_GATEWAY_SERVER__MAX_CONNECTIONS_PER_IP", "100000"),
+        ("EDGE_GATEWAY_DEVICES__OFFLINE_AFTER_MS", "600000"),
+    ]);
+    pin(gw.peer.id(), "0");
+    gw
+}
+
+struct Load {
+    clients: usize,
+    stalled: usize,
+    rate: usize,
+    secs: u64,
+}
+
+struct Outcome {
+    delivered: u64,
+    expected: u64,
+    sorted_ms: Vec<i64>,
+    cpu_pct: f64,
+    rss_kib: Vec<u64>,
+    overflows: f64,
+}
+
+impl Outcome {
+    fn line(&self, load: &Load) -> String {
+        let l = &self.sorted_ms;
+        format!(
+            "{} clients{} at {} readings/s: delivered {}/{} ({:.1} %), latency ms p50 {} p99 {} p999 {} max {}; \
+             gateway CPU {:.0} % of its core, RSS {} KiB (peak {} KiB); overflows {}",
+            load.clients,
+            if load.stalled > 0 {
+                format!(" + {} stalled", load.stalled)
+            } else {
+                String::new()
+            },
+            load.rate,
+            self.delivered,
+            self.expected,
+            self.delivered as f64 / self.expected.max(1) as f64 * 100.0,
+            percentile(l, 0.50),
+            percentile(l, 0.99),
+            percentile(l, 0.999),
+            l.last().copied().unwrap_or(-1),
+            self.cpu_pct,
+            self.rss_kib.last().copied().unwrap_or(0),
+            self.rss_kib.iter().max().copied().unwrap_or(0),
+            self.overflows
+        )
+    }
+}
+
+/// Readers of `sensor:all` collecting latencies until `stop`.
+async fn readers(
+    gw: &Gw,
+    n: usize,
+    expect_each: usize,
+    stop: &Arc<AtomicBool>,
+    delivered: &Arc<AtomicU64>,
+    latencies: &Arc<Mutex<Vec<i64>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut ws = socketio::connect(gw.http, &["subscribe-all-devices"]).await;
+        let (stop, delivered, latencies) = (stop.clone(), delivered.clone(), latencies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut local = Vec::with_capacity(expect_each);
+            let stopped = || stop.load(Ordering::Relaxed);
+            socketio::read_events(&mut ws, stopped, |frame| {
+                if frame.starts_with("42[\"sensor:all\"") {
+                    local.extend(latency_ms(frame));
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            })
+            .await;
+            latencies.lock().await.extend(local);
+        }));
+    }
+    tasks
+}
+
+/// Publishes `rate` readings/s for `secs` from 100 devices, in 10 ms ticks.
+async fn publish(gw: &Gw, rate: usize, secs: u64, rss: &mut Vec<u64>) {
+    let client = publisher(gw.mqtt, "bench-fanout").await;
+    let total = rate * secs as usize;
+    let per_tick = (rate / 100).max(1);
+    let tick = Duration::from_millis(10);
+    let (mut sent, mut next, mut sampled) = (0, Instant::now(), Instant::now());
+    while sent < total {
+        for _ in 0..per_tick {
+            let topic = format!("sensors/fan-{:03}/vibration", sent % 100);
+            let payload = format!(
+                r#"{{"value":{}.0,"timestamp":"{}"}}"#,
+                sent % 5,
+                format_ms(now_ms())
+            );
+            client
+                .publish(topic, QoS::AtMostOnce, false, payload)
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        if sampled.elapsed() >= Duration::from_secs(1) {
+            rss.push(gw.rss_kib());
+            sampled = Instant::now();
+        }
+        next += tick;
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+async fn run(load: &Load) -> Outcome {
+    let gw = start_pinned();
+    let expect_each = load.rate * load.secs as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let tasks = readers(
+        &gw,
+        load.clients,
+        expect_each,
+        &stop,
+        &delivered,
+        &latencies,
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..load.stalled {
+        stalled.push(socketio::connect(gw.http, &["subscribe-all-devices"]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_before = gw.cpu_secs();
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    publish(&gw, load.rate, load.secs, &mut rss).await;
+    let expected = (expect_each * load.clients) as u64;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu = gw.cpu_secs() - cpu_before;
+    rss.push(gw.rss_kib());
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let mut sorted_ms = std::mem::take(&mut *latencies.lock().await);
+    sorted_ms.sort_unstable();
+    Outcome {
+        delivered: delivered.load(Ordering::Relaxed),
+        expected,
+        sorted_ms,
+        cpu_pct: cpu / started.elapsed().as_secs_f64() * 100.0,
+        rss_kib: rss,
+        overflows: gw.metric("edge_gateway_socketio_overflows_total"),
+    }
+}
+
+async fn sweep() {
+    let plan: [(usize, &[usize]); 3] = [
+        (100, &[500, 2_000, 5_000, 10_000]),
+        (1_000, &[200, 500, 1_000]),
+        (10_000, &[20, 50, 100]),
+    ];
+    for (clients, rates) in plan {
+        for &rate in rates {
+            let load = Load {
+                clients,
+                stalled: 0,
+                rate,
+                secs: 10,
+            };
+            println!("sweep: {}", run(&load).await.line(&load));
+        }
+    }
+}
+
+async fn stalled() {
+    for stalled in [0, 1] {
+        let load = Load {
+            clients: 100,
+            stalled,
+            rate: 2_000,
+            secs: 10,
+        };
+        println!("stalled: {}", run(&load).await.line(&load));
+    }
+}
+
+async fn overload() {
+    let load = Load {
+        clients: 100,
+        stalled: 0,
+        rate: 20_000,
+        secs: 30,
+    };
+    let out = run(&load).await;
+    println!("overload: {}", out.line(&load));
+    println!("overload: RSS KiB every second: {:?}", out.rss_kib);
+}
+
+async fn idle(clients: usize) {
+    let gw = start_pinned();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = gw.rss_kib();
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(socketio::connect(gw.http, &["subscribe-all-devices"]).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with = gw.rss_kib();
+    println!(
+        "idle: {clients} clients: RSS {before} KiB → {with} KiB = {:.1} KiB per idle client",
+        with.saturating_sub(before) as f64 / clients as f64
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    pin(std::process::id(), "1");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if want("idle") {
+            idle(1_000).await;
+            idle(10_000).await;
+        }
+        if want("stalled") {
+            stalled().await;
+        }
+        if want("sweep") {
+            sweep().await;
+        }
+        if want("overload") {
+            overload().await;
+        }
+    });
+}
