@@ -21,6 +21,7 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,12 +3,15 @@
 //! each subscription's `strip_prefix`. The session is clean, so every (re)connect renews the
 //! subscriptions; reconnects back off exponentially up to `backoff_max_ms`.
 //!
-//! No TLS: rumqttc's TLS needs rustls with ring or aws-lc (C and assembly), which the static
-//! ARM builds avoid (the same reason the sinks have none).
+//! With `tls = true` rumqttc runs over our rustls configuration (`crate::tls`); a refused
+//! certificate is logged in plain words (expired, unknown CA, name mismatch) and retried with
+//! the same backoff as any outage.
 
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +20,7 @@ use crate::backoff::Backoff;
 use crate::config::{SiteMqttConfig, SiteSubscription};
 use crate::ingest::Ingest;
 use crate::telemetry as t;
+use crate::tls::{ProblemLog, TlsProblem};
 
 /// Does MQTT topic filter `filter` (with `+` and `#`) match `topic`?
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
@@ -49,8 +53,11 @@ pub async fn run(
     tx: mpsc::Sender<Ingest>,
     stop: CancellationToken,
 ) {
-    let Some(opts) = options(&config, &gateway_id, max_payload) else {
+    let Some(mut opts) = options(&config, &gateway_id, max_payload) else {
         tracing::error!(endpoint = %config.endpoint, "site_mqtt.endpoint is not host:port; client off");
+        return;
+    };
+    let Ok(problems) = use_tls(&config, &mut opts) else {
         return;
     };
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
@@ -94,11 +101,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 let wait = backoff.next_delay();
-                if connected {
-                    tracing::warn!(endpoint = %config.endpoint, error = %e, "site MQTT connection lost; reconnecting");
-                } else {
-                    tracing::debug!(endpoint = %config.endpoint, error = %e, retry_in_ms = wait.as_millis() as u64, "site MQTT connect failed");
-                }
+                log_failure(&config.endpoint, &e, problems.as_ref(), connected, wait);
                 connected = false;
                 metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
                 tokio::select! {
@@ -111,6 +114,44 @@ pub async fn run(
     let _ = client.try_disconnect();
     metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
     tracing::debug!("site MQTT client stopped");
+}
+
+/// Switches `opts` to TLS when configured; the log of refused certificates, `Err` (logged)
+/// when the TLS files cannot be used.
+fn use_tls(config: &SiteMqttConfig, opts: &mut MqttOptions) -> Result<Option<ProblemLog>, ()> {
+    let Some(tls) = config.tls() else {
+        return Ok(None);
+    };
+    match crate::tls::client_config(&tls) {
+        Ok(setup) => {
+            let tls = TlsConfiguration::Rustls(setup.config);
+            opts.set_transport(Transport::tls_with_config(tls));
+            Ok(Some(setup.problems))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "site MQTT TLS set-up failed; client off");
+            Err(())
+        }
+    }
+}
+
+/// One failed connect or lost connection; a TLS refusal in plain words, always as an error.
+fn log_failure(
+    endpoint: &str,
+    e: &rumqttc::ConnectionError,
+    problems: Option<&ProblemLog>,
+    connected: bool,
+    wait: Duration,
+) {
+    let retry_in_ms = wait.as_millis() as u64;
+    let tls = problems.and_then(ProblemLog::take);
+    if let Some(problem) = tls.or_else(|| TlsProblem::find(e)) {
+        tracing::error!(endpoint, %problem, retry_in_ms, "site MQTT broker refused by TLS");
+    } else if connected {
+        tracing::warn!(endpoint, error = %e, "site MQTT connection lost; reconnecting");
+    } else {
+        tracing::debug!(endpoint, error = %e, retry_in_ms, "site MQTT connect failed");
+    }
 }
 
 /// The client options, or `None` when the endpoint is not `host:port`.
