@@ -10,7 +10,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use rustls::client::WebPkiServerVerifier;
@@ -22,6 +24,8 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
     ServerConfig, SignatureScheme,
 };
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use rustls;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -126,6 +130,70 @@ impl ProblemLog {
     fn note(&self, error: &rustls::Error) {
         *self.0.lock().expect("tls lock poisoned") = Some(TlsProblem(describe(error)));
     }
+
+    /// `stream` with its I/O errors checked for a TLS failure (an alert the server sends after
+    /// the handshake, as TLS 1.3 servers do when they refuse our client certificate), for a
+    /// client crate that keeps only the text of an I/O error.
+    pub fn watch<S>(&self, stream: S) -> Watched<S> {
+        Watched {
+            inner: stream,
+            problems: self.clone(),
+        }
+    }
+
+    fn note_io(&self, error: &std::io::Error) {
+        if let Some(problem) = TlsProblem::find(error) {
+            *self.0.lock().expect("tls lock poisoned") = Some(problem);
+        }
+    }
+}
+
+/// A stream whose I/O errors go through [`ProblemLog::watch`].
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    problems: ProblemLog,
+}
+
+impl<S> Watched<S> {
+    fn noted<T>(&self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &r {
+            self.problems.note_io(e);
+        }
+        r
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.noted(r)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.noted(r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.noted(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.noted(r)
+    }
 }
 
 /// The client configuration for `tls`: system roots plus `ca_file`, client certificate when
@@ -152,7 +220,7 @@ pub fn client_config(tls: &ClientTls) -> Result<ClientSetup, TlsError> {
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let problems = ProblemLog::default();
-    let verifier = Watched {
+    let verifier = CheckedName {
         inner,
         name,
         problems: problems.clone(),
@@ -177,13 +245,13 @@ pub fn client_config(tls: &ClientTls) -> Result<ClientSetup, TlsError> {
 /// we dialled when there is one (an upstream reached by IP or through a tunnel), noting what
 /// it refused in the [`ProblemLog`].
 #[derive(Debug)]
-struct Watched {
+struct CheckedName {
     inner: Arc<WebPkiServerVerifier>,
     name: Option<ServerName<'static>>,
     problems: ProblemLog,
 }
 
-impl ServerCertVerifier for Watched {
+impl ServerCertVerifier for CheckedName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,

@@ -215,16 +215,17 @@ impl Check<'_> {
                 None => Ok(()),
             };
         }
-        if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
-            let missing = if tls.client_cert_file.is_none() {
-                "client_cert_file"
-            } else {
-                "client_key_file"
-            };
-            return Err(self.fail(
-                &key(missing),
-                "client_cert_file and client_key_file go together (mTLS)",
-            ));
+        // Blamed on the one that is set: that is where the origin (file:line) points.
+        match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(_), None) => {
+                let msg = "is set without client_key_file (mTLS needs both)";
+                return Err(self.fail(&key("client_cert_file"), msg));
+            }
+            (None, Some(_)) => {
+                let msg = "is set without client_cert_file (mTLS needs both)";
+                return Err(self.fail(&key("client_key_file"), msg));
+            }
+            _ => {}
         }
         let file_error = |k: &str, e: crate::tls::TlsError| self.fail(&key(k), e.to_string());
         if let Some(ca) = &tls.ca_file {

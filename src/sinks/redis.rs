@@ -73,7 +73,7 @@ impl RedisSink {
         &mut self,
         config: AsyncConnectionConfig,
     ) -> Result<MultiplexedConnection, SinkError> {
-        let (connector, _) = self.connector()?;
+        let (connector, problems) = self.connector()?;
         let c = &self.config;
         let name = if c.server_name.is_empty() {
             &c.host
@@ -90,8 +90,15 @@ impl RedisSink {
             .connect(name, tcp)
             .await
             .map_err(|e| SinkError::tls_aware(e, |e| redis::RedisError::from(e).into()))?;
+        problems.take();
+        let stream = problems.watch(stream);
         let (conn, driver) =
-            MultiplexedConnection::new_with_config(&self.settings(), stream, config).await?;
+            MultiplexedConnection::new_with_config(&self.settings(), stream, config)
+                .await
+                .map_err(|e| match problems.take() {
+                    Some(problem) => SinkError::Tls(problem.to_string()),
+                    None => e.into(),
+                })?;
         tokio::spawn(driver);
         Ok(conn)
     }

@@ -1,0 +1,400 @@
+//! TLS against real peers with certificates made by `openssl` (common::certs): redis-server
+//! with a TLS port (mTLS required), tansu behind socat's TLS terminator, mosquitto with a TLS
+//! listener as the site broker. Certificate problems (expired, unknown CA, wrong name, a
+//! client certificate the server does not accept) must show in /health in plain words; bad
+//! TLS files must stop the start with the key and where it was set.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::certs::{Certs, Pair};
+use common::tls_peers::{TlsMosquitto, TlsRedis, TlsTerminator};
+use common::upstream::KafkaBroker;
+use common::*;
+use edge_gateway::config::{Config, DeliveryConfig, RedisMode};
+use edge_gateway::health::SinkHealth;
+use edge_gateway::tls::ClientTls;
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rumqttc::QoS;
+use serde_json::Value;
+
+fn quick_delivery() -> DeliveryConfig {
+    DeliveryConfig {
+        batch_max_records: 100,
+        linger_ms: 2,
+        request_timeout_ms: 3_000,
+        backoff_initial_ms: 100,
+        backoff_max_ms: 1_000,
+        max_records_per_sec: 0,
+    }
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// A gateway whose Redis sink (streams) speaks TLS to `port`, trusting `certs.ca()`, with
+/// `client` as its certificate when given.
+fn redis_config(certs: &Certs, port: u16, client: Option<Pair>) -> Config {
+    let mut c = test_config();
+    let r = &mut c.sinks.redis;
+    r.host = "127.0.0.1".into();
+    r.port = port;
+    r.mode = RedisMode::Stream;
+    r.delivery = quick_delivery();
+    r.tls = true;
+    r.ca_file = path(&certs.ca());
+    if let Some(pair) = client {
+        r.client_cert_file = path(&pair.cert);
+        r.client_key_file = path(&pair.key);
+    }
+    c
+}
+
+fn sink(gw: &edge_gateway::Gateway, name: &str) -> Arc<SinkHealth> {
+    gw.health()
+        .sinks
+        .iter()
+        .find(|s| s.name == name)
+        .expect("sink configured")
+        .clone()
+}
+
+/// Publishes `n` readings for `device` and waits for their PUBACKs (stored).
+async fn publish_readings(
+    gw: &edge_gateway::Gateway,
+    mqtt: std::net::SocketAddr,
+    device: &str,
+    n: u64,
+) {
+    let (client, mut acks) = mqtt_client(mqtt, &format!("pub-{device}")).await;
+    for i in 0..n {
+        let payload = format!(r#"{{"value": {i}}}"#);
+        let topic = format!("sensors/{device}/temperature");
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    acks.wait_for(|a| *a >= n).await.unwrap();
+    let _ = gw;
+}
+
+/// Waits until the sink is connected and has sent everything stored.
+async fn drained(gw: &edge_gateway::Gateway, name: &str) {
+    let store = gw.store().clone();
+    let s = sink(gw, name);
+    eventually(
+        &format!("{name} sink drained"),
+        Duration::from_secs(30),
+        || {
+            let next = store.next_seq().unwrap();
+            (s.connected() && s.cursor.load(Ordering::Relaxed) >= next).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The sink's entry in /health once it has failed at least twice (retried with backoff).
+async fn failed_sink(gw: &edge_gateway::Gateway, name: &str) -> Value {
+    let s = sink(gw, name);
+    eventually(&format!("{name} failures"), Duration::from_secs(40), || {
+        (s.errors.load(Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    let (_, body) = http_get(gw.http_addr(), "/health");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    health["components"]["sinks"][name].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_mtls_delivers_and_refuses_a_foreign_client_certificate() {
+    let certs = Certs::make();
+    let redis = TlsRedis::start(&certs.pair("server"), &certs.ca(), true);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(&certs, redis.tls_port, Some(certs.pair("client")));
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    publish_readings(&gw, mqtt, "tls-a", 10).await;
+    drained(&gw, "redis").await;
+    assert_eq!(redis.stream_len("sensor-readings"), 10);
+    gw.stop().await.unwrap();
+
+    // A client certificate from a CA the server does not trust: refused, nothing delivered,
+    // retried with backoff, named in /health.
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(&certs, redis.tls_port, Some(certs.pair("rogue-client")));
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    publish_readings(&gw, mqtt, "tls-rogue", 3).await;
+    let entry = failed_sink(&gw, "redis").await;
+    assert_eq!(entry["connected"], false, "{entry}");
+    assert_eq!(entry["status"], "down", "{entry}");
+    let error = entry["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("refused our client certificate"), "{entry}");
+    assert_eq!(sink(&gw, "redis").sent.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        redis.stream_len("sensor-readings"),
+        10,
+        "rogue client delivered"
+    );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_certificate_problems_are_named_in_health() {
+    let certs = Certs::make();
+    let cases = [
+        ("expired-server", "has expired"),
+        ("unknown-ca-server", "unknown CA"),
+        ("wrong-name-server", "set server_name"),
+    ];
+    for (pair, words) in cases {
+        let redis = TlsRedis::start(&certs.pair(pair), &certs.ca(), false);
+        let dir = tempfile::tempdir().unwrap();
+        let gw = start(redis_config(&certs, redis.tls_port, None), dir.path()).await;
+        let entry = failed_sink(&gw, "redis").await;
+        let error = entry["error"].as_str().unwrap_or_default();
+        assert!(error.contains(words), "{pair}: {entry}");
+        assert!(
+            error.starts_with("TLS: the server's certificate"),
+            "{pair}: {entry}"
+        );
+        assert_eq!(entry["status"], "down", "{pair}: {entry}");
+        gw.stop().await.unwrap();
+    }
+
+    // The wrong-name certificate is accepted once server_name names what it carries.
+    let redis = TlsRedis::start(&certs.pair("wrong-name-server"), &certs.ca(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = redis_config(&certs, redis.tls_port, None);
+    config.sinks.redis.server_name = "elsewhere.example".into();
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    publish_readings(&gw, mqtt, "tls-named", 4).await;
+    drained(&gw, "redis").await;
+    assert_eq!(redis.stream_len("sensor-readings"), 4);
+    gw.stop().await.unwrap();
+}
+
+/// An rskafka client through the TLS terminator on `port`, trusting `certs.ca()`.
+async fn tls_kafka_client(certs: &Certs, port: u16) -> Client {
+    let tls = ClientTls {
+        ca_file: Some(certs.ca()),
+        ..ClientTls::default()
+    };
+    let setup = edge_gateway::tls::client_config(&tls).unwrap();
+    let build = ClientBuilder::new(vec![format!("127.0.0.1:{port}")])
+        .backoff_config(upstream::kafka_backoff(Duration::from_secs(10)))
+        .tls_config(setup.config)
+        .build();
+    tokio::time::timeout(Duration::from_secs(20), build)
+        .await
+        .expect("TLS kafka client within 20 s")
+        .expect("TLS kafka client")
+}
+
+/// Records in `topic`, fetched from every partition.
+async fn kafka_count(client: &Client, topic: &str, partitions: i32) -> usize {
+    let mut n = 0;
+    for p in 0..partitions {
+        let pc = client
+            .partition_client(topic, p, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        let high = pc.get_offset(OffsetAt::Latest).await.unwrap();
+        let mut offset = pc.get_offset(OffsetAt::Earliest).await.unwrap();
+        while offset < high {
+            let (records, _) = pc
+                .fetch_records(offset, 1..10_000_000, 1_000)
+                .await
+                .unwrap();
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
+            n += records.len();
+            offset = last + 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_through_a_tls_terminator() {
+    let certs = Certs::make();
+    let tls_port = free_port();
+    let kafka = KafkaBroker::start_advertising(tls_port).await;
+    let _terminator = TlsTerminator::start_on(tls_port, &certs.pair("server"), kafka.port());
+    let client = tls_kafka_client(&certs, tls_port).await;
+    let controller = client.controller_client().unwrap();
+    for (topic, partitions) in [("sensors-data", 2), ("device-status", 1), ("alerts", 1)] {
+        controller
+            .create_topic(topic, partitions, 1, 5_000)
+            .await
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    let k = &mut config.sinks.kafka;
+    k.brokers = vec![format!("127.0.0.1:{tls_port}")];
+    k.delivery = quick_delivery();
+    k.tls = true;
+    k.ca_file = path(&certs.ca());
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    publish_readings(&gw, mqtt, "tls-k", 12).await;
+    drained(&gw, "kafka").await;
+    assert_eq!(kafka_count(&client, "sensors-data", 2).await, 12);
+    gw.stop().await.unwrap();
+
+    // The same broker behind a certificate from a CA we do not trust: rskafka flattens the
+    // handshake error into text; the verifier's note still names it.
+    let untrusted = TlsTerminator::start(&certs.pair("unknown-ca-server"), kafka.port());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    let k = &mut config.sinks.kafka;
+    k.brokers = vec![format!("127.0.0.1:{}", untrusted.port)];
+    k.delivery = quick_delivery();
+    k.tls = true;
+    k.ca_file = path(&certs.ca());
+    let gw = start(config, dir.path()).await;
+    let entry = failed_sink(&gw, "kafka").await;
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown CA"),
+        "{entry}"
+    );
+    gw.stop().await.unwrap();
+}
+
+/// Publishes on the broker's plain listener until the gateway stored a reading of `device`.
+async fn site_reading_arrives(gw: &edge_gateway::Gateway, broker_port: u16, device: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let status = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker_port.to_string()])
+            .args([
+                "-t",
+                &format!("sensors/{device}/temperature"),
+                "-m",
+                "21.5",
+                "-q",
+                "1",
+            ])
+            .status()
+            .expect("mosquitto_pub (apt install mosquitto-clients)");
+        assert!(status.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if !history(gw.store(), device).is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_broker_over_mtls() {
+    let certs = Certs::make();
+    let broker = TlsMosquitto::start(&certs.pair("server"), &certs.ca(), true);
+    let site = |client: &str| {
+        let mut c = test_config();
+        let s = &mut c.site_mqtt;
+        s.endpoint = format!("localhost:{}", broker.tls_port);
+        s.backoff_initial_ms = 100;
+        s.backoff_max_ms = 500;
+        s.tls = true;
+        s.ca_file = path(&certs.ca());
+        s.client_cert_file = path(&certs.pair(client).cert);
+        s.client_key_file = path(&certs.pair(client).key);
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(site("client"), dir.path()).await;
+    assert!(
+        site_reading_arrives(&gw, broker.plain_port, "site-tls").await,
+        "no reading over the TLS site link; mosquitto log:\n{}",
+        broker.log()
+    );
+    gw.stop().await.unwrap();
+
+    // A client certificate the broker does not trust: nothing arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(site("rogue-client"), dir.path()).await;
+    for _ in 0..5 {
+        let _ = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.plain_port.to_string()])
+            .args(["-t", "sensors/site-rogue/temperature", "-m", "1", "-q", "1"])
+            .status();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(history(gw.store(), "site-rogue").is_empty());
+    gw.stop().await.unwrap();
+}
+
+#[test]
+fn bad_tls_files_stop_the_start_naming_key_and_line() {
+    let certs = Certs::make();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let ca = path(&certs.ca());
+    let client = certs.pair("client");
+    let cases = [
+        (
+            format!(
+                "[sinks.redis]\nhost = \"h\"\ntls = true\nca_file = \"{}/missing.pem\"\n",
+                path(dir.path())
+            ),
+            "sinks.redis.ca_file",
+            "missing.pem",
+        ),
+        (
+            format!(
+                "[sinks.kafka]\nbrokers = [\"h:9093\"]\ntls = true\nca_file = \"{}\"\n",
+                path(&junk)
+            ),
+            "sinks.kafka.ca_file",
+            "holds no PEM certificate",
+        ),
+        (
+            format!(
+                "[site_mqtt]\nendpoint = \"h:8883\"\ntls = true\nclient_cert_file = \"{}\"\n",
+                path(&client.cert)
+            ),
+            "site_mqtt.client_cert_file",
+            "without client_key_file",
+        ),
+        (
+            format!("[site_mqtt]\nendpoint = \"h:8883\"\nca_file = \"{ca}\"\n"),
+            "site_mqtt.ca_file",
+            "tls = false",
+        ),
+        (
+            format!(
+                "[sinks.redis]\nhost = \"h\"\ntls = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+                path(&client.cert),
+                path(&certs.pair("server").key)
+            ),
+            "sinks.redis.client_key_file",
+            "",
+        ),
+    ];
+    for (toml, key, words) in cases {
+        let file = dir.path().join("gw.toml");
+        std::fs::write(&file, &toml).unwrap();
+        let err = edge_gateway::config::load(Some(&file), Vec::<(String, String)>::new())
+            .expect_err(&toml)
+            .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{toml}\n→ {err}");
+        assert!(err.contains("gw.toml:"), "no file:line in {err}");
+        assert!(err.contains(words), "{toml}\n→ {err}");
+    }
+}
