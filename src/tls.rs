@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,6 +26,7 @@ use rustls::{
 };
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
 
 pub use rustls;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -353,6 +354,33 @@ impl ServerTls {
         }
     }
 }
+
+impl ServerTls {
+    /// Reloads on SIGHUP and when the files change (checked every [`RELOAD_POLL`]) until `stop`.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler; TLS certificates reload on file changes only");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(RELOAD_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let force = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = poll.tick() => false,
+                Some(()) = async { hangup.as_mut()?.recv().await } => true,
+            };
+            self.reload_if_changed(force);
+        }
+    }
+}
+
+/// How often a listener's certificate files are checked for changes.
+pub const RELOAD_POLL: Duration = Duration::from_secs(2);
 
 fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
     [cert_file, key_file].map(|p| match std::fs::metadata(p) {

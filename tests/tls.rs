@@ -398,3 +398,163 @@ fn bad_tls_files_stop_the_start_naming_key_and_line() {
         assert!(err.contains(words), "{toml}\n→ {err}");
     }
 }
+
+/// A TLS connection to `addr` trusting `certs.ca()`, checking the certificate for
+/// `server_name` (default: the address).
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    certs: &Certs,
+    server_name: Option<&str>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tls = ClientTls {
+        ca_file: Some(certs.ca()),
+        server_name: server_name.map(str::to_string),
+        ..ClientTls::default()
+    };
+    let setup = edge_gateway::tls::client_config(&tls).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let connect = tokio_rustls::TlsConnector::from(setup.config).connect(name, tcp);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(setup
+            .problems
+            .take()
+            .map_or(e.to_string(), |p| p.to_string())),
+        Err(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
+/// GET `path` over HTTPS: (status, body), or why the TLS connection failed.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    certs: &Certs,
+    server_name: Option<&str>,
+    path: &str,
+) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tls_connect(addr, certs, server_name).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or(raw.clone())?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A Socket.IO v4 client over WSS, connected and subscribed to every device.
+async fn wss_socketio(addr: std::net::SocketAddr, certs: &Certs) -> Wss {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tls = tls_connect(addr, certs, None)
+        .await
+        .expect("TLS to the dashboard port");
+    let url = format!("wss://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("websocket over TLS");
+    let open = ws.next().await.expect("engine.io open").expect("websocket");
+    assert!(open.to_text().unwrap_or("").starts_with('0'), "{open:?}");
+    ws.send(Message::text("40")).await.unwrap();
+    while let Some(Ok(m)) = ws.next().await {
+        if m.to_text().unwrap_or("").starts_with("40") {
+            break;
+        }
+    }
+    ws.send(Message::text("42[\"subscribe-all-devices\"]"))
+        .await
+        .unwrap();
+    ws
+}
+
+/// Waits for an event frame that mentions `needle`, answering pings.
+async fn wss_sees(ws: &mut Wss, needle: &str) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(500), ws.next()).await
+        else {
+            continue;
+        };
+        let text = msg.to_text().unwrap_or("");
+        if text == "2" {
+            let _ = ws.send(Message::text("3")).await;
+        } else if text.starts_with("42") && text.contains(needle) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_over_https_and_wss_with_a_certificate_reloaded_from_disk() {
+    let certs = Certs::make();
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+    let install = |pair: Pair| {
+        std::fs::copy(&pair.cert, &cert).unwrap();
+        std::fs::copy(&pair.key, &key).unwrap();
+    };
+    install(certs.pair("server"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.server.tls_cert_file = path(&cert);
+    config.server.tls_key_file = path(&key);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let http = gw.http_addr();
+
+    let (code, body) = https_get(http, &certs, None, "/health")
+        .await
+        .expect("HTTPS");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"components\""), "{body}");
+    assert_eq!(
+        try_http_get(http, "/health"),
+        None,
+        "plain HTTP answered on the TLS port"
+    );
+
+    let mut ws = wss_socketio(http, &certs).await;
+    publish_readings(&gw, mqtt, "wss-a", 1).await;
+    assert!(wss_sees(&mut ws, "wss-a").await, "no reading over WSS");
+
+    // A new certificate on disk is used for new connections within the poll; the open
+    // websocket keeps working.
+    install(certs.pair("wrong-name-server"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        match https_get(http, &certs, None, "/health").await {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(_) => panic!("the new certificate was not loaded within 20 s"),
+        }
+    };
+    assert!(refused.contains("set server_name"), "{refused}");
+    let named = https_get(http, &certs, Some("elsewhere.example"), "/health").await;
+    assert_eq!(named.map(|(code, _)| code), Ok(200));
+    publish_readings(&gw, mqtt, "wss-b", 1).await;
+    assert!(
+        wss_sees(&mut ws, "wss-b").await,
+        "the open websocket stopped after the reload"
+    );
+    gw.stop().await.unwrap();
+}

@@ -244,6 +244,24 @@ impl Check<'_> {
         Ok(())
     }
 
+    /// A listener's `<prefix>.tls_cert_file` and `tls_key_file`: both or neither, and a pair
+    /// that loads.
+    fn server_tls(&self, prefix: &str, cert: &str, key: &str) -> Result<(), ConfigError> {
+        let cert_key = format!("{prefix}.tls_cert_file");
+        let key_key = format!("{prefix}.tls_key_file");
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) => return Ok(()),
+            (false, true) => return Err(self.fail(&cert_key, "is set without tls_key_file")),
+            (true, false) => return Err(self.fail(&key_key, "is set without tls_cert_file")),
+            (false, false) => {}
+        }
+        let (cert, key) = (Path::new(cert), Path::new(key));
+        crate::tls::load_certs(cert).map_err(|e| self.fail(&cert_key, e.to_string()))?;
+        crate::tls::load_key(key).map_err(|e| self.fail(&key_key, e.to_string()))?;
+        crate::tls::server_config(cert, key).map_err(|e| self.fail(&key_key, e.to_string()))?;
+        Ok(())
+    }
+
     /// `<prefix>.backoff_initial_ms` > 0 and `<prefix>.backoff_max_ms` not below it.
     fn backoff(&self, prefix: &str, initial_ms: u64, max_ms: u64) -> Result<(), ConfigError> {
         self.positive(&format!("{prefix}.backoff_initial_ms"), initial_ms)?;
