@@ -558,3 +558,70 @@ async fn dashboard_over_https_and_wss_with_a_certificate_reloaded_from_disk() {
     );
     gw.stop().await.unwrap();
 }
+
+/// mosquitto_pub over TLS to `port` trusting `ca`; true when it exited 0 (QoS 1: PUBACKed,
+/// so stored).
+fn mosquitto_pub_tls(port: u16, ca: &std::path::Path, topic: &str, version: &str) -> bool {
+    std::process::Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &port.to_string(), "-V", version])
+        .arg("--cafile")
+        .arg(ca)
+        .args(["-t", topic, "-m", "21.5", "-q", "1"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("mosquitto_pub (apt install mosquitto-clients)")
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_publish_over_mqtt_tls() {
+    let certs = Certs::make();
+    let server = certs.pair("server");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    let tls_port = free_port();
+    config.mqtt.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], tls_port)));
+    config.mqtt.tls_cert_file = path(&server.cert);
+    config.mqtt.tls_key_file = path(&server.key);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+
+    let ca = certs.ca();
+    let pub_tls = move |topic: &'static str, version: &'static str| {
+        let ca = ca.clone();
+        tokio::task::spawn_blocking(move || mosquitto_pub_tls(tls_port, &ca, topic, version))
+    };
+    assert!(
+        pub_tls("sensors/tls-dev/temperature", "mqttv311")
+            .await
+            .unwrap()
+    );
+    assert!(
+        pub_tls("sensors/tls-dev5/temperature", "mqttv5")
+            .await
+            .unwrap()
+    );
+    assert_eq!(history(gw.store(), "tls-dev").len(), 1);
+    assert_eq!(history(gw.store(), "tls-dev5").len(), 1);
+    // The plain listener is unchanged.
+    publish_readings(&gw, mqtt, "plain-dev", 1).await;
+
+    // A device that trusts another CA does not get through.
+    let other = certs.other_ca();
+    let refused = tokio::task::spawn_blocking(move || {
+        mosquitto_pub_tls(
+            tls_port,
+            &other,
+            "sensors/tls-other/temperature",
+            "mqttv311",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        !refused,
+        "a publish over TLS to an untrusted certificate succeeded"
+    );
+    assert!(history(gw.store(), "tls-other").is_empty());
+    gw.stop().await.unwrap();
+}
