@@ -458,10 +458,22 @@ fn certificate(c: &CertificateError) -> String {
         CertificateError::NotValidForNameContext {
             expected,
             presented,
-        } => format!(
-            "is not valid for {expected:?} but for {} (set server_name to the name it carries)",
-            presented.join(", ")
-        ),
+        } => {
+            // webpki renders the names as `DnsName("…")`; the name itself is what to copy.
+            let presented: Vec<&str> = presented
+                .iter()
+                .map(|p| {
+                    p.strip_prefix("DnsName(\"")
+                        .and_then(|p| p.strip_suffix("\")"))
+                        .unwrap_or(p)
+                })
+                .collect();
+            format!(
+                "is not valid for {} but for {} (set server_name to the name it carries)",
+                expected.to_str(),
+                presented.join(", ")
+            )
+        }
         CertificateError::Revoked => "has been revoked".into(),
         CertificateError::BadSignature => "has a bad signature".into(),
         other => format!("is not accepted: {other:?}"),

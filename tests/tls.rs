@@ -152,7 +152,10 @@ async fn server_certificate_problems_are_named_in_health() {
     let cases = [
         ("expired-server", "has expired"),
         ("unknown-ca-server", "unknown CA"),
-        ("wrong-name-server", "set server_name"),
+        (
+            "wrong-name-server",
+            "but for elsewhere.example (set server_name",
+        ),
     ];
     for (pair, words) in cases {
         let redis = TlsRedis::start(&certs.pair(pair), &certs.ca(), false);
