@@ -326,6 +326,12 @@ async fn site_broker_over_mtls() {
         "no reading over the TLS site link; mosquitto log:\n{}",
         broker.log()
     );
+    let (_, body) = http_get(gw.http_addr(), "/health");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        health["components"]["siteMqtt"]["status"], "healthy",
+        "{body}"
+    );
     gw.stop().await.unwrap();
 
     // A client certificate the broker does not trust: nothing arrives.
@@ -339,7 +345,45 @@ async fn site_broker_over_mtls() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert!(history(gw.store(), "site-rogue").is_empty());
+    let link = site_mqtt_health(&gw).await;
+    assert_eq!(link["status"], "down", "{link}");
+    let error = link["error"].as_str().unwrap_or_default();
+    assert!(error.contains("refused our client certificate"), "{link}");
     gw.stop().await.unwrap();
+
+    // A broker certificate from a CA we do not trust: named in /health.
+    let untrusted = TlsMosquitto::start(&certs.pair("unknown-ca-server"), &certs.ca(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = site("client");
+    config.site_mqtt.endpoint = format!("localhost:{}", untrusted.tls_port);
+    let gw = start(config, dir.path()).await;
+    let site = site_mqtt_health(&gw).await;
+    assert!(
+        site["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown CA"),
+        "{site}"
+    );
+    gw.stop().await.unwrap();
+}
+
+/// `components.siteMqtt` of /health once the link failed with something other than "not
+/// connected yet".
+async fn site_mqtt_health(gw: &edge_gateway::Gateway) -> Value {
+    let http = gw.http_addr();
+    eventually(
+        "a site MQTT failure in /health",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http_get(http, "/health");
+            let health: Value = serde_json::from_str(&body).ok()?;
+            let site = health["components"]["siteMqtt"].clone();
+            let error = site["error"].as_str()?;
+            (error != "not connected yet").then_some(site)
+        },
+    )
+    .await
 }
 
 #[test]

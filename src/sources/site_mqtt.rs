@@ -7,6 +7,7 @@
 //! certificate is logged in plain words (expired, unknown CA, name mismatch) and retried with
 //! the same backoff as any outage.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::topic::{LogThrottle, Reject, parse};
 use crate::backoff::Backoff;
 use crate::config::{SiteMqttConfig, SiteSubscription};
+use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::telemetry as t;
 use crate::tls::{ProblemLog, TlsProblem};
@@ -50,7 +52,7 @@ pub async fn run(
     config: SiteMqttConfig,
     gateway_id: String,
     max_payload: usize,
-    tx: mpsc::Sender<Ingest>,
+    (tx, health): (mpsc::Sender<Ingest>, Arc<Health>),
     stop: CancellationToken,
 ) {
     let Some(mut opts) = options(&config, &gateway_id, max_payload) else {
@@ -77,6 +79,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(endpoint = %config.endpoint, "connected to the site MQTT broker");
                 connected = true;
+                health.site_mqtt.set_connected();
                 backoff.reset();
                 metrics::gauge!(t::SITE_MQTT_CONNECTED).set(1.0);
                 // Clean session: the broker forgot our subscriptions; renew them. try_ because
@@ -101,7 +104,8 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 let wait = backoff.next_delay();
-                log_failure(&config.endpoint, &e, problems.as_ref(), connected, wait);
+                let error = failure(&config.endpoint, &e, problems.as_ref(), connected, wait);
+                health.site_mqtt.set_failed(error);
                 connected = false;
                 metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
                 tokio::select! {
@@ -135,23 +139,27 @@ fn use_tls(config: &SiteMqttConfig, opts: &mut MqttOptions) -> Result<Option<Pro
     }
 }
 
-/// One failed connect or lost connection; a TLS refusal in plain words, always as an error.
-fn log_failure(
+/// Logs one failed connect or lost connection and returns what /health shows: a TLS
+/// refusal in plain words (always logged as an error), else the client's error.
+fn failure(
     endpoint: &str,
     e: &rumqttc::ConnectionError,
     problems: Option<&ProblemLog>,
     connected: bool,
     wait: Duration,
-) {
+) -> String {
     let retry_in_ms = wait.as_millis() as u64;
     let tls = problems.and_then(ProblemLog::take);
     if let Some(problem) = tls.or_else(|| TlsProblem::find(e)) {
         tracing::error!(endpoint, %problem, retry_in_ms, "site MQTT broker refused by TLS");
-    } else if connected {
+        return problem.to_string();
+    }
+    if connected {
         tracing::warn!(endpoint, error = %e, "site MQTT connection lost; reconnecting");
     } else {
         tracing::debug!(endpoint, error = %e, retry_in_ms, "site MQTT connect failed");
     }
+    e.to_string()
 }
 
 /// The client options, or `None` when the endpoint is not `host:port`.
