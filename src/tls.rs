@@ -39,6 +39,8 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key")]
     NoKey { path: PathBuf },
+    #[error("the key in {key} does not belong to the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("`{0}` is not a valid server name (a DNS name or an IP address)")]
     ServerName(String),
     #[error("{0}")]
@@ -232,7 +234,9 @@ pub fn client_config(tls: &ClientTls) -> Result<ClientSetup, TlsError> {
         .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match (&tls.client_cert_file, &tls.client_key_file) {
         (Some(cert), Some(key)) => {
-            builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?
+            let certs = load_certs(cert)?;
+            (builder.with_client_auth_cert(certs, load_key(key)?))
+                .map_err(|e| pair(e, cert, key))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -299,8 +303,20 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(load_certs(cert_file)?, load_key(key_file)?)?;
+        .with_single_cert(load_certs(cert_file)?, load_key(key_file)?)
+        .map_err(|e| pair(e, cert_file, key_file))?;
     Ok(Arc::new(config))
+}
+
+/// A certificate and key that rustls would not pair, named by their files.
+fn pair(e: rustls::Error, cert: &Path, key: &Path) -> TlsError {
+    match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert: cert.into(),
+            key: key.into(),
+        },
+        e => TlsError::Rustls(e),
+    }
 }
 
 /// A listener's certificate, swapped for a new one when its files change (`reload_if_changed`,

@@ -431,7 +431,26 @@ fn bad_tls_files_stop_the_start_naming_key_and_line() {
                 path(&certs.pair("server").key)
             ),
             "sinks.redis.client_key_file",
-            "",
+            "does not belong to the certificate",
+        ),
+        (
+            format!("[server]\ntls_cert_file = \"{}\"\n", path(&client.cert)),
+            "server.tls_cert_file",
+            "without tls_key_file",
+        ),
+        (
+            "[mqtt]\ntls_listen = \"127.0.0.1:8883\"\n".to_string(),
+            "mqtt.tls_listen",
+            "needs mqtt.tls_cert_file",
+        ),
+        (
+            format!(
+                "[mqtt]\ntls_listen = \"127.0.0.1:8883\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                path(&junk),
+                path(&client.key)
+            ),
+            "mqtt.tls_cert_file",
+            "holds no PEM certificate",
         ),
     ];
     for (toml, key, words) in cases {
@@ -671,4 +690,71 @@ async fn devices_publish_over_mqtt_tls() {
     );
     assert!(history(gw.store(), "tls-other").is_empty());
     gw.stop().await.unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_listener_certificate_and_the_binary_keeps_running() {
+    let certs = Certs::make();
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("mqtt.pem"), files.path().join("mqtt.key"));
+    let install = |pair: Pair| {
+        std::fs::copy(&pair.cert, &cert).unwrap();
+        std::fs::copy(&pair.key, &key).unwrap();
+    };
+    install(certs.pair("server"));
+    let tls_port = free_port();
+    let listen = format!("127.0.0.1:{tls_port}");
+    let mut gw = common::binary::GatewayProcess::start(&[
+        ("LOG_LEVEL", "info"),
+        ("EDGE_GATEWAY_MQTT__TLS_LISTEN", &listen),
+        ("EDGE_GATEWAY_MQTT__TLS_CERT_FILE", &path(&cert)),
+        ("EDGE_GATEWAY_MQTT__TLS_KEY_FILE", &path(&key)),
+    ]);
+    let ca = certs.ca();
+    assert!(mosquitto_pub_tls(
+        tls_port,
+        &ca,
+        "sensors/hup-a/temperature",
+        "mqttv311"
+    ));
+
+    // Files unchanged: only SIGHUP reloads (the poll would not), and the process lives on.
+    let reloads = || gw.peer.log().matches("TLS certificate reloaded").count();
+    assert_eq!(reloads(), 0);
+    gw.peer.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reloads() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reload after SIGHUP: {}",
+            gw.peer.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gw.peer.exited().is_none(), "SIGHUP ended the gateway");
+    assert!(mosquitto_pub_tls(
+        tls_port,
+        &ca,
+        "sensors/hup-b/temperature",
+        "mqttv5"
+    ));
+
+    // A pair that does not load (the key of another certificate) is refused; the old one stays.
+    std::fs::copy(certs.pair("client").key, &key).unwrap();
+    gw.peer.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.peer.log().contains("TLS certificate not reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "bad pair not reported: {}",
+            gw.peer.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(mosquitto_pub_tls(
+        tls_port,
+        &ca,
+        "sensors/hup-c/temperature",
+        "mqttv311"
+    ));
 }
