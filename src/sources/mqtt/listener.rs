@@ -163,12 +163,12 @@ async fn accept_loop(
         let shared = shared.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
-            let Some(halves) = open(socket, peer, tls, &shared).await else {
-                return;
-            };
+            // Counted from the accept, TLS handshake included, as the CONNECT cap expects.
             let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
             metrics::gauge!(t::MQTT_CONNECTIONS).set(n as f64);
-            connection::serve(halves, peer, &shared).await;
+            if let Some(halves) = open(socket, peer, tls, &shared).await {
+                connection::serve(halves, peer, &shared).await;
+            }
             let n = shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
             metrics::gauge!(t::MQTT_CONNECTIONS).set(n as f64);
         });
