@@ -19,6 +19,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v socat >/dev/null || need_apt+=(socat)
+# tests/tls.rs makes its certificates with openssl (the CLI only: the gateway links no OpenSSL).
+command -v openssl >/dev/null || need_apt+=(openssl)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
 python3 -m ensurepip --version >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -46,6 +46,56 @@ pub struct Health {
     writer_busy_since_ms: AtomicI64,
     /// One entry per configured upstream sink.
     pub sinks: Vec<Arc<SinkHealth>>,
+    /// The site broker client (`site_mqtt`).
+    pub site_mqtt: LinkHealth,
+}
+
+/// A client link that is not a sink (the site broker): up or not, and why not in plain words
+/// (a TLS problem says which).
+#[derive(Debug, Default)]
+pub struct LinkHealth {
+    enabled: AtomicBool,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl LinkHealth {
+    /// Marks the link configured (it shows as down until it first connects).
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::SeqCst);
+        *self.last_error.lock().expect("health lock poisoned") = Some("not connected yet".into());
+    }
+
+    pub fn set_connected(&self) {
+        *self.last_error.lock().expect("health lock poisoned") = None;
+        self.connected.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_failed(&self, error: String) {
+        *self.last_error.lock().expect("health lock poisoned") = Some(error);
+        self.connected.store(false, Ordering::SeqCst);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .expect("health lock poisoned")
+            .clone()
+    }
+
+    pub fn state(&self) -> ComponentState {
+        if !self.enabled.load(Ordering::SeqCst) {
+            ComponentState::Disabled
+        } else if self.connected() {
+            ComponentState::Healthy
+        } else {
+            ComponentState::Down
+        }
+    }
 }
 
 /// One upstream sink's state and figures, kept current by its task.
@@ -142,6 +192,7 @@ impl Health {
                 .iter()
                 .map(|name| Arc::new(SinkHealth::new(name)))
                 .collect(),
+            site_mqtt: LinkHealth::default(),
         }
     }
 
@@ -205,9 +256,11 @@ impl Health {
     }
 
     /// Overall: down without the store (nothing can be accepted), degraded if an ingest path
-    /// or an upstream sink is down (records wait in the store), healthy otherwise.
+    /// (device listener, site broker) or an upstream sink is down (records wait in the
+    /// store), healthy otherwise.
     pub fn overall(&self) -> ComponentState {
-        let sink_down = self.sinks.iter().any(|s| !s.connected());
+        let sink_down = self.sinks.iter().any(|s| !s.connected())
+            || self.site_mqtt.state() == ComponentState::Down;
         match (self.store_state(), self.mqtt_state()) {
             (ComponentState::Down, _) => ComponentState::Down,
             (_, ComponentState::Down) => ComponentState::Degraded,

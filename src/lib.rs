@@ -21,6 +21,7 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub enum GatewayError {
     Writer(std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("TLS certificate of a listener: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 impl From<SourceError> for GatewayError {
@@ -126,7 +129,7 @@ impl Gateway {
         let store_writer = StoreWriter::new(store.clone(), gateway_id.to_string())?;
         let health = health_for(&config, &store)?;
         let hub = Hub::new(HUB_COMMITS);
-        let (listener, http_addr) = bind_http(&config.server).await?;
+        let (listener, http_addr, http_tls) = bind_http(&config.server).await?;
 
         // Sources stop first; the writer hears it too, so a failing store gives up in time.
         let sources_stop = CancellationToken::new();
@@ -176,7 +179,7 @@ impl Gateway {
             health.clone(),
             hub,
         );
-        let (api, server) = spawn_api(state, listener, &api_stop);
+        let (api, server) = spawn_api(state, listener, http_tls, &api_stop);
         tracing::info!(%http_addr, gateway_id = %gateway_id, data_dir = %options.data_dir.display(), "edge-gateway ready");
 
         Ok(Gateway {
@@ -301,8 +304,10 @@ fn source_sections(config: &Config) -> SourceSections<'_> {
     }
 }
 
-/// Binds the HTTP listener on `server.host:server.port`, returning the address it got.
-async fn bind_http(config: &ServerConfig) -> Result<(TcpListener, SocketAddr), GatewayError> {
+/// The HTTP listener bound on `server.host:server.port`, the address it got, and its
+/// certificate when HTTPS is on.
+async fn bind_http(config: &ServerConfig) -> Result<HttpListener, GatewayError> {
+    let tls = api::server_tls(config)?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await
@@ -313,8 +318,10 @@ async fn bind_http(config: &ServerConfig) -> Result<(TcpListener, SocketAddr), G
     let local = listener
         .local_addr()
         .map_err(|source| GatewayError::Listen { addr, source })?;
-    Ok((listener, local))
+    Ok((listener, local, tls))
 }
+
+type HttpListener = (TcpListener, SocketAddr, Option<Arc<tls::ServerTls>>);
 
 /// Starts the single store writer thread and returns the queue to it.
 fn spawn_writer(
@@ -344,6 +351,7 @@ fn spawn_writer(
 fn spawn_api(
     state: ApiState,
     listener: TcpListener,
+    tls: Option<Arc<tls::ServerTls>>,
     stop: &CancellationToken,
 ) -> (Vec<JoinHandle<()>>, JoinHandle<std::io::Result<()>>) {
     let (router, io) = api::app(state.clone());
@@ -352,7 +360,7 @@ fn spawn_api(
         tokio::spawn(api::run_emitter(io.clone(), state.clone(), stop.clone())),
         tokio::spawn(api::run_system_status(io.clone(), state, stop.clone())),
     ];
-    let server = tokio::spawn(api::serve(listener, router, io, limits, stop.clone()));
+    let server = tokio::spawn(api::serve(listener, router, io, limits, tls, stop.clone()));
     (tasks, server)
 }
 

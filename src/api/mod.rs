@@ -25,7 +25,7 @@ use crate::health::Health;
 use crate::hub::Hub;
 use crate::store::Store;
 
-pub use server::ConnLimits;
+pub use server::{ConnLimits, server_tls};
 use socket::LiveGate;
 pub use socket::{run_emitter, run_system_status};
 
@@ -109,7 +109,8 @@ pub async fn serve(
     router: Router,
     io: SocketIo,
     limits: ConnLimits,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    server::serve(listener, router, io, limits, shutdown).await
+    server::serve(listener, router, io, limits, tls, shutdown).await
 }

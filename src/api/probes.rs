@@ -53,6 +53,11 @@ pub async fn health(State(state): State<ApiState>) -> Response {
                 "status": h.mqtt_state().as_str(),
                 "anonymous": h.mqtt_anonymous.load(Ordering::Relaxed),
             },
+            "siteMqtt": {
+                "status": h.site_mqtt.state().as_str(),
+                "connected": h.site_mqtt.connected(),
+                "error": h.site_mqtt.last_error(),
+            },
             "socketio": {
                 "status": "healthy",
                 "clients": h.socket_clients.load(Ordering::Relaxed),

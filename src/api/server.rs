@@ -10,6 +10,11 @@
 //! sessions), a request head begun (`header_read_timeout_ms` from its first byte), and idle
 //! (`idle_timeout_ms` since the last response). An upgraded websocket leaves the watch (its
 //! connection future ends) but keeps its per-IP slot until the socket closes.
+//!
+//! HTTPS/WSS when `server.tls_cert_file`/`tls_key_file` are set: the TLS handshake runs after
+//! the per-IP cap, within `header_read_timeout_ms` (a stalled handshake is a slowloris too),
+//! with the certificate in force at that moment (`tls::ServerTls`, reloaded on SIGHUP or when
+//! the files change).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +39,15 @@ use tower::ServiceExt;
 
 use crate::config::ServerConfig;
 use crate::telemetry as t;
+use crate::tls::{ServerTls, TlsError};
+
+/// The dashboard port's certificate when `server.tls_cert_file` and `tls_key_file` are set.
+pub fn server_tls(c: &ServerConfig) -> Result<Option<Arc<ServerTls>>, TlsError> {
+    match c.tls_files() {
+        None => Ok(None),
+        Some((cert, key)) => Ok(Some(Arc::new(ServerTls::load(&cert, &key)?))),
+    }
+}
 
 /// What one connection may hold, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -228,10 +242,14 @@ pub async fn serve(
     router: Router,
     io: SocketIo,
     limits: ConnLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let per_ip = PerIp::default();
     let connections = TaskTracker::new();
+    if let Some(tls) = &tls {
+        connections.spawn(tls.clone().watch(shutdown.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -253,14 +271,18 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        connections.spawn(serve_connection(
+        let watched = Watched {
             stream,
-            slot,
+            activity: Arc::new(Activity::new()),
+            _slot: slot,
+        };
+        let conn = Conn {
             peer,
-            router.clone(),
+            router: router.clone(),
             limits,
-            shutdown.clone(),
-        ));
+            shutdown: shutdown.clone(),
+        };
+        connections.spawn(accept(watched, tls.clone(), conn));
     }
     drop(listener);
     io.close().await;
@@ -269,20 +291,45 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    slot: IpSlot,
+/// What serving one connection needs besides its socket.
+struct Conn {
     peer: SocketAddr,
     router: Router,
     limits: ConnLimits,
     shutdown: CancellationToken,
-) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched {
-        stream,
-        activity: activity.clone(),
-        _slot: slot,
-    });
+}
+
+/// Serves the socket in the clear, or after a TLS handshake that must end within the
+/// header-read timeout.
+async fn accept(socket: Watched, tls: Option<Arc<ServerTls>>, conn: Conn) {
+    let activity = socket.activity.clone();
+    let Some(tls) = tls else {
+        return serve_connection(TokioIo::new(socket), activity, conn).await;
+    };
+    let handshake = tls.acceptor().accept(socket);
+    match tokio::time::timeout(conn.limits.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), activity, conn).await,
+        Ok(Err(e)) => {
+            metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "tls_handshake").increment(1);
+            tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "header_timeout").increment(1);
+            tracing::debug!(peer = %conn.peer, "TLS handshake not done in time");
+        }
+    }
+}
+
+async fn serve_connection<I>(io: TokioIo<I>, activity: Arc<Activity>, conn: Conn)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        peer,
+        router,
+        limits,
+        shutdown,
+    } = conn;
     let watch = activity.clone();
     let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&watch);

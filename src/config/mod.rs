@@ -29,6 +29,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
 use crate::alarms::ThresholdRule;
+use crate::tls::ClientTls;
 
 pub use devices::{DevicesConfig, SimulatorConfig};
 pub use env::ENV_PREFIX;
@@ -40,8 +41,8 @@ pub use server::{
     AuthConfig, LogConfig, MetricsConfig, RateLimitConfig, ServerConfig, SocketIoConfig,
 };
 pub use sinks::{
-    DeliveryConfig, KafkaCompression, KafkaSinkConfig, KindNames, RedisMode, RedisSinkConfig,
-    SinksConfig,
+    DeliveryConfig, KafkaCompression, KafkaSasl, KafkaSinkConfig, KindNames, RedisMode,
+    RedisSinkConfig, SinksConfig,
 };
 pub use site_mqtt::{SiteMqttConfig, SiteSubscription};
 pub use store::StoreConfig;
@@ -194,6 +195,73 @@ impl Check<'_> {
         Ok(())
     }
 
+    /// The TLS keys of one client (`<prefix>.tls`, `ca_file`, `client_cert_file`,
+    /// `client_key_file`, `server_name`): files set only with `tls = true`, certificate and
+    /// key together, every file read and parsed now so a bad one fails the start.
+    fn client_tls(&self, prefix: &str, enabled: bool, tls: &ClientTls) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let set = [
+            ("ca_file", tls.ca_file.is_some()),
+            ("client_cert_file", tls.client_cert_file.is_some()),
+            ("client_key_file", tls.client_key_file.is_some()),
+            ("server_name", tls.server_name.is_some()),
+        ];
+        if !enabled {
+            return match set.iter().find(|(_, s)| *s) {
+                Some((k, _)) => Err(self.fail(
+                    &key(k),
+                    "is set but tls = false: set tls = true or remove it",
+                )),
+                None => Ok(()),
+            };
+        }
+        // Blamed on the one that is set: that is where the origin (file:line) points.
+        match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(_), None) => {
+                let msg = "is set without client_key_file (mTLS needs both)";
+                return Err(self.fail(&key("client_cert_file"), msg));
+            }
+            (None, Some(_)) => {
+                let msg = "is set without client_cert_file (mTLS needs both)";
+                return Err(self.fail(&key("client_key_file"), msg));
+            }
+            _ => {}
+        }
+        let file_error = |k: &str, e: crate::tls::TlsError| self.fail(&key(k), e.to_string());
+        if let Some(ca) = &tls.ca_file {
+            crate::tls::load_certs(ca).map_err(|e| file_error("ca_file", e))?;
+        }
+        if let Some(cert) = &tls.client_cert_file {
+            crate::tls::load_certs(cert).map_err(|e| file_error("client_cert_file", e))?;
+        }
+        if let Some(k) = &tls.client_key_file {
+            crate::tls::load_key(k).map_err(|e| file_error("client_key_file", e))?;
+        }
+        crate::tls::client_config(tls).map_err(|e| match e {
+            crate::tls::TlsError::ServerName(_) => file_error("server_name", e),
+            e => file_error("client_key_file", e),
+        })?;
+        Ok(())
+    }
+
+    /// A listener's `<prefix>.tls_cert_file` and `tls_key_file`: both or neither, and a pair
+    /// that loads.
+    fn server_tls(&self, prefix: &str, cert: &str, key: &str) -> Result<(), ConfigError> {
+        let cert_key = format!("{prefix}.tls_cert_file");
+        let key_key = format!("{prefix}.tls_key_file");
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) => return Ok(()),
+            (false, true) => return Err(self.fail(&cert_key, "is set without tls_key_file")),
+            (true, false) => return Err(self.fail(&key_key, "is set without tls_cert_file")),
+            (false, false) => {}
+        }
+        let (cert, key) = (Path::new(cert), Path::new(key));
+        crate::tls::load_certs(cert).map_err(|e| self.fail(&cert_key, e.to_string()))?;
+        crate::tls::load_key(key).map_err(|e| self.fail(&key_key, e.to_string()))?;
+        crate::tls::server_config(cert, key).map_err(|e| self.fail(&key_key, e.to_string()))?;
+        Ok(())
+    }
+
     /// `<prefix>.backoff_initial_ms` > 0 and `<prefix>.backoff_max_ms` not below it.
     fn backoff(&self, prefix: &str, initial_ms: u64, max_ms: u64) -> Result<(), ConfigError> {
         self.positive(&format!("{prefix}.backoff_initial_ms"), initial_ms)?;
@@ -204,6 +272,22 @@ impl Check<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The TLS files and name of one client from its string keys (empty = unset).
+fn client_tls_files(
+    ca_file: &str,
+    client_cert_file: &str,
+    client_key_file: &str,
+    server_name: &str,
+) -> ClientTls {
+    let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    ClientTls {
+        ca_file: path(ca_file),
+        client_cert_file: path(client_cert_file),
+        client_key_file: path(client_key_file),
+        server_name: (!server_name.is_empty()).then(|| server_name.to_string()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gateway's own MQTT listener devices publish to, and the subscriber port for site clients.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -30,6 +31,12 @@ pub struct MqttConfig {
     pub inflight_bytes_max: usize,
     /// A connection that sends no CONNECT within this is closed.
     pub connect_timeout_ms: u64,
+    /// MQTT over TLS for devices (e.g. `0.0.0.0:8883`), next to `listen`; unset = off.
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain and key (PEM), reloaded on SIGHUP or when the
+    /// files change.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +62,9 @@ impl Default for MqttConfig {
             receive_maximum: 128,
             inflight_bytes_max: 16 * 1024 * 1024,
             connect_timeout_ms: 10_000,
+            tls_listen: None,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -76,10 +86,48 @@ impl MqttConfig {
         if self.subscriber_listen == Some(self.listen) {
             return Err(check.fail("mqtt.subscriber_listen", "must differ from mqtt.listen"));
         }
+        self.validate_tls(check)?;
         for (i, u) in self.users.iter().enumerate() {
             u.validate(i, &self.users[..i], check)?;
         }
         Ok(())
+    }
+}
+
+impl MqttConfig {
+    /// The TLS listener's address, certificate and key when it is on.
+    pub fn tls(&self) -> Option<(SocketAddr, PathBuf, PathBuf)> {
+        let listen = self.tls_listen?;
+        Some((
+            listen,
+            self.tls_cert_file.clone().into(),
+            self.tls_key_file.clone().into(),
+        ))
+    }
+
+    fn validate_tls(&self, check: &Check) -> Result<(), ConfigError> {
+        let files = !self.tls_cert_file.is_empty() || !self.tls_key_file.is_empty();
+        match self.tls_listen {
+            None if files => {
+                let key = if self.tls_cert_file.is_empty() {
+                    "mqtt.tls_key_file"
+                } else {
+                    "mqtt.tls_cert_file"
+                };
+                Err(check.fail(key, "is set but mqtt.tls_listen is not"))
+            }
+            None => Ok(()),
+            Some(addr) if addr == self.listen || Some(addr) == self.subscriber_listen => Err(check
+                .fail(
+                    "mqtt.tls_listen",
+                    "must differ from mqtt.listen and mqtt.subscriber_listen",
+                )),
+            Some(_) if !files => Err(check.fail(
+                "mqtt.tls_listen",
+                "needs mqtt.tls_cert_file and mqtt.tls_key_file",
+            )),
+            Some(_) => check.server_tls("mqtt", &self.tls_cert_file, &self.tls_key_file),
+        }
     }
 }
 

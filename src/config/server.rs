@@ -1,5 +1,7 @@
 //! The API side: HTTP/Socket.IO server, JWT auth, rate limits, logging and metrics.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::{Check, ConfigError, Secret};
@@ -20,6 +22,10 @@ pub struct ServerConfig {
     /// Open TCP connections per client IP (websockets included); the next one is closed at
     /// accept. Behind a reverse proxy every client shares its address: raise this there.
     pub max_connections_per_ip: usize,
+    /// HTTPS/WSS on this port when both are set (PEM certificate chain and key), reloaded on
+    /// SIGHUP or when the files change; empty = plain HTTP (or TLS at a reverse proxy).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for ServerConfig {
@@ -31,11 +37,23 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             max_connections_per_ip: 256,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
 
 impl ServerConfig {
+    /// The certificate and key files when HTTPS is on.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        (!self.tls_cert_file.is_empty() && !self.tls_key_file.is_empty()).then(|| {
+            (
+                self.tls_cert_file.clone().into(),
+                self.tls_key_file.clone().into(),
+            )
+        })
+    }
+
     pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
         for origin in &self.cors_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -51,7 +69,7 @@ impl ServerConfig {
             "server.max_connections_per_ip",
             self.max_connections_per_ip as u64,
         )?;
-        Ok(())
+        check.server_tls("server", &self.tls_cert_file, &self.tls_key_file)
     }
 }
 

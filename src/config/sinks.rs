@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{Check, ConfigError, Secret};
+use super::{Check, ConfigError, Secret, client_tls_files};
+use crate::tls::ClientTls;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -136,6 +137,15 @@ pub struct RedisSinkConfig {
     /// REDIS_PASSWORD; empty for none.
     pub password: Secret,
     pub db: i64,
+    /// TLS to the upstream (the system's CA bundle plus `ca_file`).
+    pub tls: bool,
+    /// Extra trusted CA certificates (PEM file); empty = the system's only.
+    pub ca_file: String,
+    /// Our certificate chain and key (PEM files), for an upstream that requires them (mTLS).
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    /// The name the server certificate must carry when it is not the host we connect to.
+    pub server_name: String,
     pub mode: RedisMode,
     pub channels: KindNames,
     pub streams: KindNames,
@@ -152,6 +162,11 @@ impl Default for RedisSinkConfig {
             username: String::new(),
             password: Secret::default(),
             db: 0,
+            tls: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            server_name: String::new(),
             mode: RedisMode::Publish,
             channels: KindNames::default(),
             streams: KindNames::default(),
@@ -162,11 +177,26 @@ impl Default for RedisSinkConfig {
 }
 
 impl RedisSinkConfig {
+    /// The TLS settings when `tls = true`.
+    pub fn tls(&self) -> Option<ClientTls> {
+        self.tls.then(|| self.tls_files())
+    }
+
+    fn tls_files(&self) -> ClientTls {
+        client_tls_files(
+            &self.ca_file,
+            &self.client_cert_file,
+            &self.client_key_file,
+            &self.server_name,
+        )
+    }
+
     fn validate(&self, check: &Check) -> Result<(), ConfigError> {
         if self.host.is_empty() {
             return Ok(());
         }
         check.positive("sinks.redis.port", u64::from(self.port))?;
+        check.client_tls("sinks.redis", self.tls, &self.tls_files())?;
         match self.mode {
             RedisMode::Publish => self.channels.validate("sinks.redis.channels", check)?,
             RedisMode::Stream => self.streams.validate("sinks.redis.streams", check)?,
@@ -184,6 +214,15 @@ pub enum KafkaCompression {
     Snappy,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaSasl {
+    None,
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSinkConfig {
@@ -195,6 +234,20 @@ pub struct KafkaSinkConfig {
     /// lz4 and zstd are left out: their crates are C libraries, and the static ARM builds
     /// stay pure Rust.
     pub compression: KafkaCompression,
+    /// TLS to the upstream (the system's CA bundle plus `ca_file`).
+    pub tls: bool,
+    /// Extra trusted CA certificates (PEM file); empty = the system's only.
+    pub ca_file: String,
+    /// Our certificate chain and key (PEM files), for an upstream that requires them (mTLS).
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    /// The name the server certificate must carry when it is not the host we connect to.
+    pub server_name: String,
+    /// SASL authentication: "none", "plain", "scram-sha-256" or "scram-sha-512" (use it with
+    /// `tls = true`: PLAIN sends the password as it is).
+    pub sasl_mechanism: KafkaSasl,
+    pub username: String,
+    pub password: Secret,
     /// How often partition counts are re-read (leader changes are followed on every error).
     pub metadata_refresh_ms: u64,
     pub delivery: DeliveryConfig,
@@ -207,6 +260,14 @@ impl Default for KafkaSinkConfig {
             client_id: "edge-gateway".into(),
             topics: KindNames::new("sensors-data", "device-status", "alerts"),
             compression: KafkaCompression::None,
+            tls: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            server_name: String::new(),
+            sasl_mechanism: KafkaSasl::None,
+            username: String::new(),
+            password: Secret::default(),
             metadata_refresh_ms: 60_000,
             delivery: DeliveryConfig::default(),
         }
@@ -214,6 +275,20 @@ impl Default for KafkaSinkConfig {
 }
 
 impl KafkaSinkConfig {
+    /// The TLS settings when `tls = true`.
+    pub fn tls(&self) -> Option<ClientTls> {
+        self.tls.then(|| self.tls_files())
+    }
+
+    fn tls_files(&self) -> ClientTls {
+        client_tls_files(
+            &self.ca_file,
+            &self.client_cert_file,
+            &self.client_key_file,
+            &self.server_name,
+        )
+    }
+
     fn validate(&self, check: &Check) -> Result<(), ConfigError> {
         if self.brokers.is_empty() {
             return Ok(());
@@ -233,6 +308,13 @@ impl KafkaSinkConfig {
             return Err(check.fail("sinks.kafka.client_id", "must not be empty"));
         }
         self.topics.validate("sinks.kafka.topics", check)?;
+        check.client_tls("sinks.kafka", self.tls, &self.tls_files())?;
+        if self.sasl_mechanism != KafkaSasl::None && self.username.is_empty() {
+            return Err(check.fail(
+                "sinks.kafka.username",
+                "must be set when sasl_mechanism is not \"none\"",
+            ));
+        }
         check.positive("sinks.kafka.metadata_refresh_ms", self.metadata_refresh_ms)?;
         self.delivery.validate("sinks.kafka.delivery", check)
     }

@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use super::{Check, ConfigError, Secret, is_host_port};
+use super::{Check, ConfigError, Secret, client_tls_files, is_host_port};
+use crate::tls::ClientTls;
 
 /// One subscription on the site broker. After `strip_prefix` is removed, the topic must follow
 /// the gateway's topic contract (`sensors/{deviceId}/{sensorType}`, `devices/{deviceId}/status`).
@@ -34,6 +35,15 @@ pub struct SiteMqttConfig {
     pub client_id: String,
     pub username: String,
     pub password: Secret,
+    /// TLS to the broker (the system's CA bundle plus `ca_file`).
+    pub tls: bool,
+    /// Extra trusted CA certificates (PEM file); empty = the system's only.
+    pub ca_file: String,
+    /// Our certificate chain and key (PEM files), for a broker that requires them (mTLS).
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    /// The name the server certificate must carry when it is not the host we connect to.
+    pub server_name: String,
     pub keep_alive_secs: u64,
     /// Reconnect backoff, doubling up to the cap; subscriptions are renewed on every connect.
     pub backoff_initial_ms: u64,
@@ -52,6 +62,11 @@ impl Default for SiteMqttConfig {
             client_id: String::new(),
             username: String::new(),
             password: Secret::default(),
+            tls: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            server_name: String::new(),
             keep_alive_secs: 30,
             backoff_initial_ms: 500,
             backoff_max_ms: 30_000,
@@ -64,6 +79,20 @@ impl Default for SiteMqttConfig {
 }
 
 impl SiteMqttConfig {
+    /// The TLS settings when `tls = true`.
+    pub fn tls(&self) -> Option<ClientTls> {
+        self.tls.then(|| self.tls_files())
+    }
+
+    fn tls_files(&self) -> ClientTls {
+        client_tls_files(
+            &self.ca_file,
+            &self.client_cert_file,
+            &self.client_key_file,
+            &self.server_name,
+        )
+    }
+
     pub(super) fn validate(&self, check: &Check) -> Result<(), ConfigError> {
         if self.endpoint.is_empty() {
             return Ok(());
@@ -75,6 +104,7 @@ impl SiteMqttConfig {
             ));
         }
         check.positive("site_mqtt.keep_alive_secs", self.keep_alive_secs)?;
+        check.client_tls("site_mqtt", self.tls, &self.tls_files())?;
         check.backoff("site_mqtt", self.backoff_initial_ms, self.backoff_max_ms)?;
         if self.subscriptions.is_empty() {
             return Err(check.fail("site_mqtt.subscriptions", "must not be empty"));

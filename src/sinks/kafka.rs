@@ -2,6 +2,10 @@
 //! `device-status`, `alerts`) with acks=all. The record key is the device id and the partition
 //! is Kafka's default for that key (murmur2), so every device stays on one partition and its
 //! records stay in order; headers `gateway-id` and `seq` carry the de-duplication key.
+//!
+//! TLS is rskafka's own transport fed with our rustls configuration (`crate::tls`); SASL
+//! PLAIN / SCRAM-SHA-256 / SCRAM-SHA-512 are rskafka's (rsasl). rskafka turns a handshake error
+//! into text, so a certificate problem is taken from our verifier's [`ProblemLog`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,18 +13,21 @@ use std::time::{Duration, Instant};
 
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use tokio::task::JoinSet;
 
 use super::{SinkError, Upstream, name_for};
-use crate::config::{KafkaCompression, KafkaSinkConfig};
+use crate::config::{KafkaCompression, KafkaSasl, KafkaSinkConfig};
 use crate::store::RawRecord;
+use crate::tls::ClientSetup;
 
 pub struct KafkaSink {
     config: KafkaSinkConfig,
     gateway_id: String,
     link: Option<Link>,
+    /// Built at the first connect with `tls = true` (reads the system CA bundle once).
+    tls: Option<ClientSetup>,
 }
 
 /// A connected client and one partition client per partition of each topic.
@@ -36,7 +43,53 @@ impl KafkaSink {
             config,
             gateway_id,
             link: None,
+            tls: None,
         }
+    }
+
+    fn tls(&mut self) -> Result<Option<ClientSetup>, SinkError> {
+        let Some(tls) = self.config.tls() else {
+            return Ok(None);
+        };
+        if self.tls.is_none() {
+            let setup = crate::tls::client_config(&tls)
+                .map_err(|e| SinkError::Tls(format!("TLS set-up: {e}")))?;
+            self.tls = Some(setup);
+        }
+        Ok(self.tls.clone())
+    }
+
+    fn sasl(&self) -> Option<SaslConfig> {
+        let c = &self.config;
+        let credentials = || Credentials::new(c.username.clone(), c.password.expose().to_string());
+        match c.sasl_mechanism {
+            KafkaSasl::None => None,
+            KafkaSasl::Plain => Some(SaslConfig::Plain(credentials())),
+            KafkaSasl::ScramSha256 => Some(SaslConfig::ScramSha256(credentials())),
+            KafkaSasl::ScramSha512 => Some(SaslConfig::ScramSha512(credentials())),
+        }
+    }
+
+    /// The bootstrap client: TLS and SASL when configured; a certificate problem in plain words.
+    async fn client(&mut self, backoff: BackoffConfig) -> Result<Client, SinkError> {
+        let tls = self.tls()?;
+        let mut builder = ClientBuilder::new(self.config.brokers.clone())
+            .client_id(self.config.client_id.as_str())
+            .backoff_config(backoff);
+        if let Some(setup) = &tls {
+            setup.problems.take();
+            builder = builder.tls_config(setup.config.clone());
+        }
+        if let Some(sasl) = self.sasl() {
+            builder = builder.sasl_config(sasl);
+        }
+        builder
+            .build()
+            .await
+            .map_err(|e| match tls.as_ref().and_then(|s| s.problems.take()) {
+                Some(problem) => SinkError::Tls(problem.to_string()),
+                None => SinkError::tls_aware(e, SinkError::Kafka),
+            })
     }
 
     fn topics(&self) -> Vec<(&str, &'static str)> {
@@ -120,11 +173,7 @@ impl Upstream for KafkaSink {
             base: 2.0,
             deadline: Some(timeout),
         };
-        let client = ClientBuilder::new(self.config.brokers.clone())
-            .client_id(self.config.client_id.as_str())
-            .backoff_config(backoff)
-            .build()
-            .await?;
+        let client = self.client(backoff).await?;
         let partitions = self.load_partitions(&client).await?;
         self.link = Some(Link {
             client,

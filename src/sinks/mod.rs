@@ -39,6 +39,22 @@ pub enum SinkError {
     Timeout { what: &'static str, timeout_ms: u64 },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A TLS failure in plain words (expired, unknown CA, name mismatch, refused client cert).
+    #[error("{0}")]
+    Tls(String),
+}
+
+impl SinkError {
+    /// The TLS failure in `e`'s chain in plain words, or `other(e)` when there is none.
+    pub fn tls_aware<E: std::error::Error + 'static>(
+        e: E,
+        other: impl FnOnce(E) -> SinkError,
+    ) -> SinkError {
+        match crate::tls::TlsProblem::find(&e) {
+            Some(problem) => SinkError::Tls(problem.to_string()),
+            None => other(e),
+        }
+    }
 }
 
 /// One upstream protocol. `send` must return only once the upstream acknowledged every

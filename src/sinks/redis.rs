@@ -1,20 +1,29 @@
 //! The Redis sink: PUBLISH to the reference channels (`sensor-readings`, `device-status`,
 //! `alerts`), or XADD to streams, one pipeline per batch. The pipeline's replies are the
 //! acknowledgement: every command answered means every record was taken.
+//!
+//! With `tls = true` we open the TCP connection and the rustls session ourselves
+//! (`crate::tls`, the ring provider) and hand the stream to redis-rs, which then does AUTH and
+//! SELECT as on a plain link: its own TLS features would pick the process-wide provider and
+//! cannot take a server name or an added CA file.
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use tokio::net::TcpStream;
 
 use super::{SinkError, Upstream, name_for};
 use crate::config::{RedisMode, RedisSinkConfig};
 use crate::store::RawRecord;
+use crate::tls::{ProblemLog, TlsConnector, rustls::pki_types::ServerName};
 
 pub struct RedisSink {
     config: RedisSinkConfig,
     gateway_id: String,
     conn: Option<MultiplexedConnection>,
+    /// Built at the first connect (reads the system CA bundle once).
+    tls: Option<(TlsConnector, ProblemLog)>,
 }
 
 impl RedisSink {
@@ -23,10 +32,11 @@ impl RedisSink {
             config,
             gateway_id,
             conn: None,
+            tls: None,
         }
     }
 
-    fn client(&self) -> Result<redis::Client, SinkError> {
+    fn settings(&self) -> RedisConnectionInfo {
         let c = &self.config;
         let mut settings = RedisConnectionInfo::default().set_db(c.db);
         if !c.username.is_empty() {
@@ -35,10 +45,62 @@ impl RedisSink {
         if !c.password.is_empty() {
             settings = settings.set_password(c.password.expose());
         }
+        settings
+    }
+
+    fn client(&self) -> Result<redis::Client, SinkError> {
+        let c = &self.config;
         let info = ConnectionAddr::Tcp(c.host.clone(), c.port)
             .into_connection_info()?
-            .set_redis_settings(settings);
+            .set_redis_settings(self.settings());
         Ok(redis::Client::open(info)?)
+    }
+
+    fn connector(&mut self) -> Result<(TlsConnector, ProblemLog), SinkError> {
+        if let Some(c) = &self.tls {
+            return Ok(c.clone());
+        }
+        let tls = self.config.tls().unwrap_or_default();
+        let setup = crate::tls::client_config(&tls)
+            .map_err(|e| SinkError::Tls(format!("TLS set-up: {e}")))?;
+        let connector = TlsConnector::from(setup.config);
+        Ok(self.tls.insert((connector, setup.problems)).clone())
+    }
+
+    /// TCP, then the TLS handshake (a certificate problem comes back in plain words), then
+    /// redis-rs on the encrypted stream.
+    async fn connect_tls(
+        &mut self,
+        config: AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, SinkError> {
+        let (connector, problems) = self.connector()?;
+        let c = &self.config;
+        let name = if c.server_name.is_empty() {
+            &c.host
+        } else {
+            &c.server_name
+        };
+        let name = ServerName::try_from(name.clone())
+            .map_err(|_| SinkError::Tls(format!("`{name}` is not a valid TLS server name")))?;
+        let tcp = TcpStream::connect((c.host.as_str(), c.port))
+            .await
+            .map_err(redis::RedisError::from)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| SinkError::tls_aware(e, |e| redis::RedisError::from(e).into()))?;
+        problems.take();
+        let stream = problems.watch(stream);
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(&self.settings(), stream, config)
+                .await
+                .map_err(|e| match problems.take() {
+                    Some(problem) => SinkError::Tls(problem.to_string()),
+                    None => e.into(),
+                })?;
+        tokio::spawn(driver);
+        Ok(conn)
     }
 
     fn pipeline(&self, batch: &[RawRecord]) -> redis::Pipeline {
@@ -82,10 +144,13 @@ impl Upstream for RedisSink {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        let mut conn = self
-            .client()?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn = if self.config.tls {
+            self.connect_tls(config).await?
+        } else {
+            self.client()?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?
+        };
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
         self.conn = Some(conn);
         Ok(())

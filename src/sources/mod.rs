@@ -59,7 +59,7 @@ pub async fn spawn(
         config.site_mqtt,
         gateway_id,
         config.mqtt.max_payload_bytes,
-        &tx,
+        (&tx, health),
         stop,
     ));
     if config.mqtt.enabled {
@@ -98,17 +98,18 @@ fn spawn_site_mqtt(
     config: &SiteMqttConfig,
     gateway_id: &str,
     max_payload: usize,
-    tx: &mpsc::Sender<Ingest>,
+    (tx, health): (&mpsc::Sender<Ingest>, &Arc<Health>),
     stop: &CancellationToken,
 ) -> Option<JoinHandle<()>> {
     if config.endpoint.is_empty() {
         return None;
     }
+    health.site_mqtt.enable();
     Some(tokio::spawn(site_mqtt::run(
         config.clone(),
         gateway_id.to_string(),
         max_payload,
-        tx.clone(),
+        (tx.clone(), health.clone()),
         stop.clone(),
     )))
 }

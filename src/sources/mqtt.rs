@@ -47,6 +47,13 @@ pub enum MqttSourceError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("mqtt.tls_listen {addr}: cannot listen: {source}")]
+    TlsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("mqtt.tls_cert_file / mqtt.tls_key_file: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot create broker link: {0}")]
     Link(String),
     #[error("cannot start broker thread: {0}")]
@@ -56,6 +63,7 @@ pub enum MqttSourceError {
 /// The bound device listener, not yet serving.
 pub struct DeviceListener {
     listener: TcpListener,
+    tls: Option<listener::TlsListener>,
     shared: Arc<listener::Shared>,
 }
 
@@ -79,6 +87,7 @@ impl DeviceListener {
         }
         Ok(DeviceListener {
             listener,
+            tls: bind_tls(config).await?,
             shared: listener::shared(config, ingest, shutdown),
         })
     }
@@ -88,6 +97,21 @@ impl DeviceListener {
     }
 
     pub async fn run(self) {
-        listener::run(self.listener, self.shared).await;
+        listener::run(self.listener, self.tls, self.shared).await;
     }
+}
+
+/// Binds `mqtt.tls_listen` with its certificate, when set.
+async fn bind_tls(config: &MqttConfig) -> Result<Option<listener::TlsListener>, MqttSourceError> {
+    let Some((addr, cert, key)) = config.tls() else {
+        return Ok(None);
+    };
+    let certificate = Arc::new(crate::tls::ServerTls::load(&cert, &key)?);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MqttSourceError::TlsListen { addr, source })?;
+    Ok(Some(listener::TlsListener {
+        listener,
+        certificate,
+    }))
 }

@@ -3,20 +3,26 @@
 //! each subscription's `strip_prefix`. The session is clean, so every (re)connect renews the
 //! subscriptions; reconnects back off exponentially up to `backoff_max_ms`.
 //!
-//! No TLS: rumqttc's TLS needs rustls with ring or aws-lc (C and assembly), which the static
-//! ARM builds avoid (the same reason the sinks have none).
+//! With `tls = true` rumqttc runs over our rustls configuration (`crate::tls`); a refused
+//! certificate is logged in plain words (expired, unknown CA, name mismatch) and retried with
+//! the same backoff as any outage.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::topic::{LogThrottle, Reject, parse};
 use crate::backoff::Backoff;
 use crate::config::{SiteMqttConfig, SiteSubscription};
+use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::telemetry as t;
+use crate::tls::{ProblemLog, TlsProblem};
 
 /// Does MQTT topic filter `filter` (with `+` and `#`) match `topic`?
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
@@ -46,11 +52,14 @@ pub async fn run(
     config: SiteMqttConfig,
     gateway_id: String,
     max_payload: usize,
-    tx: mpsc::Sender<Ingest>,
+    (tx, health): (mpsc::Sender<Ingest>, Arc<Health>),
     stop: CancellationToken,
 ) {
-    let Some(opts) = options(&config, &gateway_id, max_payload) else {
+    let Some(mut opts) = options(&config, &gateway_id, max_payload) else {
         tracing::error!(endpoint = %config.endpoint, "site_mqtt.endpoint is not host:port; client off");
+        return;
+    };
+    let Ok(problems) = use_tls(&config, &mut opts) else {
         return;
     };
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
@@ -70,6 +79,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(endpoint = %config.endpoint, "connected to the site MQTT broker");
                 connected = true;
+                health.site_mqtt.set_connected();
                 backoff.reset();
                 metrics::gauge!(t::SITE_MQTT_CONNECTED).set(1.0);
                 // Clean session: the broker forgot our subscriptions; renew them. try_ because
@@ -94,11 +104,8 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 let wait = backoff.next_delay();
-                if connected {
-                    tracing::warn!(endpoint = %config.endpoint, error = %e, "site MQTT connection lost; reconnecting");
-                } else {
-                    tracing::debug!(endpoint = %config.endpoint, error = %e, retry_in_ms = wait.as_millis() as u64, "site MQTT connect failed");
-                }
+                let error = failure(&config.endpoint, &e, problems.as_ref(), connected, wait);
+                health.site_mqtt.set_failed(error);
                 connected = false;
                 metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
                 tokio::select! {
@@ -111,6 +118,48 @@ pub async fn run(
     let _ = client.try_disconnect();
     metrics::gauge!(t::SITE_MQTT_CONNECTED).set(0.0);
     tracing::debug!("site MQTT client stopped");
+}
+
+/// Switches `opts` to TLS when configured; the log of refused certificates, `Err` (logged)
+/// when the TLS files cannot be used.
+fn use_tls(config: &SiteMqttConfig, opts: &mut MqttOptions) -> Result<Option<ProblemLog>, ()> {
+    let Some(tls) = config.tls() else {
+        return Ok(None);
+    };
+    match crate::tls::client_config(&tls) {
+        Ok(setup) => {
+            let tls = TlsConfiguration::Rustls(setup.config);
+            opts.set_transport(Transport::tls_with_config(tls));
+            Ok(Some(setup.problems))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "site MQTT TLS set-up failed; client off");
+            Err(())
+        }
+    }
+}
+
+/// Logs one failed connect or lost connection and returns what /health shows: a TLS
+/// refusal in plain words (always logged as an error), else the client's error.
+fn failure(
+    endpoint: &str,
+    e: &rumqttc::ConnectionError,
+    problems: Option<&ProblemLog>,
+    connected: bool,
+    wait: Duration,
+) -> String {
+    let retry_in_ms = wait.as_millis() as u64;
+    let tls = problems.and_then(ProblemLog::take);
+    if let Some(problem) = tls.or_else(|| TlsProblem::find(e)) {
+        tracing::error!(endpoint, %problem, retry_in_ms, "site MQTT broker refused by TLS");
+        return problem.to_string();
+    }
+    if connected {
+        tracing::warn!(endpoint, error = %e, "site MQTT connection lost; reconnecting");
+    } else {
+        tracing::debug!(endpoint, error = %e, retry_in_ms, "site MQTT connect failed");
+    }
+    e.to_string()
 }
 
 /// The client options, or `None` when the endpoint is not `host:port`.

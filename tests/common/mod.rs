@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod certs;
 pub mod peer;
 pub mod socketio;
+pub mod tls_peers;
 pub mod upstream;
 
 #[allow(unused_imports)]

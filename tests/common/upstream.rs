@@ -459,14 +459,28 @@ pub fn kafka_backoff(deadline: Duration) -> BackoffConfig {
 pub struct KafkaBroker {
     server: Server,
     paused: bool,
+    /// The port clients are told to use, when it is not the listener's (a TLS terminator
+    /// in front); readiness is then only the listener accepting connections.
+    advertised_port: Option<u16>,
 }
 
 impl KafkaBroker {
     /// Starts the broker and waits until it answers Kafka metadata requests.
     pub async fn start() -> KafkaBroker {
+        KafkaBroker::start_inner(None).await
+    }
+
+    /// A broker that advertises `127.0.0.1:<advertised_port>` (a TLS terminator in front of
+    /// it) instead of its own listener.
+    pub async fn start_advertising(advertised_port: u16) -> KafkaBroker {
+        KafkaBroker::start_inner(Some(advertised_port)).await
+    }
+
+    async fn start_inner(advertised_port: Option<u16>) -> KafkaBroker {
         let mut broker = KafkaBroker {
             server: Server::new("tansu"),
             paused: false,
+            advertised_port,
         };
         for attempt in 1..=START_ATTEMPTS {
             broker.server.port = free_port();
@@ -640,12 +654,21 @@ impl KafkaBroker {
     /// exited at start and `attempt` may be retried on another port.
     async fn spawn(&mut self, attempt: u32) -> bool {
         let url = format!("tcp://{}", self.addr());
+        let advertised = match self.advertised_port {
+            Some(p) => format!("tcp://{LOOPBACK}:{p}"),
+            None => url.clone(),
+        };
         let bin = tansu_bin();
         // An IP literal matters: tansu listens on [::] when it cannot parse the listener host.
         let mut cmd = Command::new(&bin);
         cmd.arg("broker")
             .args(["--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--cluster-id", "egw-test"])
             // tansu loads `.env` (dotenv) from its cwd upwards and reads these from the env.
             .current_dir(self.server.dir.path())
@@ -657,6 +680,14 @@ impl KafkaBroker {
             "cargo install --locked tansu --features dynostore",
         );
         let addr = self.addr();
+        if self.advertised_port.is_some() {
+            let port = self.server.port;
+            let ready = self
+                .server
+                .process_mut()
+                .try_wait_ready(KAFKA_START_TIMEOUT, || !port_refuses(port));
+            return self.server.settle(attempt, "accepts connections", ready);
+        }
         let ready = self
             .server
             .process_mut()

@@ -20,8 +20,6 @@ use rumqttd::protocol::{
     UnsubAckReason, Unsubscribe,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +29,7 @@ use crate::telemetry as t;
 use super::super::topic::{LogThrottle, Reject, parse};
 use super::auth::Grant;
 use super::codec::{Codec, FrameError, PublishHeader, Version};
-use super::listener::Shared;
+use super::listener::{DeviceReader, DeviceWriter, Shared};
 use handshake::Accepted;
 
 /// How long a reply may take to leave before the client is considered gone.
@@ -49,8 +47,11 @@ fn closed(reason: &'static str) {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
-    let (mut rd, mut wr) = socket.into_split();
+pub async fn serve(
+    (mut rd, mut wr): (DeviceReader, DeviceWriter),
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) {
     let mut buf = BytesMut::with_capacity(4096);
     let Some(Accepted {
         codec,
@@ -125,7 +126,7 @@ struct Connection<'a> {
     pending: VecDeque<Pending>,
     out: BytesMut,
     throttle: LogThrottle,
-    wr: OwnedWriteHalf,
+    wr: DeviceWriter,
 }
 
 impl Connection<'_> {
@@ -133,7 +134,7 @@ impl Connection<'_> {
     /// socket, a commit, the keep-alive deadline, a take-over or shutdown.
     async fn run(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut DeviceReader,
         buf: &mut BytesMut,
         keep_alive: Option<Duration>,
         stop: &CancellationToken,

@@ -1,5 +1,9 @@
 //! The device-facing listener: accepts connections, bounds them, and holds what connections
 //! share (the pipeline sender, the in-flight byte budget, credentials, live sessions).
+//!
+//! `mqtt.tls_listen` adds a second accept loop whose sockets go through a TLS handshake
+//! (within `connect_timeout_ms`, the certificate in force at that moment: `tls::ServerTls`)
+//! before the same connection code serves them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,16 +11,29 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::MqttConfig;
 use crate::ingest::Ingest;
 use crate::telemetry as t;
+use crate::tls::ServerTls;
 
 use super::auth::Auth;
 use super::connection;
+
+/// A device connection's two halves: a TCP socket, or a TLS session on one.
+pub type DeviceReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+pub type DeviceWriter = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// The TLS listener and its certificate.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub certificate: Arc<ServerTls>,
+}
 
 /// What every connection shares.
 pub struct Shared {
@@ -100,10 +117,34 @@ pub fn shared(
     })
 }
 
-/// Accepts device connections until shutdown, then waits for every connection to end (so
-/// the pipeline sees all senders dropped only after the last publish was handed over).
-pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
-    let tracker = tokio_util::task::TaskTracker::new();
+/// Accepts device connections (plain, and TLS when configured) until shutdown, then waits for
+/// every connection to end (so the pipeline sees all senders dropped only after the last
+/// publish was handed over).
+pub async fn run(listener: TcpListener, tls: Option<TlsListener>, shared: Arc<Shared>) {
+    let tracker = TaskTracker::new();
+    if let Some(tls) = tls {
+        let watch = tls.certificate.clone().watch(shared.shutdown.clone());
+        tracker.spawn(watch);
+        let certificate = Some(tls.certificate);
+        tracker.spawn(accept_loop(
+            tls.listener,
+            certificate,
+            shared.clone(),
+            tracker.clone(),
+        ));
+    }
+    accept_loop(listener, None, shared, tracker.clone()).await;
+    tracker.close();
+    tracker.wait().await;
+    tracing::debug!("MQTT listener stopped");
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -120,16 +161,47 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = socket.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
+            // Counted from the accept, TLS handshake included, as the CONNECT cap expects.
             let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
             metrics::gauge!(t::MQTT_CONNECTIONS).set(n as f64);
-            connection::serve(socket, peer, &shared).await;
+            if let Some(halves) = open(socket, peer, tls, &shared).await {
+                connection::serve(halves, peer, &shared).await;
+            }
             let n = shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
             metrics::gauge!(t::MQTT_CONNECTIONS).set(n as f64);
         });
     }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-    tracing::debug!("MQTT listener stopped");
+}
+
+/// The socket's halves, after the TLS handshake on the TLS listener (`None`: it failed or
+/// did not end within `connect_timeout_ms`, counted as `tls_handshake`).
+async fn open(
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    shared: &Shared,
+) -> Option<(DeviceReader, DeviceWriter)> {
+    let Some(tls) = tls else {
+        let (rd, wr) = socket.into_split();
+        return Some((Box::new(rd), Box::new(wr)));
+    };
+    let handshake = tls.acceptor().accept(socket);
+    match tokio::time::timeout(shared.connect_timeout, handshake).await {
+        Ok(Ok(stream)) => {
+            let (rd, wr) = tokio::io::split(stream);
+            Some((Box::new(rd), Box::new(wr)))
+        }
+        failed => {
+            let error = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            metrics::counter!(t::MQTT_CONNECTIONS_REJECTED, "reason" => "tls_handshake")
+                .increment(1);
+            tracing::debug!(%peer, %error, "MQTT TLS handshake failed");
+            None
+        }
+    }
 }

@@ -9,11 +9,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Login, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::super::auth::{Grant, Refusal};
 use super::super::codec::{Codec, FrameError, Version, connect_version};
-use super::super::listener::Shared;
+use super::super::listener::{DeviceReader, DeviceWriter, Shared};
 use crate::telemetry as t;
 
 use super::WRITE_TIMEOUT;
@@ -35,8 +34,8 @@ pub(super) struct Accepted {
 
 /// Reads the CONNECT and answers it; `None` once the connection is refused or gone.
 pub(super) async fn accept(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut DeviceReader,
+    wr: &mut DeviceWriter,
     buf: &mut BytesMut,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -108,8 +107,8 @@ pub(super) async fn accept(
 /// The first packet within `connect_timeout`, with the codec of its protocol level; an
 /// unsupported level is refused here.
 async fn first_packet(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut DeviceReader,
+    wr: &mut DeviceWriter,
     buf: &mut BytesMut,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -150,7 +149,7 @@ async fn first_packet(
 
 /// Reads until a whole CONNECT is buffered. `Err(None)`: the peer went away.
 async fn read_connect(
-    rd: &mut OwnedReadHalf,
+    rd: &mut DeviceReader,
     buf: &mut BytesMut,
     max_packet: usize,
 ) -> Result<(Codec, Packet), Option<FrameError>> {
@@ -172,7 +171,7 @@ async fn read_connect(
 /// Checks the credentials (and the per-IP brake); a refusal is answered here.
 async fn authenticate(
     codec: &Codec,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut DeviceWriter,
     peer: SocketAddr,
     shared: &Shared,
     login: Option<Login>,
@@ -212,7 +211,7 @@ fn refusal_codes(refusal: Refusal) -> (ConnectReturnCode, ConnectReturnCode) {
 /// Sends the refusing CONNACK, with the code of the connection's protocol version.
 async fn refuse(
     codec: &Codec,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut DeviceWriter,
     code_v4: ConnectReturnCode,
     code_v5: ConnectReturnCode,
 ) {
