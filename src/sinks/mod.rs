@@ -254,7 +254,8 @@ fn skipped(store: &Store, cursor: u64, batch: &[RawRecord]) -> u64 {
 fn update_lag(ctx: &SinkContext, cursor: u64) {
     let name = ctx.health.name;
     let next = ctx.store.next_seq().unwrap_or(cursor);
-    let lag = next.saturating_sub(cursor);
+    let skipped = ctx.store.skipped_between(cursor, next).unwrap_or(0);
+    let lag = next.saturating_sub(cursor).saturating_sub(skipped);
     let age_ms = match ctx.store.oldest_ts_from(cursor) {
         Ok(Some(ts)) => u64::try_from(now_ms() - ts).unwrap_or(0),
         _ => 0,
