@@ -468,10 +468,19 @@ fn main() {
             kill(rounds).await;
         }
         if want("wear") {
-            // `--interval=MS` (repeatable) compares other cadences with the default.
+            // `--interval=MS` compares other cadences with 0 and the default, `--rate=N` picks
+            // rates (both repeatable).
             let mut intervals = vec![Some("0"), None];
             intervals.extend(extra_intervals.iter().map(|i| Some(i.as_str())));
-            for rate in [10, 100, 1000] {
+            let rates: Vec<u64> = std::env::args()
+                .filter_map(|a| a.strip_prefix("--rate=").and_then(|r| r.parse().ok()))
+                .collect();
+            let rates = if rates.is_empty() {
+                vec![10, 100, 1000]
+            } else {
+                rates
+            };
+            for &rate in &rates {
                 for &interval in &intervals {
                     wear(rate, 20, interval).await;
                 }

@@ -48,7 +48,8 @@ pub async fn publish_evenly(mqtt: SocketAddr, device: &str, rate: u64, secs: u64
     for n in 0..total {
         tick.tick().await;
         let pkid = (n % 65_535) as u16 + 1;
-        let payload = format!("{}.5", n % 40);
+        // Below the default temperature threshold: no alarm records on top of the readings.
+        let payload = format!("{}.5", n % 30);
         sent_at.lock().unwrap().insert(pkid, Instant::now());
         wr.write_all(&publish(4, 1, false, pkid, &topic, payload.as_bytes()))
             .await
