@@ -1,7 +1,8 @@
 //! Benchmarks of the real binary as a child process (so its RSS is its own), driven over the
 //! network like production: rumqttc publishers, Socket.IO clients over websocket.
 //!
-//! `cargo bench --bench gateway -- [ingest] [fanout] [idle] [startup]` (all by default).
+//! `cargo bench --bench gateway -- [ingest] [fanout] [idle] [startup] [wear] [flood] [kill]`
+//! (all by default; `kill` runs 50 rounds, `--rounds=N` to change).
 //! Figures are printed; nothing is asserted (machines are noisy). The client side runs on the
 //! same cores as the gateway, so the figures are a floor.
 //!
@@ -10,6 +11,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/mqtt_raw/mod.rs"]
+mod mqtt_raw;
+#[path = "support/paced.rs"]
+mod paced;
 mod support;
 
 use std::sync::Arc;
@@ -251,6 +256,160 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
     );
 }
 
+/// `write_bytes` of `/proc/<pid>/io`: bytes the process caused to be written to storage.
+fn write_bytes(gw: &Gw) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/io", gw.peer.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Flash wear: one device publishing QoS 1 evenly at `rate` readings/s for `secs`, with
+/// `store.durable_commit_interval_ms` = `interval` (`None`: the default). Bytes written per
+/// reading from the gateway's `/proc/<pid>/io`, and the PUBACK latency that costs.
+async fn wear(rate: u64, secs: u64, interval: Option<&str>) {
+    let env: Vec<(&str, &str)> = interval
+        .map(|i| ("EDGE_GATEWAY_STORE__DURABLE_COMMIT_INTERVAL_MS", i))
+        .into_iter()
+        .collect();
+    let gw = Gw::start(&env);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (bytes_before, durable_before) = (
+        write_bytes(&gw),
+        gw.metric("edge_gateway_store_durable_commits_total"),
+    );
+    let commits_before = gw.metric("edge_gateway_commit_batch_records_count");
+    let run = paced::publish_evenly(gw.mqtt, "wear-1", rate, secs).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bytes = write_bytes(&gw) - bytes_before;
+    let durable = gw.metric("edge_gateway_store_durable_commits_total") - durable_before;
+    let commits = gw.metric("edge_gateway_commit_batch_records_count") - commits_before;
+    let us = &run.puback_us;
+    let pct = |p: f64| us.get(((us.len() as f64 * p) as usize).min(us.len().saturating_sub(1)));
+    let ms = |v: Option<&u64>| v.map_or(-1.0, |v| *v as f64 / 1000.0);
+    println!(
+        "wear {rate}/s for {secs}s, durable_commit_interval_ms={}: {:.0} bytes written per reading \
+         ({:.1} KB/s, {:.1} GB/day); {:.0} commits, {:.0} durable; PUBACK ms p50 {:.1} p99 {:.1} max {:.1} \
+         ({}/{} acked)",
+        interval.unwrap_or("default"),
+        bytes as f64 / run.sent as f64,
+        bytes as f64 / secs as f64 / 1000.0,
+        bytes as f64 / secs as f64 * 86_400.0 / 1e9,
+        commits,
+        durable,
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(us.last()),
+        run.acked,
+        run.sent,
+    );
+}
+
+/// The issue's flood: 1,000,000 QoS 1 readings from `connections` rumqttc publishers as fast
+/// as they go (1000 in flight each, over `mqtt.receive_maximum`). Offered rate (the publish
+/// loops), committed rate, loss, the publishers' slow-down (the longest a `publish` call was
+/// held back) and the gateway's peak RSS.
+async fn flood(connections: usize, total: usize) {
+    let gw = Gw::start(&[("EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES", "2147483648")]);
+    let per = total / connections;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let client = publisher(gw.mqtt, &format!("flood-{c}")).await;
+        tasks.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for n in 0..per {
+                let call = Instant::now();
+                let topic = format!("sensors/flood-{c}/temperature");
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, n.to_string())
+                    .await
+                    .unwrap();
+                slowest = slowest.max(call.elapsed());
+            }
+            (client, slowest)
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (client, s) = t.await.unwrap();
+        slowest = slowest.max(s);
+        clients.push(client);
+    }
+    let offered = started.elapsed();
+    let want = (per * connections) as f64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while gw.metric("edge_gateway_readings_accepted_total") < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let committed_in = started.elapsed();
+    let accepted = gw.metric("edge_gateway_readings_accepted_total");
+    let (p50, p99, _) = gw.histogram_ms("edge_gateway_mqtt_puback_seconds");
+    println!(
+        "flood: {want:.0} QoS 1 readings from {connections} connections: offered in {:.1}s ({:.0}/s), \
+         {accepted:.0} committed in {:.1}s ({:.0}/s durable), loss {:.0}; longest publish call held back {} ms; \
+         PUBACK p50 <= {p50} ms p99 <= {p99} ms; {:.0} durable commits; gateway peak RSS {} KiB",
+        offered.as_secs_f64(),
+        want / offered.as_secs_f64(),
+        committed_in.as_secs_f64(),
+        accepted / committed_in.as_secs_f64(),
+        want - accepted,
+        slowest.as_millis(),
+        gw.metric("edge_gateway_store_durable_commits_total"),
+        gw.peak_rss_kib(),
+    );
+    for c in clients {
+        let _ = c.disconnect().await;
+    }
+}
+
+/// kill -9 at a random moment of a flood from 4 raw publishers (64 in flight each), `rounds`
+/// times on one store: after each, the store opens and holds every PUBACKed reading.
+async fn kill(rounds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut acked_total, mut lost_total) = (0usize, 0usize);
+    let mut worst_open = Duration::ZERO;
+    for round in 0..rounds {
+        let (http, mqtt) = (common::free_port(), common::free_port());
+        let mut cmd = common::binary::gateway_command(&data, http, mqtt);
+        let mut peer = Gw::spawn(&mut cmd, &dir.path().join("gateway.log"), http);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], mqtt));
+        let devices: Vec<String> = (0..4).map(|p| format!("kill-{round}-{p}")).collect();
+        let publishers: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                let d = d.clone();
+                tokio::spawn(async move { paced::publish_until_killed(addr, &d).await })
+            })
+            .collect();
+        let wait = 200 + (now_ms() as u64 ^ round.wrapping_mul(0x9E37_79B9)) % 800;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        peer.kill();
+        let opened = Instant::now();
+        let store = edge_gateway::store::Store::open(&data).expect("store reopens");
+        worst_open = worst_open.max(opened.elapsed());
+        for (device, p) in devices.iter().zip(publishers) {
+            let acked = p.await.unwrap();
+            let stored: std::collections::HashSet<u64> = common::history(&store, device)
+                .iter()
+                .map(|r| r["value"].as_f64().unwrap() as u64)
+                .collect();
+            acked_total += acked.len();
+            lost_total += acked.iter().filter(|v| !stored.contains(v)).count();
+        }
+        drop(store);
+    }
+    println!(
+        "kill -9: {rounds} rounds, {acked_total} readings PUBACKed before the kills, {lost_total} of them \
+         missing after restart; the store opened every time (slowest open {} ms)",
+        worst_open.as_millis()
+    );
+}
+
 /// RSS idle, and per idle Socket.IO client.
 async fn idle(clients: usize) {
     let gw = Gw::start(&[("SOCKET_IO_MAX_CLIENTS", "100000")]);
@@ -278,6 +437,12 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let rounds = std::env::args()
+        .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse().ok()))
+        .unwrap_or(50);
+    let extra_intervals: Vec<String> = std::env::args()
+        .filter_map(|a| a.strip_prefix("--interval=").map(String::from))
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -295,6 +460,31 @@ fn main() {
         }
         if want("startup") {
             startup(1_000_000).await;
+        }
+        if want("flood") {
+            flood(16, 1_000_000).await;
+        }
+        if want("kill") {
+            kill(rounds).await;
+        }
+        if want("wear") {
+            // `--interval=MS` compares other cadences with 0 and the default, `--rate=N` picks
+            // rates (both repeatable).
+            let mut intervals = vec![Some("0"), None];
+            intervals.extend(extra_intervals.iter().map(|i| Some(i.as_str())));
+            let rates: Vec<u64> = std::env::args()
+                .filter_map(|a| a.strip_prefix("--rate=").and_then(|r| r.parse().ok()))
+                .collect();
+            let rates = if rates.is_empty() {
+                vec![10, 100, 1000]
+            } else {
+                rates
+            };
+            for &rate in &rates {
+                for &interval in &intervals {
+                    wear(rate, 20, interval).await;
+                }
+            }
         }
     });
 }

@@ -34,7 +34,7 @@ pub enum Ingest {
         received: Instant,
     },
     /// A barrier: completed by the store writer once the commit holding every message this
-    /// source handed over before it returned. One barrier covers a run of messages (e.g. all
+    /// source handed over before it returned and is durable. One barrier covers a run of messages (e.g. all
     /// publishes of one socket read), so acknowledging costs one channel slot per run, not per
     /// message; FIFO channels and the single writer keep it behind the messages it covers.
     Ack(AckToken),
@@ -49,12 +49,20 @@ pub struct AckCursor {
 
 impl AckCursor {
     /// A token that, once completed, says messages up to number `upto` (the source's own
-    /// numbering, increasing) are committed. `hold` is released with it (e.g. bytes counted
-    /// against a global in-flight budget).
-    pub fn token(self: &Arc<Self>, upto: u64, hold: Option<OwnedSemaphorePermit>) -> AckToken {
+    /// numbering, increasing) are durably committed. `hold` is released with it (e.g. bytes
+    /// counted against a global in-flight budget). `urgent`: the source cannot read on until
+    /// it completes (at its in-flight cap, or the shared budget is nearly spent), so the
+    /// writer makes its commit durable at once instead of at its durable cadence.
+    pub fn token(
+        self: &Arc<Self>,
+        upto: u64,
+        hold: Option<OwnedSemaphorePermit>,
+        urgent: bool,
+    ) -> AckToken {
         AckToken {
             cursor: self.clone(),
             upto,
+            urgent,
             _hold: hold,
         }
     }
@@ -75,10 +83,16 @@ impl AckCursor {
 pub struct AckToken {
     cursor: Arc<AckCursor>,
     upto: u64,
+    urgent: bool,
     _hold: Option<OwnedSemaphorePermit>,
 }
 
 impl AckToken {
+    /// See [`AckCursor::token`].
+    pub fn is_urgent(&self) -> bool {
+        self.urgent
+    }
+
     /// Called by the store writer after the commit returned.
     pub fn complete(self) {
         let before = self.cursor.committed.fetch_max(self.upto, Ordering::AcqRel);
@@ -93,6 +107,7 @@ impl fmt::Debug for AckToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AckToken")
             .field("upto", &self.upto)
+            .field("urgent", &self.urgent)
             .finish()
     }
 }

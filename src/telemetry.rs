@@ -24,6 +24,10 @@ pub const STORE_BYTES: &str = "edge_gateway_store_bytes";
 pub const STORE_FILE_BYTES: &str = "edge_gateway_store_file_bytes";
 pub const STORE_EVICTED: &str = "edge_gateway_store_evicted_total";
 pub const STORE_ERRORS: &str = "edge_gateway_store_errors_total";
+/// Durable (fsynced) store commits; the others are kept in memory until the next one.
+pub const STORE_DURABLE_COMMITS: &str = "edge_gateway_store_durable_commits_total";
+/// Bytes the process caused to be written to storage (`/proc/self/io` `write_bytes`).
+pub const STORE_WRITE_BYTES: &str = "edge_gateway_store_write_bytes_total";
 pub const SOCKETIO_CLIENTS: &str = "edge_gateway_socketio_clients";
 pub const SOCKETIO_EMITTED: &str = "edge_gateway_socketio_events_emitted_total";
 pub const SOCKETIO_REJECTED: &str = "edge_gateway_socketio_rejected_total";

@@ -757,3 +757,75 @@ async fn a_client_with_more_in_flight_than_the_cap_is_not_stalled() {
     assert_eq!(history(gw.store(), "eager-1").len() as u64, total);
     gw.stop().await.unwrap();
 }
+
+/// Two tiers of commit: a reading is live (history, dashboards) as soon as its commit
+/// returned, but its PUBACK waits for the durable commit of the cadence. A device publishing
+/// at its own pace (here every 20 ms, never waiting) with a 5 s cadence sees readings stored
+/// long before they are acknowledged, and never an acknowledgement before the store has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puback_waits_for_the_durable_commit_while_the_reading_is_already_live() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.store.durable_commit_interval_ms = 5_000;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let (raw, _, code) = Raw::connect(mqtt, 4, "paced", true, None).await;
+    assert_eq!(code, 0);
+    let (mut rd, mut wr) = raw.stream.into_split();
+    let acked = Arc::new(AtomicU64::new(0));
+    let reader = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            let mut buf = [0u8; 4];
+            while rd.read_exact(&mut buf).await.is_ok() {
+                assert_eq!(&buf[..2], &[0x40, 2], "only PUBACKs come back");
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let total = 100u16;
+    let mut most_live_unacked = 0u64;
+    for n in 1..=total {
+        let frame = publish(
+            4,
+            1,
+            false,
+            n,
+            "sensors/paced-1/temperature",
+            n.to_string().as_bytes(),
+        );
+        wr.write_all(&frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let acks = acked.load(Ordering::SeqCst);
+        let stored = history(gw.store(), "paced-1").len() as u64;
+        assert!(stored >= acks, "{acks} PUBACKed but only {stored} stored");
+        most_live_unacked = most_live_unacked.max(stored - acks);
+    }
+    assert!(
+        most_live_unacked >= 10,
+        "readings were live before their PUBACK (at most {most_live_unacked} at once)"
+    );
+    eventually(
+        "every PUBACK after the durable commit",
+        Duration::from_secs(30),
+        || (acked.load(Ordering::SeqCst) == u64::from(total)).then_some(()),
+    )
+    .await;
+    let body = metrics(&gw);
+    assert!(
+        counter(&body, "edge_gateway_store_durable_commits_total") >= 1.0,
+        "{body}"
+    );
+    // The metrics recorder is shared by every in-process gateway of this test binary, so only
+    // a lower bound holds here while other tests run.
+    assert!(
+        counter(&body, "edge_gateway_readings_accepted_total") >= f64::from(total),
+        "accepted once durable"
+    );
+    drop(wr);
+    reader.abort();
+    gw.stop().await.unwrap();
+}

@@ -11,6 +11,11 @@ pub struct StoreConfig {
     pub batch_max_records: usize,
     /// Longest a record waits for companions before its commit starts.
     pub commit_interval_ms: u64,
+    /// Least time between durable (fsynced) commits while records arrive: commits between
+    /// them are visible at once (dashboards, history) but PUBACKs, accepted counters and sinks
+    /// wait for the next durable one. Fewer fsyncs write less to flash. 0: every commit is
+    /// durable. A device at its in-flight cap makes the commit durable at once.
+    pub durable_commit_interval_ms: u64,
     /// Records queued for the writer before ingest applies back-pressure.
     pub queue_capacity: usize,
     /// Records older than this are evicted.
@@ -37,6 +42,7 @@ impl Default for StoreConfig {
         StoreConfig {
             batch_max_records: 4_000,
             commit_interval_ms: 2,
+            durable_commit_interval_ms: 250,
             queue_capacity: 16_384,
             retention_max_age_secs: 30 * 24 * 3600,
             byte_budget_bytes: 256 * 1024 * 1024,
@@ -56,6 +62,12 @@ impl StoreConfig {
             return Err(check.fail("store.batch_max_records", "must be between 1 and 100000"));
         }
         check.positive("store.queue_capacity", self.queue_capacity as u64)?;
+        if self.durable_commit_interval_ms > 10_000 {
+            return Err(check.fail(
+                "store.durable_commit_interval_ms",
+                "must be at most 10000 (PUBACKs wait for it)",
+            ));
+        }
         check.positive("store.retention_max_age_secs", self.retention_max_age_secs)?;
         if self.byte_budget_bytes < 1024 * 1024 {
             return Err(check.fail(

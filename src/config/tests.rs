@@ -264,3 +264,31 @@ fn data_dir_precedence() {
     assert_eq!(data_dir(None, Some("/y:/z".into())), PathBuf::from("/y"));
     assert_eq!(data_dir(None, None), PathBuf::from("data"));
 }
+
+#[test]
+fn durable_commit_interval_is_bounded_and_named_with_its_origin() {
+    assert_eq!(Config::default().store.durable_commit_interval_ms, 250);
+    let f = file("[store]\ndurable_commit_interval_ms = 60000\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("store.durable_commit_interval_ms") && err.contains(":2"),
+        "{err}"
+    );
+    let err = load(
+        None,
+        env(&[("EDGE_GATEWAY_STORE__DURABLE_COMMIT_INTERVAL_MS", "20000")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("store.durable_commit_interval_ms")
+            && err.contains("EDGE_GATEWAY_STORE__DURABLE_COMMIT_INTERVAL_MS"),
+        "{err}"
+    );
+    let f = file("[store]\ndurable_commit_interval_ms = 0\n");
+    let c = load(Some(f.path()), env(&[])).unwrap();
+    assert_eq!(
+        c.config.store.durable_commit_interval_ms, 0,
+        "0: every commit durable"
+    );
+}

@@ -142,7 +142,10 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             sleep_or_stop(Duration::from_millis(delivery.linger_ms), &ctx.stop).await;
             continue;
         }
-        count_dropped(&ctx, gaps(cursor, &batch));
+        count_dropped(
+            &ctx,
+            gaps(cursor, &batch).saturating_sub(skipped(&ctx.store, cursor, &batch)),
+        );
 
         let started = Instant::now();
         match with_timeout("send", timeout, upstream.send(&batch)).await {
@@ -237,7 +240,8 @@ fn initial_cursor(store: &Store, name: &str) -> Result<u64, StoreError> {
 
 async fn read(store: &Store, from: u64, max: usize) -> Result<Vec<RawRecord>, SinkError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.read_raw(from, max))
+    // Durable records only: a non-durable one may vanish in a crash and its seq be reused.
+    tokio::task::spawn_blocking(move || store.read_raw_durable(from, max))
         .await
         .expect("store read task panicked")
         .map_err(SinkError::from)
@@ -254,10 +258,20 @@ fn gaps(cursor: u64, batch: &[RawRecord]) -> u64 {
     missing
 }
 
+/// Of those gaps, `seq`s skipped after an unclean stop: never stored, so not dropped.
+fn skipped(store: &Store, cursor: u64, batch: &[RawRecord]) -> u64 {
+    let Some(last) = batch.last() else { return 0 };
+    if (last.seq + 1).saturating_sub(cursor) == batch.len() as u64 {
+        return 0;
+    }
+    store.skipped_between(cursor, last.seq).unwrap_or(0)
+}
+
 fn update_lag(ctx: &SinkContext, cursor: u64) {
     let name = ctx.health.name;
     let next = ctx.store.next_seq().unwrap_or(cursor);
-    let lag = next.saturating_sub(cursor);
+    let skipped = ctx.store.skipped_between(cursor, next).unwrap_or(0);
+    let lag = next.saturating_sub(cursor).saturating_sub(skipped);
     let age_ms = match ctx.store.oldest_ts_from(cursor) {
         Ok(Some(ts)) => u64::try_from(now_ms() - ts).unwrap_or(0),
         _ => 0,

@@ -1,12 +1,20 @@
 //! The single writer's transaction: assigns `seq`, appends records with their index entries,
 //! moves sink cursors and applies [`retention`](super::retention), all in one commit.
 
-use redb::WriteTransaction;
+use redb::{Durability, WriteTransaction};
 
 use super::codec::{cost, decode, encode};
 use super::retention::{self, Retention};
-use super::{CURSORS, DEVICES, LogTables, META, META_BYTES, META_NEXT_SEQ, Store, StoreError};
+use super::{
+    CURSORS, DEVICES, LogTables, META, META_BYTES, META_NEXT_SEQ, META_NON_DURABLE, SKIPS, Store,
+    StoreError,
+};
 use crate::record::{Record, RecordKind};
+
+/// Most records the writer holds in non-durable commits; the next commit after that is
+/// durable. After an unclean stop `next_seq` jumps this far ahead (see
+/// [`StoreWriter::new`]), so no `seq` a dashboard may have seen goes to another record.
+pub const MAX_UNFLUSHED: u64 = 65_536;
 
 /// Outcome of one group commit.
 #[derive(Debug, Default, Clone)]
@@ -37,9 +45,12 @@ pub(super) struct LogState {
 }
 
 impl StoreWriter {
+    /// The writer of `store`. After an unclean stop of a run that may have committed
+    /// non-durably, `next_seq` skips [`MAX_UNFLUSHED`] numbers (recorded durably in
+    /// `seq_skips` first, so a second crash cannot reuse them either).
     pub fn new(store: Store, gateway_id: String) -> Result<StoreWriter, StoreError> {
         let stats = store.stats()?;
-        Ok(StoreWriter {
+        let mut writer = StoreWriter {
             store,
             gateway_id,
             state: LogState {
@@ -47,7 +58,61 @@ impl StoreWriter {
                 logical_bytes: stats.logical_bytes,
                 readings_from: 0,
             },
-        })
+        };
+        if writer.store.checked_at_open() && writer.meta(META_NON_DURABLE)? != 0 {
+            writer.skip_unflushed()?;
+        }
+        writer.store.set_durable_next_seq(writer.state.next_seq);
+        Ok(writer)
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        self.store
+            .read(|txn| super::meta_value(&txn.open_table(META)?, key))
+    }
+
+    fn skip_unflushed(&mut self) -> Result<(), StoreError> {
+        let from = self.state.next_seq;
+        let to = from + MAX_UNFLUSHED;
+        let db = self.store.db()?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(SKIPS)?.insert(from, to)?;
+            txn.open_table(META)?.insert(META_NEXT_SEQ, to)?;
+        }
+        txn.commit()?;
+        self.state.next_seq = to;
+        tracing::warn!(
+            from,
+            to,
+            "store was not closed cleanly: seq numbers of commits that were not yet durable are skipped"
+        );
+        Ok(())
+    }
+
+    /// Notes durably that this store may now get non-durable commits, before the first one:
+    /// an unclean stop from here on makes the next open skip `seq`s.
+    pub fn allow_non_durable(&mut self) -> Result<(), StoreError> {
+        if self.meta(META_NON_DURABLE)? != 0 {
+            return Ok(());
+        }
+        let db = self.store.db()?;
+        let txn = db.begin_write()?;
+        txn.open_table(META)?.insert(META_NON_DURABLE, 1)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the state of commits that were not durable: after the handle was reopened
+    /// (an I/O error) the file holds only the last durable commit.
+    pub fn reload(&mut self) -> Result<(), StoreError> {
+        let stats = self.store.stats()?;
+        self.state = LogState {
+            next_seq: stats.next_seq,
+            logical_bytes: stats.logical_bytes,
+            readings_from: 0,
+        };
+        Ok(())
     }
 
     /// Appends `records`, moves sink `cursors` and applies retention in one durable
@@ -60,8 +125,26 @@ impl StoreWriter {
         now_ms: i64,
         retention: Retention,
     ) -> Result<CommitOutcome, StoreError> {
+        self.append_with(records, cursors, now_ms, retention, true)
+    }
+
+    /// [`Self::append`], durable (fsynced before it returns, and so is every non-durable
+    /// commit before it) or not: a non-durable commit is visible to readers at once but kept
+    /// in memory by redb until the next durable one, and lost in a crash.
+    pub fn append_with(
+        &mut self,
+        records: &[Record],
+        cursors: &[(&str, u64)],
+        now_ms: i64,
+        retention: Retention,
+        durable: bool,
+    ) -> Result<CommitOutcome, StoreError> {
         let db = self.store.db()?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)
+                .expect("a single-process store allows non-durable commits");
+        }
         let first_seq = self.state.next_seq;
         let mut state = self.state;
         let evicted = {
@@ -74,6 +157,9 @@ impl StoreWriter {
         };
         txn.commit()?;
         self.state = state;
+        if durable {
+            self.store.set_durable_next_seq(state.next_seq);
+        }
         Ok(CommitOutcome {
             first_seq,
             evicted_age: evicted.age,

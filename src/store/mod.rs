@@ -10,7 +10,11 @@
 //! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start
 //!   (bounded, most recent first, see `registry.rs`).
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
-//! - `meta`: `next_seq`, `logical_bytes`.
+//! - `meta`: `next_seq`, `logical_bytes`, `non_durable` (1 once a writer may have made
+//!   non-durable commits, see [`StoreWriter::allow_non_durable`]).
+//! - `seq_skips`: `from → to` (exclusive): `seq` ranges never stored, skipped at an unclean
+//!   open because a crashed run may have shown them (non-durable commits) on the hub. Sinks
+//!   do not count them as dropped.
 //!
 //! This file holds the handle, opening (with the integrity check) and reopening, and the
 //! tables; `codec.rs` the record format, `query.rs` the reads, `registry.rs` the device
@@ -37,6 +41,7 @@ pub use retention::Retention;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, UnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,9 +61,11 @@ const BY_KIND: TableDefinition<(u8, u64), ()> = TableDefinition::new("log_by_kin
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("sink_cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SKIPS: TableDefinition<u64, u64> = TableDefinition::new("seq_skips");
 
 const META_NEXT_SEQ: &str = "next_seq";
 const META_BYTES: &str = "logical_bytes";
+const META_NON_DURABLE: &str = "non_durable";
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "edge-gateway.redb";
@@ -144,6 +151,9 @@ struct Inner {
     recovered_from: Option<PathBuf>,
     /// Whether this open read every page (no valid clean-close mark).
     checked_at_open: bool,
+    /// Records below this `seq` are durable (their commit was fsynced); set by the writer.
+    /// Sinks forward nothing above it: a non-durable record may vanish in a crash.
+    durable_next_seq: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -181,6 +191,7 @@ impl Store {
                 path,
                 recovered_from,
                 checked_at_open,
+                durable_next_seq: AtomicU64::new(0),
             }),
         })
     }
@@ -210,6 +221,17 @@ impl Store {
         // the same tick would leave size and mtime as noted. Returning only after the tick
         // means anything that writes to the file after this stop changes its mtime.
         std::thread::sleep(MTIME_TICK);
+    }
+
+    /// Records with a lower `seq` are durable; 0 until the writer started.
+    pub fn durable_next_seq(&self) -> u64 {
+        self.inner.durable_next_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_durable_next_seq(&self, next: u64) {
+        self.inner
+            .durable_next_seq
+            .fetch_max(next, Ordering::AcqRel);
     }
 
     /// Where the damaged file found at open now lies, if there was one.
@@ -421,6 +443,7 @@ fn read_every_table(db: &Database) -> Result<(), StoreError> {
     walk(&txn, BY_KIND)?;
     walk(&txn, DEVICES)?;
     walk(&txn, CURSORS)?;
+    walk(&txn, SKIPS)?;
     walk(&txn, META)
 }
 
@@ -462,6 +485,7 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(DEVICES)?;
         txn.open_table(CURSORS)?;
         txn.open_table(META)?;
+        txn.open_table(SKIPS)?;
         // A store written before the kind index existed: build it once.
         if tables.by_kind.is_empty()? && !tables.log.is_empty()? {
             backfill_kind_index(&mut tables)?;

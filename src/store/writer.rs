@@ -1,7 +1,14 @@
 //! The single store writer: a dedicated thread that turns queued batches into group commits.
-//! A record is accepted only once its commit returned; only then is it published on the hub.
 //! Whatever arrives at once (a sweep that marks 300k devices offline is one batch) is
 //! committed in slices of at most `store.batch_max_records`, each within the byte budget.
+//!
+//! Two tiers of commit (flash wear, see ARCHITECTURE.md): every group commit is visible to
+//! readers and published on the hub as soon as it returned, but only some are durable
+//! (fsynced): one when `store.durable_commit_interval_ms` has passed since the last durable
+//! one, at once for an urgent barrier (a source that cannot read on until it completes), at
+//! [`MAX_UNFLUSHED`] records, under disk pressure and at shutdown. The others are kept in
+//! memory by redb. A record is accepted (PUBACK barriers, accepted counters, sinks) only once
+//! a durable commit holds it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -13,6 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::append::MAX_UNFLUSHED;
 use super::{
     CommitOutcome, DiskPressure, Retention, StoreError, StoreLimits, StoreWriter, keep_reserve,
     release_reserve,
@@ -95,7 +103,10 @@ impl Pending {
             records: self.records.drain(..n).collect(),
             cursors: std::mem::take(&mut self.cursors),
             oldest: self.oldest.take(),
+            urgent: acks.iter().any(AckToken::is_urgent),
             acks,
+            durable: false,
+            replayed: 0,
         })
     }
 }
@@ -105,8 +116,15 @@ struct Slice {
     records: Vec<Record>,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
-    /// PUBACK barriers completed after this commit (see [`AckToken`]).
+    /// PUBACK barriers completed once this commit is durable (see [`AckToken`]).
     acks: Vec<AckToken>,
+    /// A barrier whose source waits for it: this commit is made durable.
+    urgent: bool,
+    /// Durable whatever the cadence says (a flush).
+    durable: bool,
+    /// The first `replayed` records were committed before, non-durably, and lost with a
+    /// reopened handle: committed again under their old `seq`, not published again.
+    replayed: usize,
 }
 
 impl Slice {
@@ -151,6 +169,7 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let linger = Duration::from_millis(config.commit_interval_ms);
     let max_records = config.batch_max_records.max(1);
+    let durable_interval = Duration::from_millis(config.durable_commit_interval_ms);
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
@@ -167,16 +186,19 @@ pub fn spawn(
                 making_room: false,
                 stopping_since: None,
                 gave_up: false,
+                tiers: Tiers::new(durable_interval),
             };
             committer.report_recovery();
+            committer.start_tiers();
             let mut pending = Pending::default();
-            while let Some(first) = runtime.block_on(rx.recv()) {
+            while let Some(first) = committer.next_request(&mut rx) {
                 pending.add(first);
                 gather(&runtime, &mut rx, &mut pending, linger, max_records);
                 while let Some(slice) = pending.next_slice(max_records) {
                     committer.commit_with_retry(slice, &rx);
                 }
             }
+            committer.make_durable(&rx);
             if committer.gave_up {
                 tracing::warn!("store writer stopped; records were given up at shutdown");
             } else {
@@ -240,9 +262,165 @@ struct Committer {
     stopping_since: Option<Instant>,
     /// Records were given up at shutdown: later ones get one attempt each.
     gave_up: bool,
+    tiers: Tiers,
+}
+
+/// The durable tier: what non-durable commits hold until the next durable one.
+struct Tiers {
+    /// `store.durable_commit_interval_ms`; zero: every commit is durable.
+    interval: Duration,
+    last_durable: Instant,
+    /// Records of the non-durable commits since the last durable one, to be committed again
+    /// if the handle is reopened (which loses them), and counted as accepted once durable.
+    unflushed: Vec<Record>,
+    /// Barriers of those commits, completed by the next durable commit.
+    waiting: Vec<AckToken>,
+    /// Unflushed records lost with a reopened handle, committed again (durably) first.
+    replay: Vec<Record>,
+    /// The writer's state must be read back from the file before the next commit.
+    reload: bool,
+    /// When `edge_gateway_store_write_bytes_total` was last updated.
+    write_bytes_at: Option<Instant>,
+}
+
+impl Tiers {
+    fn new(interval: Duration) -> Tiers {
+        Tiers {
+            interval,
+            last_durable: Instant::now(),
+            unflushed: Vec::new(),
+            waiting: Vec::new(),
+            replay: Vec::new(),
+            reload: false,
+            write_bytes_at: None,
+        }
+    }
+
+    /// Nothing waits for a durable commit.
+    fn all_durable(&self) -> bool {
+        self.unflushed.is_empty() && self.waiting.is_empty() && self.replay.is_empty()
+    }
+
+    fn due(&self) -> bool {
+        self.last_durable.elapsed() >= self.interval
+    }
+
+    /// How long the writer may wait for work before the cadence's durable commit is due.
+    fn due_in(&self) -> Option<Duration> {
+        (!self.all_durable())
+            .then(|| (self.last_durable + self.interval).saturating_duration_since(Instant::now()))
+    }
 }
 
 impl Committer {
+    /// Notes in the store that non-durable commits may follow; without that note (the store
+    /// fails) every commit stays durable.
+    fn start_tiers(&mut self) {
+        if self.tiers.interval.is_zero() {
+            return;
+        }
+        if let Err(e) = self.writer.allow_non_durable() {
+            tracing::warn!(error = %e, "cannot prepare the store for non-durable commits; every commit is durable");
+            self.tiers.interval = Duration::ZERO;
+        }
+    }
+
+    /// The next request, or `None` once every sender is gone. While non-durable commits wait,
+    /// it waits only until the cadence's durable commit is due, and makes it.
+    fn next_request(&mut self, rx: &mut mpsc::Receiver<WriteRequest>) -> Option<WriteRequest> {
+        loop {
+            let Some(wait) = self.tiers.due_in() else {
+                return self.runtime.block_on(rx.recv());
+            };
+            match self.runtime.block_on(tokio::time::timeout(wait, rx.recv())) {
+                Ok(request) => return request,
+                Err(_) => self.make_durable(rx),
+            }
+        }
+    }
+
+    /// A durable commit, if any non-durable one waits for it.
+    fn make_durable(&mut self, rx: &mpsc::Receiver<WriteRequest>) {
+        if !self.tiers.all_durable() {
+            self.commit_with_retry(Slice::flush(), rx);
+        }
+    }
+
+    /// Whether `slice` is committed durably (see the module doc).
+    fn durable(&self, slice: &Slice, rx: &mpsc::Receiver<WriteRequest>) -> bool {
+        let unflushed = self.tiers.unflushed.len() + slice.records.len();
+        slice.durable
+            || slice.urgent
+            || self.tiers.interval.is_zero()
+            || self.tiers.due()
+            || !self.tiers.replay.is_empty()
+            || unflushed as u64 >= MAX_UNFLUSHED
+            || self.making_room
+            || self.pressure.is_full()
+            || rx.is_closed()
+            || self.stop.is_cancelled()
+    }
+
+    /// Barriers with nothing new to commit: completed at once when everything before them is
+    /// durable, else with the next durable commit (made now when urgent or due).
+    fn barriers_only(&mut self, slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
+        if self.tiers.all_durable() {
+            self.complete(slice.acks);
+            return;
+        }
+        let now = slice.urgent || self.durable(&slice, rx);
+        self.tiers.waiting.extend(slice.acks);
+        if now {
+            self.make_durable(rx);
+        }
+    }
+
+    /// After a failed commit: an I/O error poisons redb's handle, and reopening it loses the
+    /// non-durable commits, so their records are committed again (under the same `seq`s, from
+    /// the state read back from the file) before anything else.
+    fn after_failure(&mut self, err: &StoreError) {
+        if err.needs_reopen() && !self.tiers.unflushed.is_empty() {
+            let mut lost = std::mem::take(&mut self.tiers.unflushed);
+            lost.append(&mut self.tiers.replay);
+            self.tiers.replay = lost;
+            self.tiers.reload = true;
+        }
+    }
+
+    /// Puts records to replay in front of `slice`; reads the writer's state back first.
+    fn prepare_replay(&mut self, slice: &mut Slice) -> Result<(), StoreError> {
+        if self.tiers.reload {
+            self.writer.reload()?;
+            self.tiers.reload = false;
+        }
+        if !self.tiers.replay.is_empty() {
+            let replay = std::mem::take(&mut self.tiers.replay);
+            slice.replayed += replay.len();
+            slice.records.splice(0..0, replay);
+        }
+        Ok(())
+    }
+
+    /// After a durable commit: everything before it is accepted.
+    fn on_durable(&mut self) {
+        self.tiers.last_durable = Instant::now();
+        metrics::counter!(t::STORE_DURABLE_COMMITS).increment(1);
+        count_accepted(&self.tiers.unflushed);
+        self.tiers.unflushed.clear();
+        let waiting = std::mem::take(&mut self.tiers.waiting);
+        self.complete(waiting);
+        let stale = self
+            .tiers
+            .write_bytes_at
+            .is_none_or(|at| at.elapsed() >= WRITE_BYTES_EVERY);
+        if stale || self.stop.is_cancelled() {
+            self.tiers.write_bytes_at = Some(Instant::now());
+            if let Some(bytes) = process_write_bytes() {
+                metrics::counter!(t::STORE_WRITE_BYTES).absolute(bytes);
+            }
+        }
+    }
+
     /// A damaged file found at open: said once on the hub (health has it from the start).
     fn report_recovery(&self) {
         if let Some(aside) = self.writer.store().recovered_from() {
@@ -259,25 +437,28 @@ impl Committer {
     /// `limits.shutdown_retry_ms` has passed. Nothing is acknowledged before its commit
     /// returned.
     fn commit_with_retry(&mut self, mut slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
-        if slice.records.is_empty() && slice.cursors.is_empty() {
-            // Only barriers: everything that arrived before them is committed already.
-            self.complete(std::mem::take(&mut slice.acks));
+        if slice.is_only_barriers() && self.tiers.replay.is_empty() {
+            self.barriers_only(slice, rx);
             return;
         }
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let retention = self.prepare();
             let started = Instant::now();
-            match self.attempt(&slice, retention) {
-                Ok(outcome) => {
+            let result = self
+                .prepare_replay(&mut slice)
+                .and_then(|()| self.attempt(&slice, retention, self.durable(&slice, rx)));
+            match result {
+                Ok((outcome, durable)) => {
                     self.pressure.set_full(false);
-                    self.on_committed(slice, &outcome, started);
+                    self.on_committed(slice, &outcome, started, durable);
                     return;
                 }
                 Err(err) => {
                     if err.is_disk_full() {
                         self.pressure.set_full(true);
                     }
+                    self.after_failure(&err);
                     on_failed(
                         &self.writer,
                         &err,
@@ -360,9 +541,17 @@ impl Committer {
                 ..self.retention
             };
             let started = Instant::now();
-            match self.attempt(&Slice::empty(), retention) {
-                Ok(outcome) => {
-                    self.on_committed(Slice::empty(), &outcome, started);
+            if !self.tiers.replay.is_empty() {
+                // Lost records go back first, in the commit that follows.
+                return;
+            }
+            // Durable: a non-durable commit cannot reuse the pages it frees.
+            let result = self
+                .prepare_replay(&mut Slice::empty())
+                .and_then(|()| self.attempt(&Slice::empty(), retention, true));
+            match result {
+                Ok((outcome, durable)) => {
+                    self.on_committed(Slice::empty(), &outcome, started, durable);
                     if outcome.evicted_age + outcome.evicted_budget == 0 {
                         return;
                     }
@@ -372,6 +561,7 @@ impl Committer {
                     if err.is_disk_full() {
                         self.pressure.set_full(true);
                     }
+                    self.after_failure(&err);
                     if err.needs_reopen()
                         && let Err(e) = self.writer.store().reopen()
                     {
@@ -383,29 +573,38 @@ impl Committer {
         }
     }
 
-    /// One commit, marked in health so the watchdog sees a wedged writer.
+    /// One commit, marked in health so the watchdog sees a wedged writer; with whether it was
+    /// durable.
     fn attempt(
         &mut self,
         slice: &Slice,
         retention: Retention,
-    ) -> Result<CommitOutcome, StoreError> {
+        durable: bool,
+    ) -> Result<(CommitOutcome, bool), StoreError> {
         let cursors: Vec<(&str, u64)> = slice
             .cursors
             .iter()
             .map(|(sink, next)| (&**sink, *next))
             .collect();
         self.health.writer_entered_commit();
-        let result = self
-            .writer
-            .append(&slice.records, &cursors, now_ms(), retention);
+        let result =
+            self.writer
+                .append_with(&slice.records, &cursors, now_ms(), retention, durable);
         self.health.writer_left_commit();
-        result
+        result.map(|outcome| (outcome, durable))
     }
 
-    /// After the commit returned: its figures, a recovery notice if the store had failed,
-    /// then the committed records on the hub.
-    fn on_committed(&self, mut slice: Slice, outcome: &CommitOutcome, started: Instant) {
-        self.complete(std::mem::take(&mut slice.acks));
+    /// After the commit returned: its barriers (completed if it is durable), its figures, a
+    /// recovery notice if the store had failed, then the committed records on the hub.
+    fn on_committed(
+        &mut self,
+        mut slice: Slice,
+        outcome: &CommitOutcome,
+        started: Instant,
+        durable: bool,
+    ) {
+        self.tiers.waiting.extend(std::mem::take(&mut slice.acks));
+        let replayed = slice.replayed;
         let elapsed = started.elapsed();
         let count = slice.records.len();
         metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
@@ -415,7 +614,14 @@ impl Committer {
                 .record(oldest.elapsed().as_secs_f64());
         }
         let committed = slice.into_committed(outcome.first_seq);
-        count_committed(&committed);
+        if durable {
+            count_accepted(committed.iter().map(|c| &c.record));
+            self.on_durable();
+        } else {
+            self.tiers
+                .unflushed
+                .extend(committed.iter().map(|c| c.record.clone()));
+        }
         let budget_reason = if self.making_room { "disk" } else { "budget" };
         record_store_figures(outcome, budget_reason, &self.health);
         if self.health.set_store_ok() {
@@ -426,8 +632,9 @@ impl Committer {
                 "Store recovered: readings are being stored again".into(),
             ))));
         }
-        if !committed.is_empty() {
-            self.hub.publish(HubEvent::Committed(committed.into()));
+        if committed.len() > replayed {
+            let fresh: Vec<Committed> = committed.into_iter().skip(replayed).collect();
+            self.hub.publish(HubEvent::Committed(fresh.into()));
         }
     }
 
@@ -468,14 +675,44 @@ impl Slice {
             cursors: BTreeMap::new(),
             oldest: None,
             acks: Vec::new(),
+            urgent: false,
+            durable: false,
+            replayed: 0,
         }
+    }
+
+    /// An empty durable commit: makes the non-durable ones before it durable.
+    fn flush() -> Slice {
+        Slice {
+            durable: true,
+            ..Slice::empty()
+        }
+    }
+
+    fn is_only_barriers(&self) -> bool {
+        self.records.is_empty() && self.cursors.is_empty() && !self.durable
     }
 }
 
-fn count_committed(committed: &[Committed]) {
+/// How often at most `edge_gateway_store_write_bytes_total` is read from the kernel.
+const WRITE_BYTES_EVERY: Duration = Duration::from_secs(1);
+
+/// Bytes this process caused to be written to storage (`write_bytes` of `/proc/self/io`:
+/// counted when a page cache page is first dirtied, so rewriting a dirty page costs nothing,
+/// as it costs the flash nothing). The store is the only file the gateway writes besides its
+/// small reserve and clean-close mark. `None` where the kernel does not say.
+fn process_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Records that became durable: accepted.
+fn count_accepted<'a>(records: impl IntoIterator<Item = &'a Record>) {
     let mut readings = 0u64;
-    for c in committed {
-        let kind = match c.record.kind() {
+    for record in records {
+        let kind = match record.kind() {
             RecordKind::Reading => {
                 readings += 1;
                 "reading"

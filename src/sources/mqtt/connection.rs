@@ -36,6 +36,9 @@ use handshake::Accepted;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// At shutdown, how long a connection waits for its last publishes' commits to PUBACK them.
 const SHUTDOWN_ACKS: Duration = Duration::from_secs(2);
+/// A client silent this long (at least; 4x its last gap between publishes) while PUBACKs are
+/// pending is taken to be at its own in-flight limit: its commit is made durable at once.
+const QUIET_FLOOR: Duration = Duration::from_millis(2);
 /// Bookkeeping a queued publish costs besides its frame (the parsed `Ingest`).
 const PER_MESSAGE_BYTES: usize = 256;
 /// Where subscribers go (SUBACK reason string, MQTT 5).
@@ -74,6 +77,7 @@ pub async fn serve(
         seq: 0,
         marked: 0,
         hold: None,
+        quiet: Quiet::default(),
         pending: VecDeque::new(),
         out,
         throttle: LogThrottle::default(),
@@ -112,6 +116,35 @@ struct Pending {
     received: Instant,
 }
 
+/// When the client last published, to tell a client that waits for PUBACKs (its own
+/// in-flight limit, below ours) from one that publishes at its own pace: the store's durable
+/// cadence would throttle the first to its limit per cadence.
+#[derive(Default)]
+struct Quiet {
+    last: Option<Instant>,
+    gap: Duration,
+    /// An urgent barrier was sent since the last publish.
+    nudged: bool,
+}
+
+impl Quiet {
+    fn published(&mut self, at: Instant) {
+        if let Some(last) = self.last {
+            self.gap = at.saturating_duration_since(last);
+        }
+        self.last = Some(at);
+        self.nudged = false;
+    }
+
+    /// When a silent client with PUBACKs pending is taken to be waiting for them.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let last = self.last.filter(|_| !self.nudged)?;
+        Some(tokio::time::Instant::from_std(
+            last + (self.gap * 4).max(QUIET_FLOOR),
+        ))
+    }
+}
+
 struct Connection<'a> {
     shared: &'a Arc<Shared>,
     codec: Codec,
@@ -123,6 +156,7 @@ struct Connection<'a> {
     marked: u64,
     /// In-flight bytes of the messages since the last barrier; released with it.
     hold: Option<OwnedSemaphorePermit>,
+    quiet: Quiet,
     pending: VecDeque<Pending>,
     out: BytesMut,
     throttle: LogThrottle,
@@ -165,6 +199,10 @@ impl Connection<'_> {
                 buf.reserve(8192);
             }
             let deadline = keep_alive.map(|k| last_heard + k);
+            let quiet = self
+                .quiet
+                .deadline()
+                .filter(|_| reading && !self.pending.is_empty());
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -183,6 +221,11 @@ impl Connection<'_> {
                 _ = sleep_until(deadline), if reading && deadline.is_some() => {
                     self.close_with(DisconnectReasonCode::KeepAliveTimeout).await;
                     return End::abnormal("keep_alive");
+                }
+                _ = sleep_until(quiet), if quiet.is_some() => {
+                    if let Err(end) = self.nudge().await {
+                        return end;
+                    }
                 }
             }
         }
@@ -267,6 +310,7 @@ impl Connection<'_> {
             return Err(End::abnormal("malformed"));
         }
         let received = Instant::now();
+        self.quiet.published(received);
         if !self.grant.allows_topic(&publish.topic) {
             metrics::counter!(t::MQTT_PUBLISHES_REJECTED, "reason" => "not_authorized")
                 .increment(1);
@@ -374,7 +418,7 @@ impl Connection<'_> {
             Ok(p) => p,
             Err(_) => {
                 // Our own unmarked messages must be able to free their bytes meanwhile.
-                self.barrier().await?;
+                self.barrier_urgent(true).await?;
                 tokio::select! {
                     _ = self.shared.shutdown.cancelled() => return Err(End::abnormal("shutdown")),
                     p = budget.acquire_many_owned(cost) => p.expect("the budget is never closed"),
@@ -399,12 +443,31 @@ impl Connection<'_> {
 
     /// Sends the barrier covering every message handed over since the last one.
     async fn barrier(&mut self) -> Result<(), End> {
+        self.barrier_urgent(false).await
+    }
+
+    /// [`Self::barrier`], urgent (made durable at once) when `stuck`, when this connection is
+    /// at its in-flight cap, or when the shared byte budget is nearly spent: reading waits for
+    /// it, so waiting for the durable cadence would throttle a flood to cap / cadence.
+    async fn barrier_urgent(&mut self, stuck: bool) -> Result<(), End> {
         if self.seq > self.marked {
-            let token = self.cursor.token(self.seq, self.hold.take());
+            let budget_low =
+                self.shared.inflight_bytes.available_permits() * 4 < self.shared.inflight_bytes_max;
+            let at_cap = self.pending.len() >= usize::from(self.shared.receive_maximum);
+            let urgent = stuck || at_cap || budget_low;
+            let token = self.cursor.token(self.seq, self.hold.take(), urgent);
             self.send(Ingest::Ack(token)).await?;
             self.marked = self.seq;
         }
         Ok(())
+    }
+
+    /// The client went quiet with PUBACKs pending: an urgent barrier covering what is
+    /// already marked makes the store commit durably now.
+    async fn nudge(&mut self) -> Result<(), End> {
+        self.quiet.nudged = true;
+        let token = self.cursor.token(self.marked, None, true);
+        self.send(Ingest::Ack(token)).await
     }
 
     /// Encodes the PUBACKs whose publishes are committed, in packet order.
@@ -465,7 +528,7 @@ impl Connection<'_> {
     async fn finish(&mut self) -> End {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_ACKS;
         if self.seq > self.marked {
-            let token = self.cursor.token(self.seq, self.hold.take());
+            let token = self.cursor.token(self.seq, self.hold.take(), true);
             if self.shared.ingest.send(Ingest::Ack(token)).await.is_ok() {
                 self.marked = self.seq;
             }
