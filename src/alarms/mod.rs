@@ -4,6 +4,7 @@
 //! events, hysteresis) plugs in here later: this module owns all alarm state.
 
 mod rule;
+pub mod state;
 
 use std::collections::HashMap;
 
@@ -139,11 +140,8 @@ mod tests {
 
     fn alarms() -> Alarms {
         Alarms::new(&[ThresholdRule {
-            sensor_type: "temperature".into(),
-            operator: Operator::Gt,
-            warning: Some(35.0),
-            critical: Some(45.0),
             unit: "°C".into(),
+            ..ThresholdRule::new("temperature", Operator::Gt, Some(35.0), Some(45.0))
         }])
     }
 
