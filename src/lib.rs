@@ -80,6 +80,9 @@ const WRITE_QUEUE_REQUESTS: usize = 64;
 /// Committed batches the hub holds for a slow live consumer. One that falls further behind
 /// replays the gap from the store by `seq`, so this bounds memory, not correctness.
 const HUB_COMMITS: usize = 1024;
+/// Operator actions on alarms waiting for the pipeline: people click, they do not flood; a
+/// full queue answers "busy" instead of growing.
+const ALARM_COMMANDS: usize = 256;
 
 /// How often `stop` checks whether connected sinks caught up with the store.
 const SINK_DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -147,13 +150,19 @@ impl Gateway {
         // The burst buffer in front of the pipeline, sized in config (see ARCHITECTURE.md on
         // the PUBACK-to-commit window for what a bigger one costs).
         let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
+        // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
+        // owns the alarm state.
+        let (_alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
         let pipeline = pipeline::spawn(
-            &config.devices,
-            Duration::from_secs(config.store.retention_max_age_secs),
-            &config.thresholds,
+            pipeline::Sections {
+                devices: &config.devices,
+                store_max_age: Duration::from_secs(config.store.retention_max_age_secs),
+                thresholds: &config.thresholds,
+                alarms: &config.alarms,
+            },
             &store,
             health.clone(),
-            ingest_rx,
+            (ingest_rx, alarm_rx),
             write_tx,
         )?;
 

@@ -255,12 +255,12 @@ impl Default for Alarm {
     }
 }
 
-/// What an alarm needs to come back after a restart: its last reported transition.
+/// What an alarm needs to come back after a restart: its last reported transition. The last
+/// value is not restored: the condition holds until the next reading grades it again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub state: AlarmState,
     pub severity: Level,
-    pub value: Option<f64>,
     pub shelved_until_ms: Option<i64>,
     pub chattering: bool,
 }
@@ -283,7 +283,6 @@ impl Alarm {
         Alarm {
             base,
             condition: s.severity,
-            last_value: s.value,
             shelved_until_ms: s.shelved_until_ms,
             suppressed: s.state == AlarmState::Suppressed,
             out_of_service: s.state == AlarmState::OutOfService,

@@ -85,6 +85,24 @@ pub(super) fn validate_thresholds(
     Ok(())
 }
 
+/// The alarm life cycle's gateway-wide settings (each rule's own are in `[[thresholds]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// An alarm with more condition transitions (raise, clear, escalate, de-escalate) than
+    /// this within a minute is flagged as chattering and its transitions are rate-limited;
+    /// 0 turns the detection off.
+    pub chatter_transitions_per_minute: u32,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            chatter_transitions_per_minute: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulatorConfig {

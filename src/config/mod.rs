@@ -30,7 +30,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::alarms::ThresholdRule;
 
-pub use devices::{DevicesConfig, SimulatorConfig};
+pub use devices::{AlarmsConfig, DevicesConfig, SimulatorConfig};
 pub use env::ENV_PREFIX;
 pub use modbus::{ModbusConfig, ModbusDeviceConfig};
 pub use mqtt::{MqttConfig, MqttUser};
@@ -66,6 +66,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// Threshold alert rules; a file that lists any replaces the whole default list.
     pub thresholds: Vec<ThresholdRule>,
+    /// The alarm life cycle's gateway-wide settings.
+    pub alarms: AlarmsConfig,
     pub simulator: SimulatorConfig,
     /// Upstream store-and-forward: each sink is on once its endpoint is set.
     pub sinks: SinksConfig,
@@ -91,6 +93,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             devices: DevicesConfig::default(),
             thresholds: devices::default_thresholds(),
+            alarms: AlarmsConfig::default(),
             simulator: SimulatorConfig::default(),
             sinks: SinksConfig::default(),
             modbus: ModbusConfig::default(),

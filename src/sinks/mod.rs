@@ -58,6 +58,7 @@ pub fn name_for(names: &KindNames, kind: RecordKind) -> &str {
         RecordKind::Reading => &names.sensor_readings,
         RecordKind::Status => &names.device_status,
         RecordKind::Alert => &names.alerts,
+        RecordKind::Alarm => &names.alarm_events,
     }
 }
 

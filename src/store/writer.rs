@@ -482,6 +482,7 @@ fn count_committed(committed: &[Committed]) {
             }
             RecordKind::Status => "status",
             RecordKind::Alert => "alert",
+            RecordKind::Alarm => "alarm",
         };
         metrics::counter!(t::RECORDS_COMMITTED, "kind" => kind).increment(1);
     }

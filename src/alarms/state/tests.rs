@@ -241,7 +241,6 @@ fn restore_brings_back_the_reported_state() {
     let snap = Snapshot {
         state: a.state(),
         severity: a.condition(),
-        value: Some(46.0),
         shelved_until_ms: None,
         chattering: false,
     };
