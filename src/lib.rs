@@ -152,7 +152,7 @@ impl Gateway {
         let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
         // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
         // owns the alarm state.
-        let (_alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
+        let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
         let pipeline = pipeline::spawn(
             pipeline::Sections {
                 devices: &config.devices,
@@ -184,6 +184,7 @@ impl Gateway {
             store: store.clone(),
             health: health.clone(),
             hub,
+            alarms: alarm_tx,
         };
         let (api, server) = spawn_api(state, listener, &api_stop);
         tracing::info!(%http_addr, gateway_id = %gateway_id, data_dir = %options.data_dir.display(), "edge-gateway ready");

@@ -4,6 +4,7 @@
 //! Layers, outermost first: Origin check (403) → per-IP handshake rate limit (429) → CORS →
 //! Socket.IO → routes.
 
+mod alarms;
 mod guard;
 mod history;
 mod probes;
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub store: Store,
     pub health: Arc<Health>,
     pub hub: Hub,
+    /// Operator actions on alarms, to the pipeline that owns them.
+    pub alarms: tokio::sync::mpsc::Sender<crate::pipeline::AlarmRequest>,
 }
 
 /// Builds the router and the Socket.IO handle (used to broadcast).

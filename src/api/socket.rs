@@ -1,5 +1,6 @@
 //! The reference Socket.IO event API: connect checks (capacity, JWT), client events
-//! (subscriptions, ping, get:history), and the broadcasts of committed records to rooms.
+//! (subscriptions, ping, get:history, the alarm events of `alarms.rs`), and the broadcasts of
+//! committed records to rooms.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,10 @@ impl Drop for Slot {
     }
 }
 
+/// Who the connection's token names (`sub`, else `name`); recorded with its alarm actions.
+#[derive(Clone)]
+struct User(Option<String>);
+
 /// Whether the client asked for an ack (`AckSender` does not say).
 struct WantsAck(bool);
 
@@ -73,6 +78,7 @@ pub fn register(io: &SocketIo, state: ApiState) {
         let state = check_state.clone();
         let jwt = jwt.clone();
         async move {
+            let mut user = None;
             if let Some(jwt) = jwt {
                 // Only socket.io-client v2 (EIO3), which has no auth payload, may put the
                 // token in the URL, where proxies log it.
@@ -92,10 +98,13 @@ pub fn register(io: &SocketIo, state: ApiState) {
                     }
                     return Err(Refused("authentication required: token missing"));
                 };
-                if let Err(e) = jwt.check(&token) {
-                    tracing::debug!(error = %e, "handshake token refused");
-                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
-                    return Err(Refused("authentication failed: invalid token"));
+                match jwt.check(&token) {
+                    Ok(named) => user = named,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "handshake token refused");
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                        return Err(Refused("authentication failed: invalid token"));
+                    }
                 }
             }
             // Reserve the slot here, atomically: the client may see CONNECT before the connect
@@ -113,6 +122,7 @@ pub fn register(io: &SocketIo, state: ApiState) {
                 return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
             }
             s.extensions.insert(Arc::new(Slot(state.health.clone())));
+            s.extensions.insert(User(user));
             // Event handlers are registered here, before CONNECT goes out: socketioxide sends
             // CONNECT and then runs the connect handler in a task of its own, so a client that
             // emits `subscribe-*` as soon as it is connected (as the reference client does)
@@ -203,7 +213,8 @@ fn register_handlers(s: &SocketRef, state: &ApiState) {
 
     on_room_events(s, &limit);
     on_ping(s, limit.clone());
-    on_history(s, limit, state.clone());
+    on_history(s, limit.clone(), state.clone());
+    on_alarm_events(s, &limit, state);
     on_disconnect(s, state.clone());
 }
 
@@ -303,6 +314,44 @@ fn on_history(s: &SocketRef, limit: EventLimit, state: ApiState) {
     );
 }
 
+/// `alarm:ack`, `alarm:shelve`, `alarm:unshelve` and `get:alarms` (see `alarms.rs`).
+fn on_alarm_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
+    use super::alarms::{ActionEvent, handle_action, list};
+    let action = |event: ActionEvent, limit: EventLimit, state: ApiState| {
+        move |s: SocketRef, TryData(params): TryData<Value>, ack: AckSender| {
+            let (limit, state) = (limit.clone(), state.clone());
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                let user = s.extensions.get::<User>().and_then(|u| u.0);
+                let reply = handle_action(&state.alarms, event, params.ok().as_ref(), user).await;
+                let _ = ack.send(&reply);
+            }
+        }
+    };
+    for (name, event) in [
+        ("alarm:ack", ActionEvent::Ack),
+        ("alarm:shelve", ActionEvent::Shelve),
+        ("alarm:unshelve", ActionEvent::Unshelve),
+    ] {
+        s.on(name, action(event, limit.clone(), state.clone()));
+    }
+    let (limit, state) = (limit.clone(), state.clone());
+    s.on(
+        "get:alarms",
+        move |TryData(params): TryData<Value>, ack: AckSender| {
+            let (limit, state) = (limit.clone(), state.clone());
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                let _ = ack.send(&list(&state.store, params.ok().as_ref()).await);
+            }
+        },
+    );
+}
+
 fn on_disconnect(s: &SocketRef, state: ApiState) {
     s.on_disconnect(move |s: SocketRef| {
         drop(s.extensions.remove::<Arc<Slot>>());
@@ -375,6 +424,15 @@ async fn emit_record<T: Serialize + ?Sized>(
             let _ = io.emit("alert:system", payload).await;
             emitted[0] = ("alert", true);
             emitted[2] = ("alert:system", true);
+        }
+        (RecordKind::Alarm, Some(d)) => {
+            // Once per socket, whether it is in `alerts`, the device's room or both.
+            let _ = io
+                .to("alerts")
+                .to(format!("device:{d}"))
+                .emit("alarm:state", payload)
+                .await;
+            emitted[0] = ("alarm:state", true);
         }
         _ => {}
     }

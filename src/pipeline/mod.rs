@@ -20,7 +20,7 @@ use self::registry::{Device, Registry};
 use crate::alarms::{ActionError, Alarms, Command, ThresholdRule};
 use crate::config::{AlarmsConfig, DevicesConfig};
 use crate::health::Health;
-use crate::ingest::Ingest;
+use crate::ingest::{AckCursor, Ingest};
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
 use crate::store::writer::{WriteBatch, WriteRequest};
 use crate::store::{Store, StoreError, StoredDevice};
@@ -411,10 +411,11 @@ pub struct Sections<'a> {
 }
 
 /// An operator action on an alarm (from a dashboard or the central side) and where to answer:
-/// `Ok` once its transition is handed to the writer, or why it was refused.
+/// `Ok` with a commit position that reaches 1 once its transition is committed, or why it was
+/// refused.
 pub struct AlarmRequest {
     pub command: Command,
-    pub reply: oneshot::Sender<Result<(), ActionError>>,
+    pub reply: oneshot::Sender<Result<Arc<AckCursor>, ActionError>>,
 }
 
 /// Starts the pipeline with the devices and alarms the store knows: devices streamed from its
@@ -480,7 +481,12 @@ async fn run(mut pipeline: Pipeline, store: Store, mut io: Io, check_interval: D
                 pipeline.take_inbox(&mut inbox, &mut batch);
             }
             Some(request) = io.commands.recv() => {
-                let answer = pipeline.act(request.command).map(|records| batch.records = records);
+                let answer = pipeline.act(request.command).map(|records| {
+                    batch.records = records;
+                    let committed = Arc::new(AckCursor::default());
+                    batch.acks.push(committed.token(1, None));
+                    committed
+                });
                 replies.push((request.reply, answer));
             }
             _ = tick.tick() => {
