@@ -137,7 +137,7 @@ impl Gateway {
             spawn_writer(store_writer, &config.store, &hub, &health, &sources_stop)?;
 
         let sinks_stop = CancellationToken::new();
-        let sinks = sinks::spawn(
+        let mut sinks = sinks::spawn(
             &config.sinks,
             &gateway_id,
             &health.sinks,
@@ -153,6 +153,12 @@ impl Gateway {
         // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
         // owns the alarm state.
         let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
+        sinks.extend(sinks::redis::commands::spawn(
+            &config.sinks,
+            &gateway_id,
+            alarm_tx.clone(),
+            &sinks_stop,
+        ));
         let pipeline = pipeline::spawn(
             pipeline::Sections {
                 devices: &config.devices,

@@ -7,6 +7,7 @@
 //! sources or of Socket.IO.
 
 pub mod kafka;
+mod lane;
 pub mod redis;
 
 use std::future::Future;
@@ -84,6 +85,13 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
         }
     };
     ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    let mut alarms = match lane::AlarmLane::start(&ctx.store, name, cursor) {
+        Ok(lane) => lane,
+        Err(e) => {
+            tracing::error!(sink = name, error = %e, "cannot read the alarm lane cursor; sink not started");
+            return;
+        }
+    };
     let mut backoff = delivery_backoff(&delivery);
     let mut connected = false;
     let mut rate = RateWindow::new();
@@ -111,6 +119,16 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             connected = true;
             backoff.reset();
         }
+        match alarms.send_next(&mut upstream, &ctx, timeout).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                connected = false;
+                fail(&ctx, &e);
+                wait_for_retry(&upstream.endpoints(), backoff.next_delay(), &ctx.stop).await;
+                continue;
+            }
+        }
 
         let batch = match read(&ctx.store, cursor, delivery.batch_max_records).await {
             Ok(b) => b,
@@ -128,13 +146,25 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             continue;
         }
         count_dropped(&ctx, gaps(cursor, &batch));
+        let mut batch = batch;
+        let next = batch.last().map_or(cursor, |r| r.seq + 1);
+        // Alarm transitions went ahead in their own lane.
+        batch.retain(|r| r.kind != RecordKind::Alarm);
+        if batch.is_empty() {
+            cursor = next;
+            ctx.health.cursor.store(cursor, Ordering::Relaxed);
+            if !move_cursor(&ctx, &sink, cursor).await {
+                break;
+            }
+            continue;
+        }
 
         let started = Instant::now();
         match with_timeout("send", timeout, upstream.send(&batch)).await {
             Ok(()) => {
                 let n = batch.len() as u64;
-                cursor = batch.last().map_or(cursor, |r| r.seq + 1);
-                count_sent(&ctx, n, cursor, started.elapsed());
+                cursor = next;
+                count_sent(&ctx, n, Some(cursor), started.elapsed());
                 rate.add(n);
                 if !move_cursor(&ctx, &sink, cursor).await {
                     break;
@@ -186,13 +216,16 @@ fn count_dropped(ctx: &SinkContext, dropped: u64) {
     );
 }
 
-/// Figures for a batch of `n` the upstream acknowledged, after which `cursor` is next.
-fn count_sent(ctx: &SinkContext, n: u64, cursor: u64, took: Duration) {
+/// Figures for a batch of `n` the upstream acknowledged, after which `cursor` (of the main
+/// lane) is next.
+fn count_sent(ctx: &SinkContext, n: u64, cursor: Option<u64>, took: Duration) {
     let name = ctx.health.name;
     metrics::counter!(t::SINK_SENT, "sink" => name).increment(n);
     metrics::histogram!(t::SINK_SEND_SECONDS, "sink" => name).record(took.as_secs_f64());
     ctx.health.sent.fetch_add(n, Ordering::Relaxed);
-    ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    if let Some(cursor) = cursor {
+        ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    }
 }
 
 /// Hands the new cursor to the store writer for its next commit; `false` when the writer is

@@ -2,6 +2,8 @@
 //! `alerts`), or XADD to streams, one pipeline per batch. The pipeline's replies are the
 //! acknowledgement: every command answered means every record was taken.
 
+pub mod commands;
+
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -26,7 +28,8 @@ impl RedisSink {
         }
     }
 
-    fn client(&self) -> Result<redis::Client, SinkError> {
+    /// A client of the configured server (also what the command channel subscribes with).
+    pub(super) fn client(&self) -> Result<redis::Client, SinkError> {
         let c = &self.config;
         let mut settings = RedisConnectionInfo::default().set_db(c.db);
         if !c.username.is_empty() {

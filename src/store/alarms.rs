@@ -5,7 +5,9 @@
 
 use redb::ReadableTable;
 
-use super::{ALARMS, META, META_NEXT_SEQ, Store, StoreError, meta_value};
+use super::codec::decode_stored;
+use super::{ALARMS, BY_KIND, LOG, META, META_NEXT_SEQ, RawRecord, Store, StoreError, meta_value};
+use crate::record::RecordKind;
 
 /// Current alarms, read in one transaction with the position they are current at.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +22,30 @@ impl Store {
     /// Every current alarm's latest `alarm:state` JSON, for the pipeline to restore at start.
     pub fn restore_alarms(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         Ok(self.current_alarms(|_| true, usize::MAX)?.alarms)
+    }
+
+    /// Up to `max` alarm transitions with `seq >= from_seq`, in order, as stored bytes: the
+    /// sinks' alarm lane, which sends them ahead of a telemetry backlog (from the kind index,
+    /// without scanning the readings between them).
+    pub fn read_alarms_raw(&self, from_seq: u64, max: usize) -> Result<Vec<RawRecord>, StoreError> {
+        self.read(|txn| {
+            let (log, index) = (txn.open_table(LOG)?, txn.open_table(BY_KIND)?);
+            let kind = RecordKind::Alarm as u8;
+            let mut out = Vec::new();
+            for entry in index.range((kind, from_seq)..=(kind, u64::MAX))?.take(max) {
+                let seq = entry?.0.value().1;
+                let Some(raw) = log.get(seq)? else { continue };
+                let d = decode_stored(seq, raw.value())?;
+                out.push(RawRecord {
+                    seq,
+                    kind: d.kind,
+                    ts_ms: d.ts_ms,
+                    device_id: d.device_id.to_string(),
+                    json: d.json.to_vec(),
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Up to `limit` current alarms that `keep` accepts, and the `seq` they are current at.
