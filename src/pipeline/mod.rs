@@ -206,9 +206,19 @@ impl Pipeline {
         out
     }
 
-    /// Restores the alarms stored in the `alarms` table.
+    /// Restores the alarms stored in the `alarms` table, of the devices the registry restored
+    /// (a forgotten device's alarms are forgotten with it).
     pub fn restore_alarms(&mut self, rows: &[serde_json::Value]) {
-        self.alarms.restore(rows);
+        let known: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r["deviceId"]
+                    .as_str()
+                    .is_some_and(|d| self.registry.devices.contains_key(d))
+            })
+            .cloned()
+            .collect();
+        self.alarms.restore(&known);
         self.publish_figures();
     }
 

@@ -204,3 +204,16 @@ fn silent_devices_are_forgotten_with_their_alarm_state() {
         ]
     );
 }
+
+#[test]
+fn alarms_are_restored_only_for_devices_the_registry_knows() {
+    let stored = |dev: &str| {
+        serde_json::json!({"alarmId": format!("{dev}/temperature/threshold"), "deviceId": dev,
+                           "state": "active_unacked", "severity": "critical", "chattering": false})
+    };
+    let mut q = pipeline(60_000);
+    q.process(reading("d1", 20.0), &mut vec![]);
+    q.restore_alarms(&[stored("d1"), stored("forgotten")]);
+    assert_eq!(q.alarms.counts().active, 1);
+    assert_eq!(q.health.alarms_unacked.load(Ordering::Relaxed), 1);
+}
