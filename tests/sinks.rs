@@ -777,3 +777,71 @@ async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstr
     }
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_transitions_overtake_a_telemetry_backlog_on_kafka() {
+    const BACKLOG: u64 = 20_000;
+    let mut kafka = KafkaBroker::start().await;
+    reference_topics(&kafka).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_kafka(test_config(), &kafka);
+    // Paced catch-up (10 s for the backlog): "ahead" is a question of order, not speed.
+    config.sinks.kafka.delivery.max_records_per_sec = 2_000;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    eventually("kafka sink up", Duration::from_secs(20), || {
+        sink(&gw, "kafka").connected().then_some(())
+    })
+    .await;
+    kafka.pause();
+    let (client, mut acks) = mqtt_client(mqtt, "kbacklog").await;
+    for i in 0..BACKLOG {
+        let topic = format!("sensors/kb-{}/flow", i % 10);
+        client
+            .publish(topic, QoS::AtLeastOnce, false, "1")
+            .await
+            .unwrap();
+    }
+    for v in ["40", "50", "20"] {
+        let topic = "sensors/kalarm/temperature";
+        client
+            .publish(topic, QoS::AtLeastOnce, false, v)
+            .await
+            .unwrap();
+    }
+    acks.wait_for(|a| *a >= BACKLOG + 3).await.unwrap();
+    let sent_before = sink(&gw, "kafka").sent.load(Ordering::Relaxed);
+
+    kafka.resume();
+    let back = std::time::Instant::now();
+    let transitions = loop {
+        let got = kafka.read_all("alarm-events").await;
+        if got.len() >= 3 {
+            break got;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "alarm transitions not upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sent = sink(&gw, "kafka").sent.load(Ordering::Relaxed) - sent_before;
+    eprintln!(
+        "alarm lane (kafka): 3 transitions upstream {:.0} ms after the broker was back, {sent} records sent by then",
+        back.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        sent < BACKLOG,
+        "the alarm transitions waited for the backlog ({sent} sent first)"
+    );
+    let kinds: Vec<String> = transitions
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            assert_eq!(v["alarmId"], "kalarm/temperature/threshold");
+            v["transition"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["raise", "escalate", "clear"]);
+    gw.stop().await.unwrap();
+}
