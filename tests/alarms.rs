@@ -143,6 +143,45 @@ async fn on_and_off_delays_are_honoured() {
     gw.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chattering_alarm_is_flagged_and_does_not_flood_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.alarms.chatter_transitions_per_minute = 4;
+    let port = config.mqtt.listen.port();
+    let gw = start(config, dir.path()).await;
+    let store = gw.store().clone();
+    // 30 readings across the limit: 30 raise/clear transitions in well under a minute.
+    tokio::task::spawn_blocking(move || {
+        for i in 0..30 {
+            let v = if i % 2 == 0 { 40.0 } else { 20.0 };
+            publish(port, "flap-1", "temperature", v);
+        }
+    })
+    .await
+    .unwrap();
+    let stored = transitions(&store, "flap-1/temperature/threshold");
+    assert_eq!(
+        stored[..6],
+        [
+            "raise:active_unacked:warning",
+            "clear:rtn_unacked:normal",
+            "raise:active_unacked:warning",
+            "clear:rtn_unacked:normal",
+            "raise:active_unacked:warning",
+            "chatter_start:active_unacked:warning",
+        ]
+    );
+    // The rest is withheld: at most one report per 10 s while it chatters.
+    assert!(
+        stored.len() < 15,
+        "30 transitions, not withheld: {stored:?}"
+    );
+    let current = store.current_alarms(|_| true, 10).unwrap();
+    assert_eq!(current.alarms[0]["chattering"], true);
+    gw.stop().await.unwrap();
+}
+
 /// Starts the binary on `data` and the given ports.
 fn spawn_binary(data: &Path, log: &Path, http: u16, mqtt: u16) -> common::peer::PeerProcess {
     let mut cmd = gateway_command(data, http, mqtt);
