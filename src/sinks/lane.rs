@@ -7,11 +7,24 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{SinkContext, SinkError, Upstream, count_sent, move_cursor, with_timeout};
-use crate::store::{RawRecord, Store, StoreError};
+use super::{
+    SinkContext, SinkError, Upstream, count_sent, fail, move_cursor, wait_for_retry, with_timeout,
+};
+use crate::backoff::Backoff;
+use crate::store::{RawRecord, Store};
 
 /// Alarm transitions per request: they are few; this bounds one send after a flood.
 const LANE_BATCH: usize = 500;
+
+/// What one step of the lane did.
+pub(super) enum Step {
+    /// Nothing to send: on to telemetry.
+    Idle,
+    /// Sent some: look again before telemetry.
+    Sent,
+    /// The upstream failed (reported, backed off): reconnect.
+    Failed,
+}
 
 pub(super) struct AlarmLane {
     name: Arc<str>,
@@ -19,21 +32,43 @@ pub(super) struct AlarmLane {
 }
 
 impl AlarmLane {
-    /// The lane's committed cursor; a sink without one starts where its main cursor is (what
-    /// lies before it was sent by the main lane).
-    pub(super) fn start(
-        store: &Store,
-        sink: &str,
-        main_cursor: u64,
-    ) -> Result<AlarmLane, StoreError> {
+    /// The lane from its committed cursor; a sink without one starts where its main cursor is
+    /// (what lies before it was sent by the main lane). `None` (logged) if the store cannot say.
+    pub(super) fn start(store: &Store, sink: &str, main_cursor: u64) -> Option<AlarmLane> {
         let name: Arc<str> = format!("{sink}:alarms").into();
-        let cursor = store.cursor(&name)?.unwrap_or(main_cursor);
-        Ok(AlarmLane { name, cursor })
+        match store.cursor(&name) {
+            Ok(cursor) => Some(AlarmLane {
+                name,
+                cursor: cursor.unwrap_or(main_cursor),
+            }),
+            Err(e) => {
+                tracing::error!(sink, error = %e, "cannot read the alarm lane cursor; sink not started");
+                None
+            }
+        }
     }
 
-    /// Sends the next alarm transitions, if any; `Ok(true)` when it sent some (look again
-    /// before telemetry).
-    pub(super) async fn send_next<U: Upstream>(
+    /// Sends the next alarm transitions, if any; a failure is reported and backed off here.
+    pub(super) async fn step<U: Upstream>(
+        &mut self,
+        upstream: &mut U,
+        ctx: &SinkContext,
+        timeout: Duration,
+        backoff: &mut Backoff,
+    ) -> Step {
+        match self.send_next(upstream, ctx, timeout).await {
+            Ok(true) => Step::Sent,
+            Ok(false) => Step::Idle,
+            Err(e) => {
+                fail(ctx, &e);
+                wait_for_retry(&upstream.endpoints(), backoff.next_delay(), &ctx.stop).await;
+                Step::Failed
+            }
+        }
+    }
+
+    /// Sends the next alarm transitions, if any; `Ok(true)` when it sent some.
+    async fn send_next<U: Upstream>(
         &mut self,
         upstream: &mut U,
         ctx: &SinkContext,
