@@ -28,6 +28,8 @@ use crate::ingest::AckCursor;
 use crate::pipeline::AlarmRequest;
 use crate::telemetry as t;
 
+/// Longest `user`, `comment` or `reason` kept with a transition (as from dashboards).
+const MAX_TEXT: usize = 500;
 /// An answer not back by then (the gateway stopping) counts as unavailable.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,6 +82,17 @@ fn parse(payload: &[u8]) -> Result<Command, String> {
         ),
         CentralCommand::Unshelve { alarm_id, user } => (alarm_id, user, Action::Unshelve),
     };
+    let too_long = |t: &Option<String>| t.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT);
+    let text = match &action {
+        Action::Ack { comment } => comment,
+        Action::Shelve { reason, .. } => reason,
+        Action::Unshelve => &None,
+    };
+    if too_long(&user) || too_long(text) || alarm_id.len() > MAX_TEXT {
+        return Err(format!(
+            "alarmId, user, comment and reason are at most {MAX_TEXT} characters"
+        ));
+    }
     Ok(Command {
         alarm_id,
         action,
@@ -225,6 +238,11 @@ mod tests {
             br#"{"command":"ack","alarmId":"x","extra":1}"#,
             br#"{"command":"shelve","alarmId":"x","minutes":-1,"reason":"r"}"#,
             b"not json",
+            format!(
+                r#"{{"command":"ack","alarmId":"x","user":"{}"}}"#,
+                "u".repeat(501)
+            )
+            .as_bytes(),
         ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
