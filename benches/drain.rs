@@ -191,7 +191,8 @@ async fn drain(sink: &str, backlog: u64) {
     if let Some(k) = kafka.as_mut() {
         k.resume();
     }
-    let alarms_upstream = alarm_lane_watch(alarm_sub, kafka.as_ref(), drain_started).await;
+    // Before the drain loop: the alarm lane goes first, so this returns early in the drain.
+    let alarms_upstream = alarm_lane_wait(alarm_sub.as_ref(), kafka.as_ref(), drain_started).await;
     let mut peak = 0;
     loop {
         let s = sink_health(gw.http, sink).unwrap_or_default();
@@ -224,7 +225,7 @@ async fn drain(sink: &str, backlog: u64) {
         lat.len(),
         live_sent.load(Ordering::Relaxed),
     );
-    match alarms_upstream.await.unwrap() {
+    match alarms_upstream {
         Some(t) => println!(
             "drain {sink}: the 3 alarm transitions stored behind the {total}-reading backlog were \
              upstream {:.0} ms after the link came back",
@@ -234,31 +235,25 @@ async fn drain(sink: &str, backlog: u64) {
     }
 }
 
-/// Resolves with the time from `since` until three alarm transitions are upstream (the Redis
-/// `alarm-events` channel, or the Kafka topic), polled every 20 ms; `None` after 60 s.
-async fn alarm_lane_watch(
-    sub: Option<common::upstream::RedisSubscriber>,
+/// The time from `since` until three alarm transitions are upstream (the Redis `alarm-events`
+/// channel, or the Kafka topic read back whole), polled every 20 ms; `None` after 60 s.
+async fn alarm_lane_wait(
+    sub: Option<&common::upstream::RedisSubscriber>,
     kafka: Option<&KafkaBroker>,
     since: Instant,
-) -> tokio::task::JoinHandle<Option<Duration>> {
-    let client = match kafka {
-        Some(k) => Some(k.client().await),
-        None => None,
-    };
-    tokio::spawn(async move {
-        while since.elapsed() < Duration::from_secs(60) {
-            let seen = match (&sub, &client) {
-                (Some(s), _) => s.messages().len(),
-                (None, Some(c)) => kafka_count(c, "alarm-events").await,
-                (None, None) => 0,
-            };
-            if seen >= 3 {
-                return Some(since.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+) -> Option<Duration> {
+    while since.elapsed() < Duration::from_secs(60) {
+        let seen = match (sub, kafka) {
+            (Some(s), _) => s.messages().len(),
+            (None, Some(k)) => k.read_all("alarm-events").await.len(),
+            (None, None) => 0,
+        };
+        if seen >= 3 {
+            return Some(since.elapsed());
         }
-        None
-    })
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 fn main() {
@@ -286,18 +281,4 @@ fn main() {
             drain("kafka", backlog).await;
         }
     });
-}
-
-/// Records on partition 0 of `topic` (its high watermark); 0 while unreachable.
-async fn kafka_count(client: &rskafka::client::Client, topic: &str) -> usize {
-    use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-    let Ok(pc) = client
-        .partition_client(topic, 0, UnknownTopicHandling::Error)
-        .await
-    else {
-        return 0;
-    };
-    pc.get_offset(OffsetAt::Latest)
-        .await
-        .map_or(0, |high| usize::try_from(high).unwrap_or(0))
 }
