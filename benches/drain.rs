@@ -1,5 +1,7 @@
 //! Upstream catch-up: how fast a sink drains a backlog built while its upstream was down,
-//! while live ingest continues and a dashboard measures live Socket.IO latency.
+//! while live ingest continues and a dashboard measures live Socket.IO latency; and how soon
+//! after the link is back the alarm transitions of the outage (stored after the whole backlog)
+//! are upstream, on their own lane.
 //!
 //! `cargo bench --bench drain -- [redis] [kafka] [--backlog N]` (both sinks by default,
 //! N = 1,000,000). The gateway is the release binary as a child process; redis-server and a
@@ -52,9 +54,12 @@ async fn drain(sink: &str, backlog: u64) {
     // The upstream is down while the backlog builds: a port nothing listens on yet.
     let mut redis = None;
     let mut kafka = None;
+    let mut alarm_sub = None;
     let env: Vec<(&str, String)> = match sink {
         "redis" => {
             let mut r = RedisServer::start(None);
+            // Resubscribes by itself every 50 ms once the server is back.
+            alarm_sub = Some(r.subscribe(&["alarm-events"]));
             r.stop();
             let port = r.port();
             redis = Some(r);
@@ -68,6 +73,7 @@ async fn drain(sink: &str, backlog: u64) {
             k.create_topic("sensors-data", 3).await;
             k.create_topic("device-status", 1).await;
             k.create_topic("alerts", 1).await;
+            k.create_topic("alarm-events", 1).await;
             k.pause();
             let addr = k.addr();
             kafka = Some(k);
@@ -105,6 +111,15 @@ async fn drain(sink: &str, backlog: u64) {
     }
     for t in tasks {
         t.await.unwrap();
+    }
+    // An alarm raised, escalated and cleared during the outage, after the whole backlog.
+    let alarm_client = publisher(gw.mqtt, "alarm").await;
+    for v in ["40", "50", "20"] {
+        let topic = "sensors/alarm-bench/temperature";
+        alarm_client
+            .publish(topic, QoS::AtLeastOnce, false, v)
+            .await
+            .unwrap();
     }
     let total = per * publishers;
     let mut last = (0, Instant::now());
@@ -176,6 +191,8 @@ async fn drain(sink: &str, backlog: u64) {
     if let Some(k) = kafka.as_mut() {
         k.resume();
     }
+    // Before the drain loop: the alarm lane goes first, so this returns early in the drain.
+    let alarms_upstream = alarm_lane_wait(alarm_sub.as_ref(), kafka.as_ref(), drain_started).await;
     let mut peak = 0;
     loop {
         let s = sink_health(gw.http, sink).unwrap_or_default();
@@ -208,6 +225,35 @@ async fn drain(sink: &str, backlog: u64) {
         lat.len(),
         live_sent.load(Ordering::Relaxed),
     );
+    match alarms_upstream {
+        Some(t) => println!(
+            "drain {sink}: the 3 alarm transitions stored behind the {total}-reading backlog were \
+             upstream {:.0} ms after the link came back",
+            t.as_secs_f64() * 1000.0
+        ),
+        None => println!("drain {sink}: alarm transitions not seen upstream within 60 s"),
+    }
+}
+
+/// The time from `since` until three alarm transitions are upstream (the Redis `alarm-events`
+/// channel, or the Kafka topic read back whole), polled every 20 ms; `None` after 60 s.
+async fn alarm_lane_wait(
+    sub: Option<&common::upstream::RedisSubscriber>,
+    kafka: Option<&KafkaBroker>,
+    since: Instant,
+) -> Option<Duration> {
+    while since.elapsed() < Duration::from_secs(60) {
+        let seen = match (sub, kafka) {
+            (Some(s), _) => s.messages().len(),
+            (None, Some(k)) => k.read_all("alarm-events").await.len(),
+            (None, None) => 0,
+        };
+        if seen >= 3 {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 fn main() {

@@ -70,6 +70,16 @@ pub struct PointThreshold {
     pub operator: Operator,
     pub warning: Option<f64>,
     pub critical: Option<f64>,
+    /// The alarm options of `[[thresholds]]` (see `alarms::ThresholdRule`), same defaults.
+    #[serde(default)]
+    pub deadband: f64,
+    #[serde(default)]
+    pub on_delay_ms: u64,
+    #[serde(default)]
+    pub off_delay_ms: u64,
+    #[serde(default)]
+    pub latch: bool,
+    pub max_shelve_minutes: Option<u64>,
 }
 
 /// One value a device exposes: a register (or several) or a coil.
@@ -261,14 +271,20 @@ fn point_rule(p: &Point) -> Result<Option<Arc<ThresholdRule>>, String> {
     let Some(t) = &p.threshold else {
         return Ok(None);
     };
+    let base = ThresholdRule::new(&p.sensor_type, t.operator, t.warning, t.critical);
     let rule = ThresholdRule {
-        sensor_type: p.sensor_type.clone(),
-        operator: t.operator,
-        warning: t.warning,
-        critical: t.critical,
         unit: p.unit.clone(),
+        deadband: t.deadband,
+        on_delay_ms: t.on_delay_ms,
+        off_delay_ms: t.off_delay_ms,
+        latch: t.latch,
+        max_shelve_minutes: t.max_shelve_minutes.unwrap_or(base.max_shelve_minutes),
+        ..base
     };
-    check_rule(&rule)?;
+    check_rule(&rule).map_err(|(key, m)| match key {
+        "" => m,
+        key => format!("{key}: {m}"),
+    })?;
     Ok(Some(Arc::new(rule)))
 }
 

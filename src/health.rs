@@ -40,6 +40,8 @@ pub struct Health {
     pub devices_total: AtomicUsize,
     pub devices_online: AtomicUsize,
     pub active_alerts: AtomicUsize,
+    /// Alarms waiting for an acknowledgement (active or returned to normal).
+    pub alarms_unacked: AtomicUsize,
     pub readings_last_minute: AtomicU64,
     pub socket_clients: AtomicUsize,
     /// When the writer entered its current commit (ms since the epoch), 0 when not committing.
@@ -185,6 +187,7 @@ impl Health {
             devices_total: AtomicUsize::new(0),
             devices_online: AtomicUsize::new(0),
             active_alerts: AtomicUsize::new(0),
+            alarms_unacked: AtomicUsize::new(0),
             readings_last_minute: AtomicU64::new(0),
             socket_clients: AtomicUsize::new(0),
             writer_busy_since_ms: AtomicI64::new(0),

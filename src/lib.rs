@@ -83,6 +83,9 @@ const WRITE_QUEUE_REQUESTS: usize = 64;
 /// Committed batches the hub holds for a slow live consumer. One that falls further behind
 /// replays the gap from the store by `seq`, so this bounds memory, not correctness.
 const HUB_COMMITS: usize = 1024;
+/// Operator actions on alarms waiting for the pipeline: people click, they do not flood; a
+/// full queue answers "busy" instead of growing.
+const ALARM_COMMANDS: usize = 256;
 
 /// How often `stop` checks whether connected sinks caught up with the store.
 const SINK_DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -137,7 +140,7 @@ impl Gateway {
             spawn_writer(store_writer, &config.store, &hub, &health, &sources_stop)?;
 
         let sinks_stop = CancellationToken::new();
-        let sinks = sinks::spawn(
+        let mut sinks = sinks::spawn(
             &config.sinks,
             &gateway_id,
             &health.sinks,
@@ -150,13 +153,25 @@ impl Gateway {
         // The burst buffer in front of the pipeline, sized in config (see ARCHITECTURE.md on
         // the PUBACK-to-commit window for what a bigger one costs).
         let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
+        // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
+        // owns the alarm state.
+        let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
+        sinks.extend(sinks::redis::commands::spawn(
+            &config.sinks,
+            &gateway_id,
+            alarm_tx.clone(),
+            &sinks_stop,
+        ));
         let pipeline = pipeline::spawn(
-            &config.devices,
-            Duration::from_secs(config.store.retention_max_age_secs),
-            &config.thresholds,
+            pipeline::Sections {
+                devices: &config.devices,
+                store_max_age: Duration::from_secs(config.store.retention_max_age_secs),
+                thresholds: &config.thresholds,
+                alarms: &config.alarms,
+            },
             &store,
             health.clone(),
-            ingest_rx,
+            (ingest_rx, alarm_rx),
             write_tx,
         )?;
 
@@ -178,6 +193,7 @@ impl Gateway {
             store.clone(),
             health.clone(),
             hub,
+            alarm_tx,
         );
         let (api, server) = spawn_api(state, listener, http_tls, &api_stop);
         tracing::info!(%http_addr, gateway_id = %gateway_id, data_dir = %options.data_dir.display(), "edge-gateway ready");

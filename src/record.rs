@@ -1,5 +1,5 @@
-//! The records the gateway stores and forwards: sensor readings, device status changes and
-//! alerts. [`Record`] is the internal type; [`Record::to_wire`] renders the reference guide's
+//! The records the gateway stores and forwards: sensor readings, device status changes,
+//! alerts and alarm transitions. [`Record`] is the internal type; [`Record::to_wire`] renders the reference guide's
 //! JSON schema (what dashboards and upstream consumers receive), with `gatewayId` and `seq`.
 
 use serde::Serialize;
@@ -110,11 +110,39 @@ pub struct Alert {
     pub affected_services: Vec<String>,
 }
 
+/// One transition of an alarm's life cycle (`alarm:state`). States and kinds are the names
+/// `alarms::state` gives them (this layer sits below it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmEvent {
+    /// `{deviceId}/{sensorType}/{rule}`: the same at the edge, in the store and upstream.
+    pub alarm_id: String,
+    pub device_id: String,
+    pub sensor_type: String,
+    /// `threshold` (a `[[thresholds]]` rule) or `profile` (a firmware profile's).
+    pub rule: &'static str,
+    pub transition: &'static str,
+    pub previous_state: &'static str,
+    pub state: &'static str,
+    /// The condition after the transition.
+    pub severity: Level,
+    pub value: Option<f64>,
+    pub limit: Option<f64>,
+    pub operator: &'static str,
+    pub ts_ms: i64,
+    /// Who made an operator action (ack, shelve, unshelve), when known.
+    pub user: Option<String>,
+    /// An ack's comment or a shelve's reason.
+    pub comment: Option<String>,
+    pub shelved_until_ms: Option<i64>,
+    pub chattering: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Reading(Reading),
     Status(DeviceStatus),
     Alert(Alert),
+    Alarm(AlarmEvent),
 }
 
 /// Stable numeric tags, used as the first byte of a stored record.
@@ -124,6 +152,7 @@ pub enum RecordKind {
     Reading = 1,
     Status = 2,
     Alert = 3,
+    Alarm = 4,
 }
 
 impl RecordKind {
@@ -132,6 +161,7 @@ impl RecordKind {
             1 => Some(RecordKind::Reading),
             2 => Some(RecordKind::Status),
             3 => Some(RecordKind::Alert),
+            4 => Some(RecordKind::Alarm),
             _ => None,
         }
     }
@@ -162,6 +192,7 @@ impl Record {
             Record::Reading(_) => RecordKind::Reading,
             Record::Status(_) => RecordKind::Status,
             Record::Alert(_) => RecordKind::Alert,
+            Record::Alarm(_) => RecordKind::Alarm,
         }
     }
 
@@ -170,6 +201,7 @@ impl Record {
             Record::Reading(r) => Some(&r.device_id),
             Record::Status(s) => Some(&s.device_id),
             Record::Alert(a) => a.device_id.as_deref(),
+            Record::Alarm(a) => Some(&a.device_id),
         }
     }
 
@@ -178,6 +210,7 @@ impl Record {
             Record::Reading(r) => r.ts_ms,
             Record::Status(s) => s.ts_ms,
             Record::Alert(a) => a.ts_ms,
+            Record::Alarm(a) => a.ts_ms,
         }
     }
 
@@ -218,7 +251,33 @@ impl Record {
                 gateway_id,
                 seq,
             }),
+            Record::Alarm(a) => Wire::Alarm(wire_alarm(a, gateway_id, seq)),
         }
+    }
+}
+
+fn wire_alarm<'a>(a: &'a AlarmEvent, gateway_id: &'a str, seq: Option<u64>) -> WireAlarm<'a> {
+    WireAlarm {
+        alarm_id: &a.alarm_id,
+        device_id: &a.device_id,
+        sensor_type: &a.sensor_type,
+        rule: a.rule,
+        transition: a.transition,
+        previous_state: a.previous_state,
+        state: a.state,
+        severity: a.severity,
+        value: a.value,
+        threshold: a.limit.map(|value| WireLimit {
+            value,
+            operator: a.operator,
+        }),
+        timestamp: format_ms(a.ts_ms),
+        user: a.user.as_deref(),
+        comment: a.comment.as_deref(),
+        shelved_until: a.shelved_until_ms.map(format_ms),
+        chattering: a.chattering,
+        gateway_id,
+        seq,
     }
 }
 
@@ -235,6 +294,7 @@ pub enum Wire<'a> {
     Reading(WireReading<'a>),
     Status(WireStatus<'a>),
     Alert(WireAlert<'a>),
+    Alarm(WireAlarm<'a>),
 }
 
 /// `sensor:reading` / `sensor:all`.
@@ -293,6 +353,37 @@ pub struct WireAlert<'a> {
     pub seq: Option<u64>,
 }
 
+/// `alarm:state`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireAlarm<'a> {
+    pub alarm_id: &'a str,
+    pub device_id: &'a str,
+    pub sensor_type: &'a str,
+    pub rule: &'a str,
+    pub transition: &'a str,
+    pub previous_state: &'a str,
+    pub state: &'a str,
+    pub severity: Level,
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<WireLimit<'a>>,
+    pub timestamp: String,
+    pub user: Option<&'a str>,
+    pub comment: Option<&'a str>,
+    pub shelved_until: Option<String>,
+    pub chattering: bool,
+    pub gateway_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireLimit<'a> {
+    pub value: f64,
+    pub operator: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +434,38 @@ mod tests {
             json!({"value": 85.0, "operator": ">", "current": 87.2})
         );
         assert!(v.get("affectedServices").is_none());
+    }
+
+    #[test]
+    fn alarm_transition_renders_every_field() {
+        let a = Record::Alarm(AlarmEvent {
+            alarm_id: "d1/temperature/threshold".into(),
+            device_id: "d1".into(),
+            sensor_type: "temperature".into(),
+            rule: "threshold",
+            transition: "ack",
+            previous_state: "active_unacked",
+            state: "active_acked",
+            severity: Level::Warning,
+            value: Some(36.5),
+            limit: Some(35.0),
+            operator: ">",
+            ts_ms: 0,
+            user: Some("alice".into()),
+            comment: Some("on it".into()),
+            shelved_until_ms: None,
+            chattering: false,
+        });
+        let v = serde_json::to_value(a.to_wire("gw", Some(9))).unwrap();
+        assert_eq!(
+            v,
+            json!({"alarmId": "d1/temperature/threshold", "deviceId": "d1",
+                   "sensorType": "temperature", "rule": "threshold", "transition": "ack",
+                   "previousState": "active_unacked", "state": "active_acked",
+                   "severity": "warning", "value": 36.5,
+                   "threshold": {"value": 35.0, "operator": ">"},
+                   "timestamp": "1970-01-01T00:00:00.000Z", "user": "alice", "comment": "on it",
+                   "shelvedUntil": null, "chattering": false, "gatewayId": "gw", "seq": 9})
+        );
     }
 }

@@ -44,6 +44,17 @@ pub const DEVICES_ONLINE: &str = "edge_gateway_devices_online";
 pub const DEVICES_TOTAL: &str = "edge_gateway_devices_total";
 pub const ALERTS_ACTIVE: &str = "edge_gateway_alerts_active";
 pub const ALERTS_RAISED: &str = "edge_gateway_alerts_raised_total";
+/// Alarm transitions by `kind` (raise, escalate, deescalate, clear, ack, shelve, unshelve,
+/// shelve_expired, suppress, unsuppress, out_of_service, return_to_service, chatter_start,
+/// chatter_end), withheld ones of chattering alarms included.
+pub const ALARM_TRANSITIONS: &str = "edge_gateway_alarm_transitions_total";
+/// Alarms by `state` (normal ones only while they are remembered).
+pub const ALARMS: &str = "edge_gateway_alarms";
+/// Stored alarm rows that did not parse at start (skipped).
+pub const ALARM_ROWS_SKIPPED: &str = "edge_gateway_alarm_rows_skipped_total";
+/// Operator actions on alarms by `origin` (socketio, central) and `result` (ok, refused,
+/// unknown, malformed).
+pub const ALARM_ACTIONS: &str = "edge_gateway_alarm_actions_total";
 pub const SINK_CONNECTED: &str = "edge_gateway_sink_connected";
 pub const SINK_SENT: &str = "edge_gateway_sink_sent_total";
 pub const SINK_SEND_SECONDS: &str = "edge_gateway_sink_send_seconds";

@@ -15,7 +15,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SHARED_SIBLINGS: &[(&str, &[&str])] = &[
     ("sources", &["topic", "serial_port"]),
     ("sinks", &[]),
-    ("api", &["guard", "history"]),
+    ("api", &["guard", "history", "alarms"]),
 ];
 
 /// External crates that only one component may know.

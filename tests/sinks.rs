@@ -62,6 +62,7 @@ async fn reference_topics(kafka: &KafkaBroker) {
     kafka.create_topic("sensors-data", 3).await;
     kafka.create_topic("device-status", 2).await;
     kafka.create_topic("alerts", 1).await;
+    kafka.create_topic("alarm-events", 1).await;
 }
 
 fn sink<'a>(gw: &'a edge_gateway::Gateway, name: &str) -> &'a Arc<SinkHealth> {
@@ -428,6 +429,7 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
     let kafka = KafkaBroker::start().await;
     kafka.create_topic("sensors-data", 1).await;
     kafka.create_topic("device-status", 1).await;
+    kafka.create_topic("alarm-events", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = with_kafka(test_config(), &kafka);
     // Compressed record batches are read back like plain ones.
@@ -621,4 +623,261 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
         .map(|r| seq_and_device(&serde_json::from_slice(&r.value).unwrap()))
         .collect();
     check_delivery("kafka after kill -9", &got, &want, 3 * 200);
+}
+
+/// XLEN of a Redis stream (0 when it does not exist).
+fn xlen(redis: &RedisServer, stream: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query(&mut redis.connection())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_transitions_overtake_a_telemetry_backlog() {
+    const BACKLOG: u64 = 20_000;
+    let mut redis = RedisServer::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_redis(test_config(), &redis, RedisMode::Stream);
+    // The catch-up is paced (10 s for the backlog), so "ahead of the backlog" is a question
+    // of order, not of how fast this machine is.
+    config.sinks.redis.delivery.max_records_per_sec = 2_000;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    eventually("redis sink up", Duration::from_secs(15), || {
+        sink(&gw, "redis").connected().then_some(())
+    })
+    .await;
+    redis.stop();
+    let (client, mut acks) = mqtt_client(mqtt, "backlog").await;
+    for i in 0..BACKLOG {
+        let topic = format!("sensors/bl-{}/flow", i % 10);
+        client
+            .publish(topic, QoS::AtLeastOnce, false, "1")
+            .await
+            .unwrap();
+    }
+    // Then an alarm raised, escalated and cleared: stored after the whole backlog.
+    for v in ["40", "50", "20"] {
+        let topic = "sensors/alarm-dev/temperature";
+        client
+            .publish(topic, QoS::AtLeastOnce, false, v)
+            .await
+            .unwrap();
+    }
+    acks.wait_for(|a| *a >= BACKLOG + 3).await.unwrap();
+
+    redis.start_again();
+    let back = std::time::Instant::now();
+    eventually(
+        "alarm transitions upstream",
+        Duration::from_secs(30),
+        || (xlen(&redis, "alarm-events") >= 3).then_some(()),
+    )
+    .await;
+    let took = back.elapsed();
+    let readings_sent = xlen(&redis, "sensor-readings");
+    eprintln!(
+        "alarm lane: 3 transitions upstream {:.0} ms after the link came back, {readings_sent} of {BACKLOG} backlog readings sent by then",
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        readings_sent < BACKLOG,
+        "the alarm transitions waited for the backlog ({readings_sent} readings sent first)"
+    );
+    let transitions: Vec<(u64, String)> = redis
+        .xrange_all("alarm-events")
+        .into_iter()
+        .map(|fields| {
+            let f: BTreeMap<String, String> = fields.into_iter().collect();
+            let data: Value = serde_json::from_str(&f["data"]).unwrap();
+            assert_eq!(data["alarmId"], "alarm-dev/temperature/threshold");
+            (
+                f["seq"].parse().unwrap(),
+                data["transition"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = transitions.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds, ["raise", "escalate", "clear"], "in order, once each");
+    assert!(transitions.windows(2).all(|w| w[0].0 < w[1].0));
+    // The raise still goes to `alerts` as before, and the backlog follows in full (counted
+    // by distinct `seq`: a batch that timed out on a loaded machine is sent again whole).
+    drained(&gw, "redis", Duration::from_secs(60)).await;
+    let distinct = |stream: &str| {
+        let seqs: BTreeSet<String> = redis
+            .xrange_all(stream)
+            .into_iter()
+            .filter_map(|f| f.into_iter().find(|(k, _)| k == "seq").map(|(_, v)| v))
+            .collect();
+        seqs.len() as u64
+    };
+    assert_eq!(distinct("sensor-readings"), BACKLOG + 3);
+    assert_eq!(distinct("alerts"), 2, "raise and escalation");
+    assert_eq!(distinct("alarm-events"), 3);
+    gw.stop().await.unwrap();
+}
+
+/// PUBLISH `message` on `channel` until a subscriber got it (the gateway subscribes at start).
+async fn publish_command(redis: &RedisServer, channel: &str, message: &str) {
+    eventually(
+        "the gateway subscribed to its command channel",
+        Duration::from_secs(20),
+        || {
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query(&mut redis.connection())
+                .unwrap();
+            (receivers > 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Every transition of `alarm_id` in the `alarm-events` stream as (transition, state, user).
+fn upstream_transitions(redis: &RedisServer, alarm_id: &str) -> Vec<(String, String, Value)> {
+    redis
+        .xrange_all("alarm-events")
+        .into_iter()
+        .filter_map(|fields| {
+            let f: BTreeMap<String, String> = fields.into_iter().collect();
+            let d: Value = serde_json::from_str(&f["data"]).unwrap();
+            (d["alarmId"] == alarm_id).then(|| {
+                let s = |k: &str| d[k].as_str().unwrap().to_string();
+                (s("transition"), s("state"), d["user"].clone())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstream() {
+    let redis = RedisServer::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_redis(test_config(), &redis, RedisMode::Stream);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let (client, mut acks) = mqtt_client(mqtt, "central").await;
+    client
+        .publish("sensors/cen-1/temperature", QoS::AtLeastOnce, false, "40")
+        .await
+        .unwrap();
+    acks.wait_for(|a| *a >= 1).await.unwrap();
+    let id = "cen-1/temperature/threshold";
+    eventually("raise upstream", Duration::from_secs(20), || {
+        (!upstream_transitions(&redis, id).is_empty()).then_some(())
+    })
+    .await;
+
+    let channel = "gateway-commands:test-gw";
+    // Junk and an unknown alarm are counted and never applied.
+    publish_command(&redis, channel, "not json").await;
+    publish_command(
+        &redis,
+        channel,
+        r#"{"command":"ack","alarmId":"nope/temperature/threshold"}"#,
+    )
+    .await;
+    publish_command(
+        &redis,
+        channel,
+        r#"{"command":"ack","alarmId":"cen-1/temperature/threshold","user":"ops-centre","comment":"seen centrally"}"#,
+    )
+    .await;
+    eventually(
+        "the central ack back upstream",
+        Duration::from_secs(20),
+        || (upstream_transitions(&redis, id).len() == 2).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        upstream_transitions(&redis, id),
+        [
+            ("raise".into(), "active_unacked".into(), Value::Null),
+            (
+                "ack".into(),
+                "active_acked".into(),
+                Value::from("ops-centre")
+            ),
+        ]
+    );
+    let current = gw.store().current_alarms(|_| true, 10).unwrap();
+    assert_eq!(current.alarms[0]["state"], "active_acked");
+    assert_eq!(current.alarms[0]["comment"], "seen centrally");
+    let (_, metrics) = http_get(gw.http_addr(), "/metrics");
+    for result in ["ok", "malformed", "unknown"] {
+        let name =
+            format!(r#"edge_gateway_alarm_actions_total{{origin="central",result="{result}"}}"#);
+        assert_eq!(metric(&metrics, &name), Some(1.0), "{name}");
+    }
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_transitions_overtake_a_telemetry_backlog_on_kafka() {
+    const BACKLOG: u64 = 20_000;
+    let mut kafka = KafkaBroker::start().await;
+    reference_topics(&kafka).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_kafka(test_config(), &kafka);
+    // Paced catch-up (10 s for the backlog): "ahead" is a question of order, not speed.
+    config.sinks.kafka.delivery.max_records_per_sec = 2_000;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    eventually("kafka sink up", Duration::from_secs(20), || {
+        sink(&gw, "kafka").connected().then_some(())
+    })
+    .await;
+    kafka.pause();
+    let (client, mut acks) = mqtt_client(mqtt, "kbacklog").await;
+    for i in 0..BACKLOG {
+        let topic = format!("sensors/kb-{}/flow", i % 10);
+        client
+            .publish(topic, QoS::AtLeastOnce, false, "1")
+            .await
+            .unwrap();
+    }
+    for v in ["40", "50", "20"] {
+        let topic = "sensors/kalarm/temperature";
+        client
+            .publish(topic, QoS::AtLeastOnce, false, v)
+            .await
+            .unwrap();
+    }
+    acks.wait_for(|a| *a >= BACKLOG + 3).await.unwrap();
+    let sent_before = sink(&gw, "kafka").sent.load(Ordering::Relaxed);
+
+    kafka.resume();
+    let back = std::time::Instant::now();
+    let transitions = loop {
+        let got = kafka.read_all("alarm-events").await;
+        if got.len() >= 3 {
+            break got;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "alarm transitions not upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sent = sink(&gw, "kafka").sent.load(Ordering::Relaxed) - sent_before;
+    eprintln!(
+        "alarm lane (kafka): 3 transitions upstream {:.0} ms after the broker was back, {sent} records sent by then",
+        back.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        sent < BACKLOG,
+        "the alarm transitions waited for the backlog ({sent} sent first)"
+    );
+    let kinds: Vec<String> = transitions
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            assert_eq!(v["alarmId"], "kalarm/temperature/threshold");
+            v["transition"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["raise", "escalate", "clear"]);
+    gw.stop().await.unwrap();
 }

@@ -1,37 +1,113 @@
-//! Threshold alerts: each reading is graded against its sensor type's rule, and an alert is
-//! raised when a (device, sensor) pair moves up a level (normal → warning → critical). Staying
-//! at a level raises nothing; falling back re-arms the rule. The alarm lifecycle (ack, clear
-//! events, hysteresis) plugs in here later: this module owns all alarm state.
+//! Threshold alarms: each reading is graded against its sensor type's rule (or its device's
+//! firmware-profile rule), and one alarm per (deviceId, sensorType, rule) follows the
+//! ISA-18.2 life cycle of [`state`]. Every transition becomes an `alarm:state` record; raises
+//! and escalations also the reference `alert`. This module owns all alarm state; the pipeline
+//! feeds it readings, device availability, ticks and operator actions.
+//!
+//! Memory holds only alarms that are not at rest (not normal, a delay running, transitions
+//! in the last minute), so it is bounded by what is abnormal, not by what devices send.
 
+mod records;
 mod rule;
+pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-pub use self::rule::{Operator, ThresholdRule, check_rule};
-use crate::record::{Alert, AlertKind, Level, Reading, Threshold};
+pub use self::records::{AlarmKey, RULE_PROFILE, RULE_THRESHOLD};
+pub use self::rule::{Operator, RuleProblem, ThresholdRule, check_rule};
+use self::state::{Actor, Alarm, AlarmState, Event, Refused, Transition, TransitionKind, grade};
+use crate::record::{Level, Reading, Record};
+use crate::telemetry as t;
+
+/// An operator action on one alarm, from a dashboard or the central side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub alarm_id: String,
+    pub action: Action,
+    /// Who acts: the token's `sub` or `name`, or the central operator.
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Ack {
+        comment: Option<String>,
+    },
+    Shelve {
+        minutes: u64,
+        reason: Option<String>,
+    },
+    Unshelve,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActionError {
+    #[error("unknown alarm `{0}`")]
+    Unknown(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
+/// Alarms by state, for `/health`, `/metrics` and `system:status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AlarmCounts {
+    pub by_state: [usize; 7],
+    /// Active and not shelved (shelved is a state of its own): `activeAlerts`.
+    pub active: usize,
+    pub unacked: usize,
+}
+
+struct Entry {
+    alarm: Alarm,
+    /// The firmware-profile rule last seen with a reading; `None` for `[[thresholds]]` rules.
+    own: Option<Arc<ThresholdRule>>,
+    /// The unit of the last reading, for alert messages.
+    unit: String,
+}
 
 pub struct Alarms {
-    rules: HashMap<String, ThresholdRule>,
-    /// Current level per (deviceId, sensorType); absent means normal.
-    levels: HashMap<(String, String), Level>,
-    next_id: u64,
+    rules: HashMap<String, Arc<ThresholdRule>>,
+    alarms: BTreeMap<AlarmKey, Entry>,
+    /// More condition transitions than this within a minute flag an alarm as chattering.
+    chatter_per_minute: u32,
+    next_alert: u64,
 }
 
 impl Alarms {
-    pub fn new(rules: &[ThresholdRule]) -> Alarms {
+    pub fn new(rules: &[ThresholdRule], chatter_per_minute: u32) -> Alarms {
         Alarms {
             rules: rules
                 .iter()
-                .map(|r| (r.sensor_type.clone(), r.clone()))
+                .map(|r| (r.sensor_type.clone(), Arc::new(r.clone())))
                 .collect(),
-            levels: HashMap::new(),
-            next_id: 0,
+            alarms: BTreeMap::new(),
+            chatter_per_minute,
+            next_alert: 0,
+        }
+    }
+
+    /// Restores alarms from their stored `alarm:state` rows: an active alarm stays active and
+    /// is not raised again. Rows that do not parse are skipped and counted.
+    pub fn restore(&mut self, rows: &[serde_json::Value]) {
+        for row in rows {
+            let Some((key, snapshot)) = records::parse_stored(row) else {
+                metrics::counter!(t::ALARM_ROWS_SKIPPED).increment(1);
+                tracing::warn!(row = %row, "skipping a stored alarm that does not parse");
+                continue;
+            };
+            let entry = Entry {
+                alarm: Alarm::restore(&snapshot),
+                own: None,
+                unit: String::new(),
+            };
+            self.alarms.insert(key, entry);
         }
     }
 
     /// Drops the alarm state of devices the registry forgot.
-    pub fn forget_devices(&mut self, gone: &std::collections::HashSet<String>) {
-        self.levels.retain(|(device, _), _| !gone.contains(device));
+    pub fn forget_devices(&mut self, gone: &HashSet<String>) {
+        self.alarms.retain(|k, _| !gone.contains(&k.device_id));
     }
 
     /// The unit configured for a sensor type, for readings that carry none.
@@ -42,147 +118,190 @@ impl Alarms {
             .filter(|u| !u.is_empty())
     }
 
-    fn grade(rule: &ThresholdRule, value: f64) -> (Level, Option<f64>) {
-        if let Some(c) = rule.critical
-            && rule.operator.breached(value, c)
-        {
-            return (Level::Critical, Some(c));
-        }
-        if let Some(w) = rule.warning
-            && rule.operator.breached(value, w)
-        {
-            return (Level::Warning, Some(w));
-        }
-        (Level::Normal, None)
-    }
-
-    /// Grades `reading` (raising its `status` to the computed level if higher) and returns the
-    /// alert to raise, if its level went up. `own` is a device's own rule (from its firmware
-    /// profile), used instead of the sensor type's.
+    /// Grades `reading` (raising its `status` to its level if higher) and feeds its alarm;
+    /// returns the records its transitions make. `own` is a device's own rule (from its
+    /// firmware profile), used instead of the sensor type's.
     pub fn evaluate(
         &mut self,
         reading: &mut Reading,
-        own: Option<&ThresholdRule>,
-    ) -> Option<Alert> {
-        let rule = match own {
-            Some(rule) => rule,
-            None => self.rules.get(&reading.sensor_type)?,
+        own: Option<&Arc<ThresholdRule>>,
+        now_ms: i64,
+    ) -> Vec<Record> {
+        let (rule, label) = match own {
+            Some(rule) => (rule.clone(), RULE_PROFILE),
+            None => match self.rules.get(&reading.sensor_type) {
+                Some(rule) => (rule.clone(), RULE_THRESHOLD),
+                None => return Vec::new(),
+            },
         };
-        let (level, limit) = Self::grade(rule, reading.value);
+        let key = AlarmKey {
+            device_id: reading.device_id.clone(),
+            sensor_type: reading.sensor_type.clone(),
+            rule: label,
+        };
+        if !rule.enabled {
+            return self.apply_known(&key, Event::InService(false), now_ms);
+        }
+        let level = grade(&rule, reading.value, Level::Normal);
         reading.status = reading.status.max(level);
-        let key = (reading.device_id.clone(), reading.sensor_type.clone());
-        let previous = self.levels.get(&key).copied().unwrap_or(Level::Normal);
-        if level == Level::Normal {
-            self.levels.remove(&key);
-        } else {
-            self.levels.insert(key, level);
+        if level == Level::Normal && !self.alarms.contains_key(&key) {
+            return Vec::new();
         }
-        if level <= previous {
-            return None;
-        }
-        let limit = limit.expect("a non-normal level has a limit");
-        self.next_id += 1;
-        let op = rule.operator.as_str();
-        let name = capitalize(&reading.sensor_type);
-        Some(Alert {
-            alert_id: format!("alert-{}-{}", reading.ts_ms, self.next_id),
-            device_id: Some(reading.device_id.clone()),
-            severity: level,
-            kind: AlertKind::Threshold,
-            message: format!(
-                "{name} threshold exceeded: {}{} {op} {limit}{} ({})",
-                reading.value,
-                reading.unit,
-                reading.unit,
-                level.as_str()
-            ),
-            ts_ms: reading.ts_ms,
-            sensor_type: Some(reading.sensor_type.clone()),
-            threshold: Some(Threshold {
-                value: limit,
-                operator: op,
-                current: reading.value,
-            }),
-            affected_services: vec![],
-        })
+        let entry = self.alarms.entry(key.clone()).or_insert_with(|| Entry {
+            alarm: Alarm::new(),
+            own: None,
+            unit: String::new(),
+        });
+        entry.own = own.cloned();
+        entry.unit.clone_from(&reading.unit);
+        let mut out = self.apply_known(&key, Event::InService(true), now_ms);
+        out.extend(self.apply_known(&key, Event::Value(reading.value), now_ms));
+        out
     }
 
-    /// Pairs currently above normal.
-    pub fn active(&self) -> usize {
-        self.levels.len()
+    /// Time passes for every alarm: delays, shelve expiry, chatter windows; rules disabled or
+    /// enabled since the alarm was stored take effect. Alarms at rest are dropped from memory.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Record> {
+        let keys: Vec<AlarmKey> = self.alarms.keys().cloned().collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let enabled = self.rule_of(&key).is_none_or(|r| r.enabled);
+            out.extend(self.apply_known(&key, Event::InService(enabled), now_ms));
+            out.extend(self.apply_known(&key, Event::Tick, now_ms));
+        }
+        self.alarms.retain(|_, e| !e.alarm.is_idle());
+        out
+    }
+
+    /// A device went offline or into maintenance (`false`) or came back (`true`): its alarms
+    /// are suppressed or return.
+    pub fn set_available(&mut self, device_id: &str, available: bool, now_ms: i64) -> Vec<Record> {
+        let keys: Vec<AlarmKey> = self
+            .alarms
+            .range(device_range(device_id))
+            .map(|(k, _)| k.clone())
+            .take_while(|k| k.device_id == device_id)
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            out.extend(self.apply_known(&key, Event::Available(available), now_ms));
+        }
+        out
+    }
+
+    /// An operator's ack, shelve or unshelve: the records it makes, or why it was refused.
+    pub fn act(&mut self, cmd: Command, now_ms: i64) -> Result<Vec<Record>, ActionError> {
+        let unknown = || ActionError::Unknown(cmd.alarm_id.clone());
+        let key = AlarmKey::parse(&cmd.alarm_id).ok_or_else(unknown)?;
+        if !self.alarms.contains_key(&key) {
+            return Err(unknown());
+        }
+        let event = match cmd.action {
+            Action::Ack { comment } => Event::Ack(Actor {
+                user: cmd.user,
+                comment,
+            }),
+            Action::Shelve { minutes, reason } => Event::Shelve {
+                minutes,
+                actor: Actor {
+                    user: cmd.user,
+                    comment: reason,
+                },
+            },
+            Action::Unshelve => Event::Unshelve(Actor {
+                user: cmd.user,
+                comment: None,
+            }),
+        };
+        Ok(self.apply(&key, event, now_ms)?)
+    }
+
+    /// Alarms by state.
+    pub fn counts(&self) -> AlarmCounts {
+        let mut c = AlarmCounts::default();
+        for e in self.alarms.values() {
+            let s = e.alarm.state();
+            c.by_state[s as usize] += 1;
+            c.active += usize::from(s.is_active());
+            c.unacked += usize::from(s.is_unacked());
+        }
+        c
+    }
+
+    fn rule_of(&self, key: &AlarmKey) -> Option<Arc<ThresholdRule>> {
+        let entry = self.alarms.get(key)?;
+        entry
+            .own
+            .clone()
+            .or_else(|| self.rules.get(&key.sensor_type).cloned())
+    }
+
+    /// [`Alarms::apply`] for events no state refuses.
+    fn apply_known(&mut self, key: &AlarmKey, event: Event, now_ms: i64) -> Vec<Record> {
+        self.apply(key, event, now_ms)
+            .expect("only operator actions are refused")
+    }
+
+    fn apply(&mut self, key: &AlarmKey, event: Event, now_ms: i64) -> Result<Vec<Record>, Refused> {
+        // A restored profile alarm before its first reading: limits unknown, so no condition
+        // changes (it has no last value), but shelving and acks work.
+        let rule = self.rule_of(key).unwrap_or_else(|| {
+            Arc::new(ThresholdRule::new(
+                &key.sensor_type,
+                Operator::Gt,
+                None,
+                None,
+            ))
+        });
+        let Some(entry) = self.alarms.get_mut(key) else {
+            return Ok(Vec::new());
+        };
+        let transitions = entry
+            .alarm
+            .apply(&rule, event, now_ms, self.chatter_per_minute)?;
+        let mut out = Vec::new();
+        for tr in &transitions {
+            count(key, tr);
+            records::transition_records(
+                key,
+                tr,
+                &rule,
+                &entry.unit,
+                &mut self.next_alert,
+                &mut out,
+            );
+        }
+        Ok(out)
     }
 }
 
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
+fn count(key: &AlarmKey, tr: &Transition) {
+    metrics::counter!(t::ALARM_TRANSITIONS, "kind" => tr.kind.as_str()).increment(1);
+    if tr.kind.is_alert() {
+        metrics::counter!(t::ALERTS_RAISED, "type" => "threshold").increment(1);
     }
+    if tr.kind == TransitionKind::ChatterStart {
+        tracing::info!(
+            alarm = %key.id(),
+            state = tr.to.as_str(),
+            "alarm chatters; its transitions are rate-limited"
+        );
+    }
+}
+
+/// Every key of one device in a `BTreeMap` ordered by (deviceId, …).
+fn device_range(device_id: &str) -> std::ops::RangeFrom<AlarmKey> {
+    AlarmKey {
+        device_id: device_id.to_string(),
+        sensor_type: String::new(),
+        rule: "",
+    }..
+}
+
+/// The names of [`AlarmState`]s in `AlarmCounts::by_state` order.
+pub fn state_names() -> [&'static str; 7] {
+    AlarmState::ALL.map(AlarmState::as_str)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reading(value: f64) -> Reading {
-        Reading {
-            device_id: "d".into(),
-            sensor_type: "temperature".into(),
-            value,
-            unit: "°C".into(),
-            ts_ms: 0,
-            status: Level::Normal,
-            location: String::new(),
-        }
-    }
-
-    fn alarms() -> Alarms {
-        Alarms::new(&[ThresholdRule {
-            sensor_type: "temperature".into(),
-            operator: Operator::Gt,
-            warning: Some(35.0),
-            critical: Some(45.0),
-            unit: "°C".into(),
-        }])
-    }
-
-    #[test]
-    fn raises_once_per_level_increase_and_rearms() {
-        let mut a = alarms();
-        let mut levels = vec![];
-        for v in [20.0, 36.0, 37.0, 46.0, 47.0, 40.0, 20.0, 50.0] {
-            let mut r = reading(v);
-            let alert = a.evaluate(&mut r, None);
-            levels.push((
-                r.status,
-                alert.map(|x| (x.severity, x.threshold.unwrap().value)),
-            ));
-        }
-        use Level::*;
-        assert_eq!(
-            levels,
-            vec![
-                (Normal, None),
-                (Warning, Some((Warning, 35.0))),
-                (Warning, None),
-                (Critical, Some((Critical, 45.0))),
-                (Critical, None),
-                (Warning, None),
-                (Normal, None),
-                (Critical, Some((Critical, 45.0))),
-            ]
-        );
-        assert_eq!(a.active(), 1);
-    }
-
-    #[test]
-    fn unknown_sensor_types_pass_untouched() {
-        let mut a = alarms();
-        let mut r = reading(1e9);
-        r.sensor_type = "flow".into();
-        r.status = Level::Warning;
-        assert!(a.evaluate(&mut r, None).is_none());
-        assert_eq!(r.status, Level::Warning);
-    }
-}
+mod tests;

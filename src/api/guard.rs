@@ -58,8 +58,12 @@ impl Jwt {
         })
     }
 
-    pub fn check(&self, token: &str) -> Result<(), jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation).map(|_| ())
+    /// Checks the token; returns who it names (its `sub`, else its `name` claim), recorded
+    /// with the alarm actions made on this connection.
+    pub fn check(&self, token: &str) -> Result<Option<String>, jsonwebtoken::errors::Error> {
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)?;
+        let claim = |name: &str| data.claims.get(name)?.as_str().map(str::to_string);
+        Ok(claim("sub").or_else(|| claim("name")))
     }
 }
 

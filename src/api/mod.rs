@@ -4,6 +4,7 @@
 //! Layers, outermost first: Origin check (403) → per-IP handshake rate limit (429) → CORS →
 //! Socket.IO → routes.
 
+mod alarms;
 mod guard;
 mod history;
 mod probes;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub store: Store,
     pub health: Arc<Health>,
     pub hub: Hub,
+    /// Operator actions on alarms, to the pipeline that owns them.
+    pub alarms: tokio::sync::mpsc::Sender<crate::pipeline::AlarmRequest>,
     /// The last `seq` the emitter broadcast, locked while it emits (resume hands over there).
     live: LiveGate,
 }
@@ -48,6 +51,7 @@ impl ApiState {
         store: Store,
         health: Arc<Health>,
         hub: Hub,
+        alarms: tokio::sync::mpsc::Sender<crate::pipeline::AlarmRequest>,
     ) -> ApiState {
         ApiState {
             config,
@@ -55,6 +59,7 @@ impl ApiState {
             store,
             health,
             hub,
+            alarms,
             live: LiveGate::default(),
         }
     }

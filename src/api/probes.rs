@@ -68,6 +68,10 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             "online": h.devices_online.load(Ordering::Relaxed),
             "total": h.devices_total.load(Ordering::Relaxed),
         },
+        "alarms": {
+            "active": h.active_alerts.load(Ordering::Relaxed),
+            "unacknowledged": h.alarms_unacked.load(Ordering::Relaxed),
+        },
     });
     let code = if store_state == ComponentState::Down {
         StatusCode::SERVICE_UNAVAILABLE

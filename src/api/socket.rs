@@ -1,6 +1,6 @@
 //! The reference Socket.IO event API: connect checks (capacity, JWT), client events
-//! (subscriptions, ping, get:history), and the broadcasts of committed records to rooms;
-//! `resume` replays what a reconnecting client missed.
+//! (subscriptions, ping, get:history, the alarm events of `alarms.rs`), and the broadcasts of
+//! committed records to rooms; `resume` replays what a reconnecting client missed.
 
 mod resume;
 
@@ -62,6 +62,10 @@ impl Drop for Slot {
     }
 }
 
+/// Who the connection's token names (`sub`, else `name`); recorded with its alarm actions.
+#[derive(Clone)]
+struct User(Option<String>);
+
 /// Whether the client asked for an ack (`AckSender` does not say).
 struct WantsAck(bool);
 
@@ -83,6 +87,7 @@ pub fn register(io: &SocketIo, state: ApiState) {
         let state = check_state.clone();
         let jwt = jwt.clone();
         async move {
+            let mut user = None;
             if let Some(jwt) = jwt {
                 // Only socket.io-client v2 (EIO3), which has no auth payload, may put the
                 // token in the URL, where proxies log it.
@@ -103,10 +108,13 @@ pub fn register(io: &SocketIo, state: ApiState) {
                     }
                     return Err(Refused("authentication required: token missing"));
                 };
-                if let Err(e) = jwt.check(&token) {
-                    tracing::debug!(error = %e, "handshake token refused");
-                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
-                    return Err(Refused("authentication failed: invalid token"));
+                match jwt.check(&token) {
+                    Ok(named) => user = named,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "handshake token refused");
+                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "auth").increment(1);
+                        return Err(Refused("authentication failed: invalid token"));
+                    }
                 }
             }
             // Reserve the slot here, atomically: the client may see CONNECT before the connect
@@ -124,6 +132,7 @@ pub fn register(io: &SocketIo, state: ApiState) {
                 return Err(Refused("server full: SOCKET_IO_MAX_CLIENTS reached"));
             }
             s.extensions.insert(Arc::new(Slot(state.health.clone())));
+            s.extensions.insert(User(user));
             let after = match s.protocol() {
                 ProtocolVersion::V4 => resume::after_in_query(s.req_parts().uri.query()),
                 _ => resume::after_of(auth.as_ref().ok().and_then(|a| a.get("after"))),
@@ -221,7 +230,8 @@ fn register_handlers(s: &SocketRef, state: &ApiState) {
 
     on_room_events(s, &limit, state);
     on_ping(s, limit.clone());
-    on_history(s, limit, state.clone());
+    on_history(s, limit.clone(), state.clone());
+    on_alarm_events(s, &limit, state);
     on_disconnect(s, state.clone());
 }
 
@@ -344,6 +354,44 @@ fn on_history(s: &SocketRef, limit: EventLimit, state: ApiState) {
     );
 }
 
+/// `alarm:ack`, `alarm:shelve`, `alarm:unshelve` and `get:alarms` (see `alarms.rs`).
+fn on_alarm_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
+    use super::alarms::{ActionEvent, handle_action, list};
+    let action = |event: ActionEvent, limit: EventLimit, state: ApiState| {
+        move |s: SocketRef, TryData(params): TryData<Value>, ack: AckSender| {
+            let (limit, state) = (limit.clone(), state.clone());
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                let user = s.extensions.get::<User>().and_then(|u| u.0);
+                let reply = handle_action(&state.alarms, event, params.ok().as_ref(), user).await;
+                let _ = ack.send(&reply);
+            }
+        }
+    };
+    for (name, event) in [
+        ("alarm:ack", ActionEvent::Ack),
+        ("alarm:shelve", ActionEvent::Shelve),
+        ("alarm:unshelve", ActionEvent::Unshelve),
+    ] {
+        s.on(name, action(event, limit.clone(), state.clone()));
+    }
+    let (limit, state) = (limit.clone(), state.clone());
+    s.on(
+        "get:alarms",
+        move |TryData(params): TryData<Value>, ack: AckSender| {
+            let (limit, state) = (limit.clone(), state.clone());
+            async move {
+                if !limit.allow() {
+                    return rate_limited(ack);
+                }
+                let _ = ack.send(&list(&state.store, params.ok().as_ref()).await);
+            }
+        },
+    );
+}
+
 fn on_disconnect(s: &SocketRef, state: ApiState) {
     s.on_disconnect(move |s: SocketRef| {
         drop(s.extensions.remove::<Arc<Slot>>());
@@ -383,17 +431,39 @@ enum To {
     Device,
     AllDevices,
     Alerts,
+    /// Once per socket in `alerts`, the device's room or both.
+    AlertsOrDevice,
     Everyone,
 }
 
 impl To {
-    /// The room, or None for every client.
-    fn room(self, device: Option<&str>) -> Option<Room> {
+    /// The rooms; empty for every client.
+    fn rooms(self, device: Option<&str>) -> Vec<Room> {
+        let device_room = || device.map(|d| Room::Owned(format!("device:{d}")));
         match self {
-            To::Device => device.map(|d| Room::Owned(format!("device:{d}"))),
-            To::AllDevices => Some(Room::Borrowed("all-devices")),
-            To::Alerts => Some(Room::Borrowed("alerts")),
-            To::Everyone => None,
+            To::Device => device_room().into_iter().collect(),
+            To::AllDevices => vec![Room::Borrowed("all-devices")],
+            To::Alerts => vec![Room::Borrowed("alerts")],
+            To::AlertsOrDevice => std::iter::once(Room::Borrowed("alerts"))
+                .chain(device_room())
+                .collect(),
+            To::Everyone => Vec::new(),
+        }
+    }
+
+    /// The sockets it reaches now.
+    fn sockets(self, io: &SocketIo, device: Option<&str>) -> Vec<SocketRef> {
+        match self {
+            To::Everyone => io.sockets(),
+            _ => io.to(self.rooms(device)).sockets(),
+        }
+    }
+
+    /// Whether a client in `rooms` gets it.
+    fn reaches(self, device: Option<&str>, rooms: &std::collections::HashSet<Room>) -> bool {
+        match self {
+            To::Everyone => true,
+            _ => self.rooms(device).iter().any(|r| rooms.contains(r)),
         }
     }
 }
@@ -415,6 +485,7 @@ fn routes(kind: RecordKind, device: Option<&str>) -> &'static [(To, &'static str
             (To::Everyone, "alert:system"),
         ],
         (RecordKind::Alert, false) => &[(To::Alerts, "alert"), (To::Everyone, "alert:system")],
+        (RecordKind::Alarm, true) => &[(To::AlertsOrDevice, "alarm:state")],
         _ => &[],
     }
 }
@@ -431,11 +502,7 @@ fn emit_record(
     payload: &RawValue,
 ) {
     for &(to, event) in routes(kind, device) {
-        let sockets = match to.room(device) {
-            Some(room) => io.to(room).sockets(),
-            None => io.sockets(),
-        };
-        for s in sockets {
+        for s in to.sockets(io, device) {
             match s.emit(event, payload) {
                 Ok(()) => {}
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {

@@ -58,11 +58,8 @@ impl DevicesConfig {
 /// The `[[thresholds]]` a file that lists none gets.
 pub(super) fn default_thresholds() -> Vec<ThresholdRule> {
     let rule = |sensor_type: &str, warning: f64, critical: f64, unit: &str| ThresholdRule {
-        sensor_type: sensor_type.into(),
-        operator: Operator::Gt,
-        warning: Some(warning),
-        critical: Some(critical),
         unit: unit.into(),
+        ..ThresholdRule::new(sensor_type, Operator::Gt, Some(warning), Some(critical))
     };
     vec![
         rule("temperature", 35.0, 45.0, "°C"),
@@ -77,9 +74,33 @@ pub(super) fn validate_thresholds(
     check: &Check,
 ) -> Result<(), ConfigError> {
     for (i, rule) in rules.iter().enumerate() {
-        check_rule(rule).map_err(|m| check.fail(&format!("thresholds[{i}]"), m))?;
+        check_rule(rule).map_err(|(key, message)| {
+            let key = match key {
+                "" => format!("thresholds[{i}]"),
+                key => format!("thresholds[{i}].{key}"),
+            };
+            check.fail(&key, message)
+        })?;
     }
     Ok(())
+}
+
+/// The alarm life cycle's gateway-wide settings (each rule's own are in `[[thresholds]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// An alarm with more condition transitions (raise, clear, escalate, de-escalate) than
+    /// this within a minute is flagged as chattering and its transitions are rate-limited;
+    /// 0 turns the detection off.
+    pub chatter_transitions_per_minute: u32,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            chatter_transitions_per_minute: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -31,7 +31,7 @@ use toml::de::{DeTable, DeValue};
 use crate::alarms::ThresholdRule;
 use crate::tls::ClientTls;
 
-pub use devices::{DevicesConfig, SimulatorConfig};
+pub use devices::{AlarmsConfig, DevicesConfig, SimulatorConfig};
 pub use env::ENV_PREFIX;
 pub use modbus::{ModbusConfig, ModbusDeviceConfig};
 pub use mqtt::{MqttConfig, MqttUser};
@@ -67,6 +67,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// Threshold alert rules; a file that lists any replaces the whole default list.
     pub thresholds: Vec<ThresholdRule>,
+    /// The alarm life cycle's gateway-wide settings.
+    pub alarms: AlarmsConfig,
     pub simulator: SimulatorConfig,
     /// Upstream store-and-forward: each sink is on once its endpoint is set.
     pub sinks: SinksConfig,
@@ -92,6 +94,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             devices: DevicesConfig::default(),
             thresholds: devices::default_thresholds(),
+            alarms: AlarmsConfig::default(),
             simulator: SimulatorConfig::default(),
             sinks: SinksConfig::default(),
             modbus: ModbusConfig::default(),

@@ -79,13 +79,15 @@ impl DeliveryConfig {
     }
 }
 
-/// The three record kinds and their upstream names (channels, streams or topics).
+/// The record kinds and their upstream names (channels, streams or topics).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KindNames {
     pub sensor_readings: String,
     pub device_status: String,
     pub alerts: String,
+    /// Alarm transitions (raise, clear, ack, shelve, ...): their own channel, stream or topic.
+    pub alarm_events: String,
 }
 
 impl KindNames {
@@ -94,6 +96,7 @@ impl KindNames {
             sensor_readings: sensor_readings.into(),
             device_status: device_status.into(),
             alerts: alerts.into(),
+            alarm_events: "alarm-events".into(),
         }
     }
 
@@ -102,6 +105,7 @@ impl KindNames {
             ("sensor_readings", &self.sensor_readings),
             ("device_status", &self.device_status),
             ("alerts", &self.alerts),
+            ("alarm_events", &self.alarm_events),
         ] {
             if value.is_empty() {
                 return Err(check.fail(&format!("{prefix}.{key}"), "must not be empty"));

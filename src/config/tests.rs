@@ -106,6 +106,15 @@ fn semantic_errors_name_key_and_line() {
         "{err}"
     );
 
+    let f = file(
+        "[[thresholds]]\nsensor_type = \"t\"\noperator = \">\"\nwarning = 9.0\n\ndeadband = -2.0\n",
+    );
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("thresholds[0].deadband") && err.contains(":6)"),
+        "{err}"
+    );
+
     // Keys inside inline tables have their line too.
     let f = file("[modbus]\nserial_ports = [\n  { path = \"/dev/ttyS0\", data_bits = 9 },\n]\n");
     let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use self::registry::{Device, Registry};
-use crate::alarms::{Alarms, ThresholdRule};
-use crate::config::DevicesConfig;
+use crate::alarms::{ActionError, Alarms, Command, ThresholdRule};
+use crate::config::{AlarmsConfig, DevicesConfig};
 use crate::health::Health;
-use crate::ingest::Ingest;
+use crate::ingest::{AckCursor, Ingest};
 use crate::record::{Alert, AlertKind, DeviceState, DeviceStatus, Level, Reading, Record};
 use crate::store::writer::{WriteBatch, WriteRequest};
 use crate::store::{Store, StoreError, StoredDevice};
@@ -50,11 +50,12 @@ impl Pipeline {
         config: &DevicesConfig,
         store_max_age: Duration,
         thresholds: &[ThresholdRule],
+        alarms: &AlarmsConfig,
         health: Arc<Health>,
     ) -> Pipeline {
         Pipeline {
             registry: Registry::new(config, store_max_age),
-            alarms: Alarms::new(thresholds),
+            alarms: Alarms::new(thresholds, alarms.chatter_transitions_per_minute),
             offline_after: Duration::from_millis(config.offline_after_ms),
             max_future_skew_ms: i64::try_from(config.max_future_skew_ms).unwrap_or(i64::MAX),
             store_max_age_ms: i64::try_from(store_max_age.as_millis()).unwrap_or(i64::MAX),
@@ -102,6 +103,11 @@ impl Pipeline {
                 threshold,
             } => {
                 self.count_reading();
+                let came_back = self
+                    .registry
+                    .devices
+                    .get(&device_id)
+                    .is_some_and(|d| d.status == DeviceState::Offline);
                 let device = self.touch(&device_id, location.as_deref(), now, received, out);
                 let location = device.location.clone();
                 let unit = self.unit_for(&sensor_type, unit, threshold.as_deref());
@@ -114,7 +120,10 @@ impl Pipeline {
                     status: status.unwrap_or(Level::Normal),
                     location,
                 };
-                self.grade(reading, threshold.as_deref(), out);
+                if came_back {
+                    out.extend(self.alarms.set_available(&reading.device_id, true, now));
+                }
+                self.grade(reading, threshold.as_ref(), now, out);
             }
             Ingest::Status {
                 device_id,
@@ -176,19 +185,41 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
-    /// Grades the reading against its threshold rule: the reading, then any alert it raises.
+    /// Grades the reading against its threshold rule: the reading, then the alarm
+    /// transitions (and alerts) it causes.
     fn grade(
         &mut self,
         mut reading: Reading,
-        threshold: Option<&ThresholdRule>,
+        threshold: Option<&Arc<ThresholdRule>>,
+        now: i64,
         out: &mut Vec<Record>,
     ) {
-        let alert = self.alarms.evaluate(&mut reading, threshold);
+        let alarms = self.alarms.evaluate(&mut reading, threshold, now);
         out.push(Record::Reading(reading));
-        if let Some(alert) = alert {
-            metrics::counter!(t::ALERTS_RAISED, "type" => "threshold").increment(1);
-            out.push(Record::Alert(alert));
-        }
+        out.extend(alarms);
+    }
+
+    /// An operator action (dashboard or central): the records it makes, or why not.
+    pub fn act(&mut self, cmd: Command) -> Result<Vec<Record>, ActionError> {
+        let out = self.alarms.act(cmd, now_ms());
+        self.publish_figures();
+        out
+    }
+
+    /// Restores the alarms stored in the `alarms` table, of the devices the registry restored
+    /// (a forgotten device's alarms are forgotten with it).
+    pub fn restore_alarms(&mut self, rows: &[serde_json::Value]) {
+        let known: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r["deviceId"]
+                    .as_str()
+                    .is_some_and(|d| self.registry.devices.contains_key(d))
+            })
+            .cloned()
+            .collect();
+        self.alarms.restore(&known);
+        self.publish_figures();
     }
 
     /// A device's own status report: emits the change, with a connectivity alert the first
@@ -225,6 +256,8 @@ impl Pipeline {
         }
         let device = device.clone();
         out.push(status_record(&device_id, &device, now));
+        let available = status == DeviceState::Online;
+        out.extend(self.alarms.set_available(&device_id, available, now));
         if status == DeviceState::Offline && !device.connectivity_alert {
             self.registry
                 .devices
@@ -283,7 +316,9 @@ impl Pipeline {
                 self.offline_after.as_millis() / 1000
             );
             out.push(Record::Alert(self.connectivity_alert(&id, msg, now)));
+            out.extend(self.alarms.set_available(&id, false, now));
         }
+        out.extend(self.alarms.tick(now));
         self.roll_second();
         self.publish_figures();
     }
@@ -340,16 +375,25 @@ impl Pipeline {
     fn publish_figures(&self) {
         let (online, connectivity) = self.registry.counts();
         let total = self.registry.devices.len();
+        let alarms = self.alarms.counts();
         let h = &self.health;
         h.devices_total.store(total, Ordering::Relaxed);
         h.devices_online.store(online, Ordering::Relaxed);
-        h.active_alerts
-            .store(self.alarms.active() + connectivity, Ordering::Relaxed);
+        // Threshold alarms active and not shelved, plus devices with an open connectivity alert.
+        let active = alarms.active + connectivity;
+        h.active_alerts.store(active, Ordering::Relaxed);
+        h.alarms_unacked.store(alarms.unacked, Ordering::Relaxed);
         h.readings_last_minute
             .store(self.per_second.iter().sum(), Ordering::Relaxed);
         metrics::gauge!(t::DEVICES_ONLINE).set(online as f64);
         metrics::gauge!(t::DEVICES_TOTAL).set(total as f64);
-        metrics::gauge!(t::ALERTS_ACTIVE).set((self.alarms.active() + connectivity) as f64);
+        metrics::gauge!(t::ALERTS_ACTIVE).set(active as f64);
+        for (state, n) in crate::alarms::state_names()
+            .into_iter()
+            .zip(alarms.by_state)
+        {
+            metrics::gauge!(t::ALARMS, "state" => state).set(n as f64);
+        }
     }
 }
 
@@ -367,89 +411,138 @@ fn status_record(device_id: &str, d: &Device, now: i64) -> Record {
 /// group-commit a burst, and 1024 bounds the records one request carries.
 const INBOX_MESSAGES: usize = 1024;
 
-/// Starts the pipeline with the devices the store knows: streamed from its registry, the
-/// most recent `devices.max_devices` of them, after dropping those due to be forgotten.
-/// `store_max_age` is the store's age retention. It ends when every source has stopped,
-/// after handing everything to the writer.
+/// The pipeline's own config sections.
+pub struct Sections<'a> {
+    pub devices: &'a DevicesConfig,
+    /// The store's age retention (`store.retention_max_age_secs`).
+    pub store_max_age: Duration,
+    pub thresholds: &'a [ThresholdRule],
+    pub alarms: &'a AlarmsConfig,
+}
+
+/// An operator action on an alarm (from a dashboard or the central side) and where to answer:
+/// `Ok` with a commit position that reaches 1 once its transition is committed, or why it was
+/// refused.
+pub struct AlarmRequest {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Arc<AckCursor>, ActionError>>,
+}
+
+/// Starts the pipeline with the devices and alarms the store knows: devices streamed from its
+/// registry, the most recent `devices.max_devices` of them, after dropping those due to be
+/// forgotten. It ends when every source has stopped (`ingest` closed), after handing
+/// everything to the writer; `commands` are served until then.
 pub fn spawn(
-    config: &DevicesConfig,
-    store_max_age: Duration,
-    thresholds: &[ThresholdRule],
+    sections: Sections<'_>,
     store: &Store,
     health: Arc<Health>,
-    rx: mpsc::Receiver<Ingest>,
+    (ingest, commands): (mpsc::Receiver<Ingest>, mpsc::Receiver<AlarmRequest>),
     tx: mpsc::Sender<WriteRequest>,
 ) -> Result<JoinHandle<()>, StoreError> {
-    let mut pipeline = Pipeline::new(config, store_max_age, thresholds, health);
+    let Sections {
+        devices,
+        store_max_age,
+        thresholds,
+        alarms,
+    } = sections;
+    let mut pipeline = Pipeline::new(devices, store_max_age, thresholds, alarms, health);
     let forget_before = pipeline.registry.forget_before_ms(now_ms());
-    pipeline.restore(store.restore_devices(config.max_devices, forget_before)?);
-    let check_interval = Duration::from_millis(config.check_interval_ms);
+    pipeline.restore(store.restore_devices(devices.max_devices, forget_before)?);
+    pipeline.restore_alarms(&store.restore_alarms()?);
+    let check_interval = Duration::from_millis(devices.check_interval_ms);
+    let io = Io {
+        ingest,
+        commands,
+        tx,
+    };
     Ok(tokio::spawn(run(
         pipeline,
         store.clone(),
-        rx,
-        tx,
+        io,
         check_interval,
     )))
 }
 
-/// Runs until every source has stopped, then returns (dropping the writer's sender).
-async fn run(
-    mut pipeline: Pipeline,
-    store: Store,
-    mut rx: mpsc::Receiver<Ingest>,
+/// The pipeline's channels.
+struct Io {
+    ingest: mpsc::Receiver<Ingest>,
+    commands: mpsc::Receiver<AlarmRequest>,
     tx: mpsc::Sender<WriteRequest>,
-    check_interval: Duration,
-) {
+}
+
+/// Runs until every source has stopped, then returns (dropping the writer's sender).
+async fn run(mut pipeline: Pipeline, store: Store, mut io: Io, check_interval: Duration) {
     let mut tick = tokio::time::interval(check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inbox = Vec::with_capacity(INBOX_MESSAGES);
     loop {
-        let mut records = Vec::new();
-        let mut acks = Vec::new();
+        let mut batch = WriteBatch {
+            records: Vec::new(),
+            received: Instant::now(),
+            acks: Vec::new(),
+        };
         let mut forgotten = Vec::new();
-        let received;
+        let mut replies = Vec::new();
         tokio::select! {
-            n = rx.recv_many(&mut inbox, INBOX_MESSAGES) => {
+            n = io.ingest.recv_many(&mut inbox, INBOX_MESSAGES) => {
                 if n == 0 {
                     break;
                 }
-                received = inbox.iter().filter_map(|m| match m {
-                    Ingest::Reading { received, .. } | Ingest::Status { received, .. } => Some(*received),
-                    Ingest::Ack(_) => None,
-                }).min().unwrap_or_else(Instant::now);
-                for msg in inbox.drain(..) {
-                    match msg {
-                        Ingest::Ack(token) => acks.push(token),
-                        msg => pipeline.process(msg, &mut records),
-                    }
-                }
+                pipeline.take_inbox(&mut inbox, &mut batch);
+            }
+            Some(request) = io.commands.recv() => {
+                let answer = pipeline.act(request.command).map(|records| {
+                    batch.records = records;
+                    let committed = Arc::new(AckCursor::default());
+                    // Urgent: an operator waits for the answer; make it durable at once.
+                    batch.acks.push(committed.token(1, None, true));
+                    committed
+                });
+                replies.push((request.reply, answer));
             }
             _ = tick.tick() => {
-                received = Instant::now();
                 // Forget first: a device due for both is not marked offline on its way out.
                 forgotten = pipeline.forget_due();
-                pipeline.check_silence(&mut records);
+                pipeline.check_silence(&mut batch.records);
             }
         }
-        if !(records.is_empty() && acks.is_empty())
-            && tx
-                .send(WriteRequest::Records(WriteBatch {
-                    records,
-                    received,
-                    acks,
-                }))
-                .await
-                .is_err()
+        if !(batch.records.is_empty() && batch.acks.is_empty())
+            && io.tx.send(WriteRequest::Records(batch)).await.is_err()
         {
             tracing::error!("store writer is gone; pipeline stopping");
             break;
+        }
+        for (reply, answer) in replies {
+            let _ = reply.send(answer);
         }
         if !forgotten.is_empty() {
             forget_stored(&store, forgotten).await;
         }
     }
     tracing::debug!("pipeline stopped: all sources closed");
+}
+
+impl Pipeline {
+    /// Turns one wake-up's source messages into `batch`: their records, their barriers, and
+    /// the earliest receive time among them.
+    fn take_inbox(&mut self, inbox: &mut Vec<Ingest>, batch: &mut WriteBatch) {
+        batch.received = inbox
+            .iter()
+            .filter_map(|m| match m {
+                Ingest::Reading { received, .. } | Ingest::Status { received, .. } => {
+                    Some(*received)
+                }
+                Ingest::Ack(_) => None,
+            })
+            .min()
+            .unwrap_or_else(Instant::now);
+        for msg in inbox.drain(..) {
+            match msg {
+                Ingest::Ack(token) => batch.acks.push(token),
+                msg => self.process(msg, &mut batch.records),
+            }
+        }
+    }
 }
 
 /// Deletes forgotten devices' registry rows (one bounded slice). On failure they stay until

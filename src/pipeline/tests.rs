@@ -24,6 +24,7 @@ fn pipeline(offline_after_ms: u64) -> Pipeline {
         &c.devices,
         Duration::from_secs(c.store.retention_max_age_secs),
         &c.thresholds,
+        &c.alarms,
         Arc::new(Health::new(true, &[])),
     )
 }
@@ -35,6 +36,7 @@ fn kinds(records: &[Record]) -> Vec<String> {
             Record::Reading(r) => format!("reading:{}:{}", r.value, r.status.as_str()),
             Record::Status(s) => format!("status:{}", s.status.as_str()),
             Record::Alert(a) => format!("alert:{:?}:{}", a.kind, a.severity.as_str()),
+            Record::Alarm(a) => format!("alarm:{}:{}", a.transition, a.state),
         })
         .collect()
 }
@@ -51,7 +53,8 @@ fn first_reading_brings_device_online_and_thresholds_alert() {
             "status:online",
             "reading:20:normal",
             "reading:50:critical",
-            "alert:Threshold:critical"
+            "alert:Threshold:critical",
+            "alarm:raise:active_unacked"
         ]
     );
     let Record::Reading(r) = &out[1] else {
@@ -111,6 +114,7 @@ fn new_devices_beyond_max_devices_are_rejected_known_ones_kept() {
         &c.devices,
         Duration::from_secs(3600),
         &c.thresholds,
+        &c.alarms,
         Arc::new(Health::new(true, &[])),
     );
     let mut out = vec![];
@@ -177,6 +181,7 @@ fn silent_devices_are_forgotten_with_their_alarm_state() {
         &c.devices,
         Duration::ZERO,
         &c.thresholds,
+        &c.alarms,
         Arc::new(Health::new(true, &[])),
     );
     let mut out = vec![];
@@ -186,7 +191,7 @@ fn silent_devices_are_forgotten_with_their_alarm_state() {
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].0, "d1");
     assert!(p.registry.devices.is_empty());
-    assert_eq!(p.alarms.active(), 0);
+    assert_eq!(p.alarms.counts().active, 0);
     out.clear();
     p.process(reading("d1", 50.0), &mut out);
     assert_eq!(
@@ -194,7 +199,21 @@ fn silent_devices_are_forgotten_with_their_alarm_state() {
         vec![
             "status:online",
             "reading:50:critical",
-            "alert:Threshold:critical"
+            "alert:Threshold:critical",
+            "alarm:raise:active_unacked"
         ]
     );
+}
+
+#[test]
+fn alarms_are_restored_only_for_devices_the_registry_knows() {
+    let stored = |dev: &str| {
+        serde_json::json!({"alarmId": format!("{dev}/temperature/threshold"), "deviceId": dev,
+                           "state": "active_unacked", "severity": "critical", "chattering": false})
+    };
+    let mut q = pipeline(60_000);
+    q.process(reading("d1", 20.0), &mut vec![]);
+    q.restore_alarms(&[stored("d1"), stored("forgotten")]);
+    assert_eq!(q.alarms.counts().active, 1);
+    assert_eq!(q.health.alarms_unacked.load(Ordering::Relaxed), 1);
 }

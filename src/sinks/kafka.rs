@@ -98,6 +98,7 @@ impl KafkaSink {
             (t.sensor_readings.as_str(), "sensor_readings"),
             (t.device_status.as_str(), "device_status"),
             (t.alerts.as_str(), "alerts"),
+            (t.alarm_events.as_str(), "alarm_events"),
         ];
         out.sort();
         out.dedup_by(|a, b| a.0 == b.0);

@@ -7,6 +7,7 @@
 //! sources or of Socket.IO.
 
 pub mod kafka;
+mod lane;
 pub mod redis;
 
 use std::future::Future;
@@ -74,6 +75,7 @@ pub fn name_for(names: &KindNames, kind: RecordKind) -> &str {
         RecordKind::Reading => &names.sensor_readings,
         RecordKind::Status => &names.device_status,
         RecordKind::Alert => &names.alerts,
+        RecordKind::Alarm => &names.alarm_events,
     }
 }
 
@@ -99,6 +101,9 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
         }
     };
     ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    let Some(mut alarms) = lane::AlarmLane::start(&ctx.store, name, cursor) else {
+        return;
+    };
     let mut backoff = delivery_backoff(&delivery);
     let mut connected = false;
     let mut rate = RateWindow::new();
@@ -108,13 +113,7 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
     let mut figures_at = Instant::now();
 
     while !ctx.stop.is_cancelled() {
-        if figures_at.elapsed() >= Duration::from_millis(500) {
-            update_lag(&ctx, cursor);
-            ctx.health
-                .sent_per_sec
-                .store(rate.per_sec(), Ordering::Relaxed);
-            figures_at = Instant::now();
-        }
+        refresh_figures(&ctx, cursor, &mut rate, &mut figures_at);
         if !connected {
             if let Err(e) = connect(&mut upstream, timeout, &ctx).await {
                 fail(&ctx, &e);
@@ -126,33 +125,31 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
             connected = true;
             backoff.reset();
         }
-
-        let batch = match read(&ctx.store, cursor, delivery.batch_max_records).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(sink = name, error = %e, "cannot read the store; retrying");
-                sleep_or_stop(Duration::from_secs(1), &ctx.stop).await;
+        // Alarm transitions first, ahead of any telemetry backlog (see `lane.rs`).
+        match alarms
+            .step(&mut upstream, &ctx, timeout, &mut backoff)
+            .await
+        {
+            lane::Step::Idle => {}
+            lane::Step::Sent => continue,
+            lane::Step::Failed => {
+                connected = false;
                 continue;
             }
-        };
-        if batch.is_empty() {
-            update_lag(&ctx, cursor);
-            wait_for_commit(&mut commits, Duration::from_millis(500), &ctx.stop).await;
-            // Live: let a few commits gather so one request carries them.
-            sleep_or_stop(Duration::from_millis(delivery.linger_ms), &ctx.stop).await;
-            continue;
         }
-        count_dropped(
-            &ctx,
-            gaps(cursor, &batch).saturating_sub(skipped(&ctx.store, cursor, &batch)),
-        );
+        let Some(mut batch) = next_batch(&ctx, cursor, &delivery, &mut commits).await else {
+            continue;
+        };
+        let next = batch.last().map_or(cursor, |r| r.seq + 1);
+        // The alarm lane sends those.
+        batch.retain(|r| r.kind != RecordKind::Alarm);
 
         let started = Instant::now();
-        match with_timeout("send", timeout, upstream.send(&batch)).await {
+        match send_unless_empty(&mut upstream, &batch, timeout).await {
             Ok(()) => {
                 let n = batch.len() as u64;
-                cursor = batch.last().map_or(cursor, |r| r.seq + 1);
-                count_sent(&ctx, n, cursor, started.elapsed());
+                cursor = next;
+                count_sent(&ctx, n, Some(cursor), started.elapsed());
                 rate.add(n);
                 if !move_cursor(&ctx, &sink, cursor).await {
                     break;
@@ -168,6 +165,60 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
         }
     }
     tracing::debug!(sink = name, cursor, "sink stopped");
+}
+
+/// A batch left empty by the alarm lane's records costs no request.
+async fn send_unless_empty<U: Upstream>(
+    upstream: &mut U,
+    batch: &[RawRecord],
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    with_timeout("send", timeout, upstream.send(batch)).await
+}
+
+/// Lag and rate figures, every 500 ms.
+fn refresh_figures(ctx: &SinkContext, cursor: u64, rate: &mut RateWindow, at: &mut Instant) {
+    if at.elapsed() >= Duration::from_millis(500) {
+        update_lag(ctx, cursor);
+        ctx.health
+            .sent_per_sec
+            .store(rate.per_sec(), Ordering::Relaxed);
+        *at = Instant::now();
+    }
+}
+
+/// The next records from `cursor` (gaps counted as dropped); `None` after a failed read (a
+/// second's pause) or when there is nothing new (waiting for the next commit, then lingering
+/// so a few commits gather into one request).
+async fn next_batch(
+    ctx: &SinkContext,
+    cursor: u64,
+    delivery: &DeliveryConfig,
+    commits: &mut broadcast::Receiver<HubEvent>,
+) -> Option<Vec<RawRecord>> {
+    let batch = match read(&ctx.store, cursor, delivery.batch_max_records).await {
+        Ok(b) => b,
+        Err(e) => {
+            let name = ctx.health.name;
+            tracing::error!(sink = name, error = %e, "cannot read the store; retrying");
+            sleep_or_stop(Duration::from_secs(1), &ctx.stop).await;
+            return None;
+        }
+    };
+    if batch.is_empty() {
+        update_lag(ctx, cursor);
+        wait_for_commit(commits, Duration::from_millis(500), &ctx.stop).await;
+        sleep_or_stop(Duration::from_millis(delivery.linger_ms), &ctx.stop).await;
+        return None;
+    }
+    count_dropped(
+        ctx,
+        gaps(cursor, &batch).saturating_sub(skipped(&ctx.store, cursor, &batch)),
+    );
+    Some(batch)
 }
 
 /// (Re)connects the upstream; announces a recovery.
@@ -204,13 +255,16 @@ fn count_dropped(ctx: &SinkContext, dropped: u64) {
     );
 }
 
-/// Figures for a batch of `n` the upstream acknowledged, after which `cursor` is next.
-fn count_sent(ctx: &SinkContext, n: u64, cursor: u64, took: Duration) {
+/// Figures for a batch of `n` the upstream acknowledged, after which `cursor` (of the main
+/// lane) is next.
+fn count_sent(ctx: &SinkContext, n: u64, cursor: Option<u64>, took: Duration) {
     let name = ctx.health.name;
     metrics::counter!(t::SINK_SENT, "sink" => name).increment(n);
     metrics::histogram!(t::SINK_SEND_SECONDS, "sink" => name).record(took.as_secs_f64());
     ctx.health.sent.fetch_add(n, Ordering::Relaxed);
-    ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    if let Some(cursor) = cursor {
+        ctx.health.cursor.store(cursor, Ordering::Relaxed);
+    }
 }
 
 /// Hands the new cursor to the store writer for its next commit; `false` when the writer is

@@ -7,6 +7,8 @@
 //! SELECT as on a plain link: its own TLS features would pick the process-wide provider and
 //! cannot take a server name or an added CA file.
 
+pub mod commands;
+
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -48,7 +50,8 @@ impl RedisSink {
         settings
     }
 
-    fn client(&self) -> Result<redis::Client, SinkError> {
+    /// A client of the configured server (also what the command channel subscribes with).
+    pub(super) fn client(&self) -> Result<redis::Client, SinkError> {
         let c = &self.config;
         let info = ConnectionAddr::Tcp(c.host.clone(), c.port)
             .into_connection_info()?

@@ -6,10 +6,10 @@ use redb::{Durability, WriteTransaction};
 use super::codec::{cost, decode, encode};
 use super::retention::{self, Retention};
 use super::{
-    CURSORS, DEVICES, LogTables, META, META_BYTES, META_NEXT_SEQ, META_NON_DURABLE, SKIPS, Store,
-    StoreError,
+    ALARMS, CURSORS, DEVICES, LogTables, META, META_BYTES, META_NEXT_SEQ, META_NON_DURABLE, SKIPS,
+    Store, StoreError,
 };
-use crate::record::{Record, RecordKind};
+use crate::record::Record;
 
 /// Most records the writer holds in non-durable commits; the next commit after that is
 /// durable. After an unclean stop `next_seq` jumps this far ahead (see
@@ -187,7 +187,8 @@ fn write_cursors(txn: &WriteTransaction, cursors: &[(&str, u64)]) -> Result<(), 
 }
 
 /// Encodes each record at the next `seq` and stores it with its index entries; a status
-/// change also becomes its device's latest status.
+/// change also becomes its device's latest status, an alarm transition its alarm's current
+/// state (removed once the alarm is at rest).
 fn insert_records(
     txn: &WriteTransaction,
     tables: &mut LogTables<'_>,
@@ -196,14 +197,24 @@ fn insert_records(
     state: &mut LogState,
 ) -> Result<(), StoreError> {
     let mut devices = txn.open_table(DEVICES)?;
+    let mut alarms = txn.open_table(ALARMS)?;
     for record in records {
         let seq = state.next_seq;
         let raw = encode(record, gateway_id, seq);
         let d = decode(&raw).expect("just encoded");
         state.logical_bytes += cost(&d, raw.len());
         tables.insert(seq, &raw, &d)?;
-        if d.kind == RecordKind::Status {
-            devices.insert(d.device_id, d.json)?;
+        match record {
+            Record::Status(_) => {
+                devices.insert(d.device_id, d.json)?;
+            }
+            Record::Alarm(a) if a.state == "normal" && !a.chattering => {
+                alarms.remove(a.alarm_id.as_str())?;
+            }
+            Record::Alarm(a) => {
+                alarms.insert(a.alarm_id.as_str(), d.json)?;
+            }
+            _ => {}
         }
         state.next_seq += 1;
     }

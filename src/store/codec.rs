@@ -26,6 +26,7 @@ pub(super) fn encode(record: &Record, gateway_id: &str, seq: u64) -> Vec<u8> {
     let device = truncate(record.device_id().unwrap_or(""));
     let sensor = match record {
         Record::Reading(r) => truncate(&r.sensor_type),
+        Record::Alarm(a) => truncate(&a.sensor_type),
         _ => "",
     };
     let mut out = Vec::with_capacity(160);

@@ -9,6 +9,8 @@
 //!   the byte budget can evict telemetry first, then status changes, alerts last.
 //! - `devices`: `deviceId → latest device:status JSON`, to restore the registry at start
 //!   (bounded, most recent first, see `registry.rs`).
+//! - `alarms`: `alarmId → latest alarm:state JSON` of every alarm not at rest, written with
+//!   the transition in the same commit (see `alarms.rs`).
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
 //! - `meta`: `next_seq`, `logical_bytes`, `non_durable` (1 once a writer may have made
 //!   non-durable commits, see [`StoreWriter::allow_non_durable`]).
@@ -21,6 +23,7 @@
 //! registry table, `append.rs` the writer's transaction, `retention.rs` what it evicts,
 //! `limits.rs` the writer's bounds and the disk free-space watermark.
 
+mod alarms;
 mod append;
 mod codec;
 mod limits;
@@ -31,6 +34,7 @@ mod retention;
 mod test_support;
 pub mod writer;
 
+pub use alarms::CurrentAlarms;
 pub use append::{CommitOutcome, StoreWriter};
 pub use limits::StoreLimits;
 use limits::{DiskPressure, keep_reserve, release_reserve};
@@ -59,6 +63,7 @@ const BY_SENSOR: TableDefinition<(&str, &str, i64, u64), ()> =
     TableDefinition::new("readings_by_sensor");
 const BY_KIND: TableDefinition<(u8, u64), ()> = TableDefinition::new("log_by_kind");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const ALARMS: TableDefinition<&str, &[u8]> = TableDefinition::new("alarms");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("sink_cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SKIPS: TableDefinition<u64, u64> = TableDefinition::new("seq_skips");
@@ -442,6 +447,7 @@ fn read_every_table(db: &Database) -> Result<(), StoreError> {
     walk(&txn, BY_SENSOR)?;
     walk(&txn, BY_KIND)?;
     walk(&txn, DEVICES)?;
+    walk(&txn, ALARMS)?;
     walk(&txn, CURSORS)?;
     walk(&txn, SKIPS)?;
     walk(&txn, META)
@@ -483,6 +489,7 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
     {
         let mut tables = LogTables::open(&txn)?;
         txn.open_table(DEVICES)?;
+        txn.open_table(ALARMS)?;
         txn.open_table(CURSORS)?;
         txn.open_table(META)?;
         txn.open_table(SKIPS)?;

@@ -1,5 +1,5 @@
 //! Retention, applied inside each commit. Age: oldest first, whatever the kind. Byte budget:
-//! telemetry first, then status changes, alerts last, each oldest first. Neither ever evicts
+//! telemetry first, then status changes, alerts and alarm transitions last, each oldest first. Neither ever evicts
 //! what the commit itself adds. Age eviction is bounded per commit; the budget may be held
 //! whatever it costs (`hold_budget`), because the writer bounds what one commit adds.
 
@@ -90,7 +90,7 @@ fn oldest_if_too_old(
 }
 
 /// What the byte budget evicts next: the oldest reading, else the oldest status change, else
-/// the oldest alert. Moves `readings_from` up to the reading found (or past all of them).
+/// the oldest alert or alarm transition (one tier: the older of the two goes first). Moves `readings_from` up to the reading found (or past all of them).
 fn budget_victim(
     tables: &LogTables<'_>,
     protect_from: u64,
@@ -101,13 +101,22 @@ fn budget_victim(
         return Ok(Some(seq));
     }
     *readings_from = protect_from;
-    for kind in [RecordKind::Status, RecordKind::Alert] {
+    let oldest = |kind: RecordKind| -> Result<Option<u64>, StoreError> {
         let k = kind as u8;
-        if let Some(entry) = tables.by_kind.range((k, 0)..(k, protect_from))?.next() {
-            return Ok(Some(entry?.0.value().1));
+        match tables.by_kind.range((k, 0)..(k, protect_from))?.next() {
+            Some(entry) => Ok(Some(entry?.0.value().1)),
+            None => Ok(None),
         }
+    };
+    if let Some(seq) = oldest(RecordKind::Status)? {
+        return Ok(Some(seq));
     }
-    Ok(None)
+    Ok(
+        match (oldest(RecordKind::Alert)?, oldest(RecordKind::Alarm)?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+    )
 }
 
 /// The first reading in `from..below`: a scan of the log, since readings are not in the kind

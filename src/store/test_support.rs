@@ -1,7 +1,7 @@
 //! Builders shared by the store's unit tests.
 
 use super::{HistoryQuery, Retention};
-use crate::record::{Level, Reading, Record};
+use crate::record::{AlarmEvent, Level, Reading, Record};
 
 pub fn reading(dev: &str, st: &str, value: f64, ts_ms: i64) -> Record {
     Record::Reading(Reading {
@@ -37,4 +37,26 @@ pub fn q(
         to_ms: to,
         limit,
     }
+}
+
+/// An alarm transition of `d/t/threshold` into `state`.
+pub fn alarm(state: &'static str, ts_ms: i64) -> Record {
+    Record::Alarm(AlarmEvent {
+        alarm_id: "d/t/threshold".into(),
+        device_id: "d".into(),
+        sensor_type: "t".into(),
+        rule: "threshold",
+        transition: "raise",
+        previous_state: "normal",
+        state,
+        severity: Level::Warning,
+        value: Some(1.0),
+        limit: Some(0.5),
+        operator: ">",
+        ts_ms,
+        user: None,
+        comment: None,
+        shelved_until_ms: None,
+        chattering: false,
+    })
 }

@@ -719,6 +719,7 @@ fn count_accepted<'a>(records: impl IntoIterator<Item = &'a Record>) {
             }
             RecordKind::Status => "status",
             RecordKind::Alert => "alert",
+            RecordKind::Alarm => "alarm",
         };
         metrics::counter!(t::RECORDS_COMMITTED, "kind" => kind).increment(1);
     }

@@ -267,10 +267,7 @@ fn mine<'a>(
 ) -> impl Iterator<Item = &'static str> + 'a {
     routes(r.kind, r.device_id.as_deref())
         .iter()
-        .filter(move |(to, _)| match to.room(r.device_id.as_deref()) {
-            Some(room) => rooms.contains(&room),
-            None => true,
-        })
+        .filter(move |(to, _)| to.reaches(r.device_id.as_deref(), rooms))
         .map(|&(_, event)| event)
 }
 
