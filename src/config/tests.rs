@@ -264,3 +264,148 @@ fn data_dir_precedence() {
     assert_eq!(data_dir(None, Some("/y:/z".into())), PathBuf::from("/y"));
     assert_eq!(data_dir(None, None), PathBuf::from("data"));
 }
+
+const PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+
+#[test]
+fn secrets_from_files_trimmed_and_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt"), "jwt-from-file\n").unwrap();
+    std::fs::write(dir.path().join("site"), "site-pw\r\n").unwrap();
+    std::fs::write(dir.path().join("hash"), format!("{PHC}\n")).unwrap();
+    let redis = dir.path().join("redis");
+    std::fs::write(&redis, "redis pw ").unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[auth]\njwt_secret = \"\"\njwt_secret_file = \"jwt\"\n[site_mqtt]\nendpoint = \"s:1883\"\npassword_file = \"site\"\n[[mqtt.users]]\nusername = \"u\"\npassword_hash_file = \"hash\"\ndevices = [\"*\"]\n",
+    )
+    .unwrap();
+    let redis_env = redis.to_str().unwrap();
+    let loaded = load(Some(&config), env(&[("REDIS_PASSWORD_FILE", redis_env)])).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.auth.jwt_secret.expose(), "jwt-from-file");
+    assert_eq!(c.site_mqtt.password.expose(), "site-pw");
+    assert_eq!(c.sinks.redis.password.expose(), "redis pw ");
+    assert_eq!(c.mqtt.users[0].password_hash.expose(), PHC);
+    assert!(loaded.secrets_in_file().is_empty());
+    assert_eq!(
+        loaded.origin("sinks.redis.password").to_string(),
+        redis.display().to_string()
+    );
+
+    let loaded = load(
+        None,
+        env(&[("EDGE_GATEWAY_SITE_MQTT__PASSWORD_FILE", redis_env)]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.site_mqtt.password.expose(), "redis pw ");
+}
+
+#[test]
+fn secret_value_and_file_together_name_both_keys() {
+    let f = file("[auth]\njwt_secret = \"inline\"\n\njwt_secret_file = \"/run/x\"\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("`auth.jwt_secret_file`")
+            && err.contains(":4)")
+            && err.contains("`auth.jwt_secret` is set too")
+            && err.contains(":2)")
+            && !err.contains("inline"),
+        "{err}"
+    );
+    let err = load(
+        None,
+        env(&[("REDIS_PASSWORD", "pw"), ("REDIS_PASSWORD_FILE", "/run/x")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sinks.redis.password_file")
+            && err.contains("REDIS_PASSWORD_FILE")
+            && err.contains("environment variable REDIS_PASSWORD)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_or_empty_secret_file_names_key_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let err = load(None, env(&[("JWT_SECRET_FILE", missing.to_str().unwrap())]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("auth.jwt_secret_file")
+            && err.contains("JWT_SECRET_FILE")
+            && err.contains(&format!("cannot read {}", missing.display())),
+        "{err}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let f = file(&format!(
+        "[site_mqtt]\npassword_file = {:?}\n",
+        empty.to_str().unwrap()
+    ));
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("site_mqtt.password_file") && err.contains("is empty"),
+        "{err}"
+    );
+    let f = file("[auth]\njwt_secret_file = 7\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(err.contains("must be a file path"), "{err}");
+}
+
+#[test]
+fn secrets_from_systemd_credentials() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("sinks.redis.password"), "cred-pw\n").unwrap();
+    let dir = creds.path().to_str().unwrap();
+    let loaded = load(None, env(&[("CREDENTIALS_DIRECTORY", dir)])).unwrap();
+    assert_eq!(loaded.config.sinks.redis.password.expose(), "cred-pw");
+    assert!(loaded.config.auth.jwt_secret.is_empty());
+
+    let err = load(
+        None,
+        env(&[("CREDENTIALS_DIRECTORY", dir), ("REDIS_PASSWORD", "pw")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`sinks.redis.password`")
+            && err.contains("REDIS_PASSWORD")
+            && err.contains(&format!("{dir}/sinks.redis.password")),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_in_file_lists_inline_values_only() {
+    let f = file(&format!(
+        "[auth]\njwt_secret = \"s\"\n[sinks.redis]\npassword = \"\"\n[[mqtt.users]]\nusername = \"u\"\npassword_hash = \"{PHC}\"\ndevices = [\"*\"]\n"
+    ));
+    let loaded = load(Some(f.path()), env(&[("REDIS_PASSWORD", "from-env")])).unwrap();
+    assert_eq!(
+        loaded.secrets_in_file(),
+        ["auth.jwt_secret", "mqtt.users[0].password_hash"]
+    );
+}
+
+#[test]
+fn a_bad_value_after_a_secret_file_key_is_still_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt"), "s").unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[auth]\njwt_secret_file = \"jwt\"\n[store]\nbatch_max_records = \"many\"\n",
+    )
+    .unwrap();
+    let err = load(Some(&config), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("batch_max_records") && err.contains(":4") && !err.contains("unknown"),
+        "{err}"
+    );
+}
