@@ -409,3 +409,120 @@ fn a_bad_value_after_a_secret_file_key_is_still_named() {
         "{err}"
     );
 }
+
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every leaf key of the default configuration (arrays count as leaves), plus the secret
+    /// file keys and one that does not exist.
+    fn keys() -> Vec<String> {
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => walk(&key, t, out),
+                    _ => out.push(key),
+                }
+            }
+        }
+        let default: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let mut out = Vec::new();
+        walk("", &default, &mut out);
+        out.extend(
+            [
+                "auth.jwt_secret_file",
+                "sinks.redis.password_file",
+                "site_mqtt.password_file",
+                "mqtt.users",
+                "no.such_key",
+            ]
+            .map(String::from),
+        );
+        out
+    }
+
+    /// Values of every TOML type, including arrays of tables shaped like the config's lists.
+    fn value() -> impl Strategy<Value = toml::Value> {
+        let scalar = prop_oneof![
+            any::<i64>().prop_map(toml::Value::Integer),
+            prop_oneof![Just(0i64), Just(1), Just(-1), 0..70_000i64].prop_map(toml::Value::Integer),
+            any::<f64>().prop_map(toml::Value::Float),
+            any::<bool>().prop_map(toml::Value::Boolean),
+            prop_oneof![
+                "\\PC{0,24}",
+                "[a-z]{1,8}:[0-9]{1,5}",
+                "[0-9.]{1,15}:[0-9]{1,5}",
+                "/[a-z/]{0,12}"
+            ]
+            .prop_map(toml::Value::String),
+        ];
+        let field = prop::sample::select(
+            &[
+                "username",
+                "password_hash",
+                "devices",
+                "sensor_type",
+                "operator",
+                "warning",
+                "critical",
+                "filter",
+                "qos",
+                "device_id",
+                "port",
+                "profile",
+                "endpoint",
+            ][..],
+        );
+        let table = prop::collection::btree_map(field, scalar.clone(), 0..5).prop_map(|m| {
+            toml::Value::Table(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        });
+        prop_oneof![
+            4 => scalar.clone(),
+            1 => prop::collection::vec(scalar, 0..4).prop_map(toml::Value::Array),
+            1 => prop::collection::vec(table, 0..3).prop_map(toml::Value::Array),
+        ]
+    }
+
+    fn load_text(text: &str, env_pairs: Vec<(String, String)>) {
+        let f = file(text);
+        let _ = load(Some(f.path()), env_pairs);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn any_text_never_panics(text in "\\PC{0,300}") {
+            load_text(&text, Vec::new());
+        }
+
+        /// The default file with keys replaced by values of any type, and environment
+        /// overrides of any key with any text: an error or a config, never a panic.
+        #[test]
+        fn changed_defaults_never_panic(
+            changes in prop::collection::vec((any::<prop::sample::Index>(), value()), 0..8),
+            overrides in prop::collection::vec((any::<prop::sample::Index>(), "\\PC{0,16}"), 0..4),
+        ) {
+            let keys = keys();
+            let mut table: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+            for (i, v) in changes {
+                env::set_path(&mut table, i.get::<String>(&keys), v);
+            }
+            let text = toml::to_string(&table);
+            prop_assume!(text.is_ok());
+            let overrides = overrides
+                .into_iter()
+                .map(|(i, v)| {
+                    let name = i.get::<String>(&keys).replace('.', "__").to_ascii_uppercase();
+                    (format!("{ENV_PREFIX}{name}"), v)
+                })
+                .collect();
+            load_text(&text.unwrap(), overrides);
+        }
+    }
+}
