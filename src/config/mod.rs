@@ -234,7 +234,7 @@ pub fn load(
             })?;
             let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
                 path: path.into(),
-                message: e.to_string(),
+                message: secret::redact_toml_error(e.to_string()),
             })?;
             (Some(text), table)
         }
@@ -305,6 +305,7 @@ fn deserialize(
             retried.push(key);
             continue;
         }
+        let message = secret::redact_type_error(&key, message);
         if let Some(origin @ Origin::Env(_)) = origins.get(&key) {
             return Err(ConfigError::Invalid {
                 key,
@@ -321,7 +322,7 @@ fn deserialize(
         {
             return Err(ConfigError::Syntax {
                 path: path.into(),
-                message: e.to_string(),
+                message: secret::redact_toml_error(e.to_string()),
             });
         }
         let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);

@@ -72,6 +72,39 @@ impl From<&str> for Secret {
     }
 }
 
+/// A TOML error message quotes the offending line: on a secret key's line only the position is
+/// kept (an unterminated string or a number would otherwise print the secret).
+pub(super) fn redact_toml_error(message: String) -> String {
+    let shows_secret = message.lines().any(|line| {
+        line.split_once('|').is_some_and(|(_, text)| {
+            text.split(['{', ','])
+                .any(|part| SECRET_KEYS.iter().any(|key| assigns(part, key)))
+        })
+    });
+    if !shows_secret {
+        return message;
+    }
+    let position = message.lines().next().unwrap_or("TOML parse error");
+    format!("{position}: on a secret's line (not shown): is the value a quoted string?")
+}
+
+/// serde's message for a secret key of the wrong type would quote the value.
+pub(super) fn redact_type_error(key: &str, message: String) -> String {
+    let leaf = |k: &str| k.rsplit('.').next().map(str::to_string);
+    if SECRET_KEYS.iter().any(|k| leaf(k) == leaf(key)) {
+        return "must be a string (the value is not shown)".into();
+    }
+    message
+}
+
+/// `part` starts with an assignment to the last segment of `key` (`password = ...`).
+fn assigns(part: &str, key: &str) -> bool {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    part.trim_start()
+        .strip_prefix(leaf)
+        .is_some_and(|rest| rest.trim_start().starts_with('='))
+}
+
 /// Where secrets are read from besides the TOML value itself.
 pub(super) struct SecretSources<'a> {
     /// systemd's `$CREDENTIALS_DIRECTORY`, if set.

@@ -526,3 +526,26 @@ mod proptests {
         }
     }
 }
+
+#[test]
+fn toml_and_type_errors_never_quote_a_secret() {
+    for text in [
+        "[auth]\njwt_secret = \"hunter2\n",
+        "[auth]\njwt_secret = 12345\n",
+        "[sinks.redis]\nhost = \"r\"\npassword = 12345\n",
+        "site_mqtt = { endpoint = \"s:1\", password = 12345 }\n",
+    ] {
+        let f = file(text);
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(
+            !err.contains("hunter2") && !err.contains("12345") && err.contains("line"),
+            "{err}"
+        );
+    }
+    let f = file("[store]\nbatch_max_records = \"many\"\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("\"many\""),
+        "other keys' values still show: {err}"
+    );
+}
