@@ -131,13 +131,18 @@ impl SecretSources<'_> {
                 inline.push(key.clone());
             }
             let file_key = format!("{key}_file");
-            let from = match parent.remove(&format!("{leaf}_file")) {
-                Some(path) => Some(self.file_source(&key, &file_key, path, value_set, origins)?),
-                None => self.credential(&key, value_set, origins)?,
+            // The key an unreadable file is reported under: `<key>_file`, or `<key>` itself
+            // for a credential.
+            let (from, named_by) = match parent.remove(&format!("{leaf}_file")) {
+                Some(path) => (
+                    Some(self.file_source(&key, &file_key, path, value_set, origins)?),
+                    &file_key,
+                ),
+                None => (self.credential(&key, value_set, origins)?, &key),
             };
             if let Some(path) = from {
                 let secret =
-                    read_secret(&path).map_err(|message| invalid(&file_key, origins, message))?;
+                    read_secret(&path).map_err(|message| invalid(named_by, origins, message))?;
                 parent.insert(leaf.to_string(), toml::Value::String(secret));
                 origins.insert(key, Origin::File { path, line: None });
             }

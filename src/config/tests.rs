@@ -379,6 +379,17 @@ fn secrets_from_systemd_credentials() {
             && err.contains(&format!("{dir}/sinks.redis.password")),
         "{err}"
     );
+
+    // A credential that cannot be read is reported under the secret's own key.
+    std::fs::create_dir(creds.path().join("auth.jwt_secret")).unwrap();
+    let err = load(None, env(&[("CREDENTIALS_DIRECTORY", dir)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("invalid value for `auth.jwt_secret` ")
+            && err.contains(&format!("cannot read {dir}/auth.jwt_secret")),
+        "{err}"
+    );
 }
 
 #[test]
