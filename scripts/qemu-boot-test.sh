@@ -12,7 +12,7 @@ case "$target" in
   armv7-*) qemu=qemu-arm-static ;;
   *) echo "qemu-boot-test: unsupported target $target" >&2; exit 2 ;;
 esac
-bin="target/$target/release/edge-gateway"
+bin="${CARGO_TARGET_DIR:-target}/$target/release/edge-gateway"
 [ -x "$bin" ] || { echo "qemu-boot-test: $bin missing: run scripts/cross-build.sh $target" >&2; exit 1; }
 command -v "$qemu" >/dev/null || { echo "qemu-boot-test: $qemu missing (apt-get install qemu-user-static)" >&2; exit 1; }
 

@@ -4,8 +4,8 @@
 # all against the real binary and real clients and servers (redis-server and a tansu Kafka
 # broker for the upstream sinks, pymodbus slaves on socat ptys and a mosquitto site broker for
 # the field devices); then the field-deployment checks: the systemd
-# unit, the Yocto layer, and a static aarch64 build booted under qemu (SKIP_CROSS=1 skips that
-# last one, e.g. on a laptop without root). Installs what it needs on a Debian machine
+# unit, the Yocto layer, and static aarch64 and armv7 builds booted under qemu (SKIP_CROSS=1
+# skips those, e.g. on a laptop without root). Installs what it needs on a Debian machine
 # (as root) first; quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,11 +92,14 @@ if printf '%s\n' "$lint" | grep -q ':error:'; then
 fi
 
 if [ "${SKIP_CROSS:-0}" = 1 ]; then
-  say "field deployment: static aarch64 build and qemu boot SKIPPED (SKIP_CROSS=1)"
+  say "field deployment: static ARM builds and qemu boots SKIPPED (SKIP_CROSS=1)"
 else
-  say "field deployment: static aarch64 build (Debian rustc + cross gcc), boot under qemu"
-  bash scripts/cross-build.sh aarch64-unknown-linux-gnu
-  bash scripts/qemu-boot-test.sh aarch64-unknown-linux-gnu
+  # Each is a full release build with its own std (fat LTO): the longest step of CI.
+  for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    say "field deployment: static $target build (Debian rustc, build-std, cross gcc), boot under qemu"
+    bash scripts/cross-build.sh "$target"
+    bash scripts/qemu-boot-test.sh "$target"
+  done
 fi
 
 # One closing line over all three runners (each already failed the script if anything failed).

@@ -601,3 +601,114 @@ mod tests {
         assert!(n >= 3, "ship at least three profiles");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TYPES: &[&str] = &["u16", "i16", "u32", "i32", "f32", "f64", "bool", "u8"];
+    const OPERATORS: &[&str] = &[">", ">=", "<", "<=", "=="];
+
+    /// A number: mostly an ordinary one, sometimes any f64 (NaN, infinities, zero, subnormal).
+    fn number() -> impl Strategy<Value = f64> {
+        prop_oneof![8 => -1e6..1e6f64, 2 => any::<f64>()]
+    }
+
+    /// One `[[points]]` table, mostly valid, with every key sometimes drawn from invalid values.
+    fn point() -> impl Strategy<Value = toml::Table> {
+        let threshold = prop::option::weighted(
+            0.3,
+            (
+                prop::sample::select(OPERATORS),
+                prop::option::of(number()),
+                prop::option::of(number()),
+            ),
+        );
+        let function = prop_oneof![
+            6 => (3..=4u8, prop::sample::select(&TYPES[..7])),
+            3 => (1..=2u8, Just("bool")),
+            1 => (0..7u8, prop::sample::select(TYPES)),
+        ];
+        (
+            prop_oneof![9 => "[a-z]{1,4}_[0-9]{1,4}", 1 => "\\PC{0,70}"],
+            function,
+            prop_oneof![8 => 0..200u16, 2 => any::<u16>()],
+            prop::option::weighted(0.1, 0..20u8),
+            number(),
+            number(),
+            threshold,
+        )
+            .prop_map(
+                |(name, (fc, data_type), address, bit, scale, offset, threshold)| {
+                    let mut t = toml::Table::new();
+                    t.insert("sensor_type".into(), name.into());
+                    t.insert("function_code".into(), i64::from(fc).into());
+                    t.insert("address".into(), i64::from(address).into());
+                    t.insert("data_type".into(), data_type.into());
+                    if let Some(bit) = bit {
+                        t.insert("bit".into(), i64::from(bit).into());
+                    }
+                    t.insert("scale".into(), scale.into());
+                    t.insert("offset".into(), offset.into());
+                    if let Some((op, warning, critical)) = threshold {
+                        let mut th = toml::Table::new();
+                        th.insert("operator".into(), op.into());
+                        warning.map(|w| th.insert("warning".into(), w.into()));
+                        critical.map(|c| th.insert("critical".into(), c.into()));
+                        t.insert("threshold".into(), th.into());
+                    }
+                    t
+                },
+            )
+    }
+
+    fn profile_text() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(point(), 0..10),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(points, little_words, little_bytes)| {
+                let order = |little: bool| if little { "little" } else { "big" };
+                let mut t = toml::Table::new();
+                t.insert("model".into(), "m".into());
+                t.insert("word_order".into(), order(little_words).into());
+                t.insert("byte_order".into(), order(little_bytes).into());
+                let points = points.into_iter().map(toml::Value::Table).collect();
+                t.insert("points".into(), toml::Value::Array(points));
+                toml::to_string(&t).expect("a table serializes")
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_never_panics(text in "\\PC{0,400}") {
+            let _ = parse(Path::new("p.toml"), &text);
+        }
+
+        /// A profile that validates plans reads within protocol limits that cover every point
+        /// once, and decodes any register contents to finite values or nothing.
+        #[test]
+        fn valid_profiles_plan_and_decode(text in profile_text(), raw in prop::collection::vec(any::<u16>(), 2000)) {
+            let Ok(loaded) = parse(Path::new("p.toml"), &text) else {
+                return Ok(());
+            };
+            let mut covered = vec![0; loaded.profile.points.len()];
+            for block in &loaded.blocks {
+                let max = if block.function_code <= 2 { MAX_READ_BITS } else { MAX_READ_REGISTERS };
+                prop_assert!(block.count >= 1 && block.count <= max);
+                prop_assert!(u32::from(block.start) + u32::from(block.count) <= 65_536);
+                for &(i, offset) in &block.points {
+                    covered[i] += 1;
+                    let words = loaded.profile.points[i].data_type.words();
+                    prop_assert!(offset + words <= block.count);
+                }
+                for d in decode_block(&loaded.profile, block, &raw[..usize::from(block.count)]) {
+                    prop_assert!(d.value.is_finite());
+                }
+            }
+            prop_assert!(covered.iter().all(|&n| n == 1));
+        }
+    }
+}

@@ -64,7 +64,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { file } => match config::load(Some(&file), std::env::vars()) {
-            Ok(_) => {
+            Ok(loaded) => {
+                if let Some(warning) = readable_secrets(&file, &loaded) {
+                    eprintln!("edge-gateway: warning: {warning}");
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -133,6 +136,9 @@ fn load_for_service(config: Option<PathBuf>) -> Result<config::Loaded, ExitCode>
     match config::load(config.as_deref(), std::env::vars()) {
         Ok(loaded) => {
             telemetry::init_logging(&loaded.config.log.level);
+            if let Some(warning) = config.as_deref().and_then(|f| readable_secrets(f, &loaded)) {
+                tracing::warn!("{warning}");
+            }
             Ok(loaded)
         }
         Err(e) => {
@@ -140,6 +146,22 @@ fn load_for_service(config: Option<PathBuf>) -> Result<config::Loaded, ExitCode>
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// A config file holding secrets that group or others may read: names the keys, never values.
+fn readable_secrets(file: &std::path::Path, loaded: &config::Loaded) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = loaded.secrets_in_file();
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    if keys.is_empty() || mode & 0o077 == 0 {
+        return None;
+    }
+    Some(format!(
+        "{} holds secrets ({}) and is readable by group or others (mode {mode:03o}): \
+         chmod 600 it, or move them to `*_file` keys or systemd credentials",
+        file.display(),
+        keys.join(", ")
+    ))
 }
 
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -6,7 +6,17 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
     for (k, _) in std::env::vars() {
         if k.starts_with("EDGE_GATEWAY_")
-            || ["PORT", "HOST", "JWT_SECRET", "LOG_LEVEL"].contains(&k.as_str())
+            || [
+                "PORT",
+                "HOST",
+                "JWT_SECRET",
+                "JWT_SECRET_FILE",
+                "REDIS_PASSWORD",
+                "REDIS_PASSWORD_FILE",
+                "CREDENTIALS_DIRECTORY",
+                "LOG_LEVEL",
+            ]
+            .contains(&k.as_str())
         {
             c.env_remove(k);
         }
@@ -81,4 +91,98 @@ fn missing_config_file_is_a_config_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/edge-gateway.toml"));
+}
+
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    bin().arg("check-config").arg(path).output().unwrap()
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn check_config_warns_about_readable_secrets_without_printing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[auth]\njwt_secret = \"hunter2-jwt\"\n[sinks.redis]\nhost = \"r\"\npassword = \"hunter2-redis\"\n",
+    )
+    .unwrap();
+    chmod(&path, 0o640);
+    let out = check_config(&path);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        err.contains("warning")
+            && err.contains("auth.jwt_secret, sinks.redis.password")
+            && err.contains("mode 640"),
+        "{err}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+
+    chmod(&path, 0o600);
+    let out = check_config(&path);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_reads_secret_files_and_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt"), "hunter2\n").unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("site_mqtt.password"), "hunter2\n").unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[auth]\njwt_secret_file = \"jwt\"\n[site_mqtt]\nendpoint = \"s:1883\"\n",
+    )
+    .unwrap();
+    chmod(&path, 0o644);
+    let out = bin()
+        .arg("check-config")
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.is_empty(), "{err}");
+
+    // The same secret from the file and the environment: exit 2 naming both keys.
+    let out = bin()
+        .arg("check-config")
+        .arg(&path)
+        .env("JWT_SECRET", "hunter2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auth.jwt_secret_file")
+            && err.contains("gw.toml:2")
+            && err.contains("`auth.jwt_secret` is set too (from environment variable JWT_SECRET)")
+            && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    // An unreadable secret file: exit 2 naming the key and the path.
+    std::fs::remove_file(dir.path().join("jwt")).unwrap();
+    let out = check_config(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let missing = dir.path().join("jwt");
+    assert!(
+        err.contains("auth.jwt_secret_file")
+            && err.contains(&format!("cannot read {}", missing.display())),
+        "{err}"
+    );
 }

@@ -116,3 +116,52 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Any JSON value, nested a few levels.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|v| json!(v)),
+            any::<u64>().prop_map(|v| json!(v)),
+            any::<f64>().prop_map(|v| json!(v)),
+            "\\PC{0,40}".prop_map(Value::String),
+            "[0-9]{1,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,12})?(Z|[+-][0-9]{2}:[0-9]{2})"
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("\\PC{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_params_never_panic(params in any_json()) {
+            let _ = parse(Some(&params), &SocketIoConfig::default());
+        }
+
+        #[test]
+        fn history_shaped_params_are_bounded(device in prop_oneof!["[a-z0-9-]{1,8}".prop_map(Value::String), any_json()],
+                                             sensor in any_json(), from in any_json(), to in any_json(),
+                                             limit in any_json()) {
+            let config = SocketIoConfig::default();
+            let params = json!({"deviceId": device, "sensorType": sensor, "from": from, "to": to, "limit": limit});
+            if let Ok(q) = parse(Some(&params), &config) {
+                prop_assert!(q.limit >= 1 && q.limit <= config.history_max_limit);
+                if let (Some(f), Some(t)) = (q.from_ms, q.to_ms) {
+                    prop_assert!(f <= t);
+                }
+            }
+        }
+    }
+}

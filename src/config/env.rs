@@ -11,6 +11,7 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("SOCKET_IO_PING_TIMEOUT", "socketio.ping_timeout_ms"),
     ("SOCKET_IO_MAX_CLIENTS", "socketio.max_clients"),
     ("JWT_SECRET", "auth.jwt_secret"),
+    ("JWT_SECRET_FILE", "auth.jwt_secret_file"),
     ("RATE_LIMIT_WINDOW", "rate_limit.window_ms"),
     ("RATE_LIMIT_MAX_REQUESTS", "rate_limit.max_requests"),
     ("LOG_LEVEL", "log.level"),
@@ -18,6 +19,7 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("REDIS_HOST", "sinks.redis.host"),
     ("REDIS_PORT", "sinks.redis.port"),
     ("REDIS_PASSWORD", "sinks.redis.password"),
+    ("REDIS_PASSWORD_FILE", "sinks.redis.password_file"),
     ("KAFKA_BROKERS", "sinks.kafka.brokers"),
     ("KAFKA_CLIENT_ID", "sinks.kafka.client_id"),
 ];

@@ -36,6 +36,7 @@ pub use env::ENV_PREFIX;
 pub use modbus::{ModbusConfig, ModbusDeviceConfig};
 pub use mqtt::{MqttConfig, MqttUser};
 pub use secret::Secret;
+use secret::SecretSources;
 pub use serial::{Parity, SerialPortConfig, SerialSensorConfig};
 pub use server::{
     AuthConfig, LogConfig, MetricsConfig, RateLimitConfig, ServerConfig, SocketIoConfig,
@@ -169,11 +170,18 @@ pub enum ConfigError {
 pub struct Loaded {
     pub config: Config,
     origins: BTreeMap<String, Origin>,
+    secrets_in_file: Vec<String>,
 }
 
 impl Loaded {
     pub fn origin(&self, key: &str) -> Origin {
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// The secret keys whose values are written in the config file itself (not `*_file`,
+    /// credentials or the environment): such a file must not be readable by others.
+    pub fn secrets_in_file(&self) -> &[String] {
+        &self.secrets_in_file
     }
 }
 
@@ -313,7 +321,7 @@ pub fn load(
             })?;
             let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
                 path: path.into(),
-                message: e.to_string(),
+                message: secret::redact_toml_error(e.to_string()),
             })?;
             (Some(text), table)
         }
@@ -325,7 +333,11 @@ pub fn load(
         record_file_origins(path, text, &mut origins);
     }
     let mut env_values = BTreeMap::new();
+    let mut credentials = None;
     for (name, value) in env {
+        if name == "CREDENTIALS_DIRECTORY" {
+            credentials = Some(PathBuf::from(&value));
+        }
         let Some(key) = env::env_key(&name) else {
             continue;
         };
@@ -334,13 +346,21 @@ pub fn load(
         origins.insert(key, Origin::Env(name));
     }
 
+    let secrets_in_file = SecretSources {
+        credentials: credentials.as_deref(),
+    }
+    .resolve(&mut table, &mut origins)?;
     let mut config = deserialize(table, &env_values, &origins, file, text.as_deref())?;
     if let Some(dir) = file.and_then(Path::parent)
         && config.modbus.profiles_dir.is_relative()
     {
         config.modbus.profiles_dir = dir.join(&config.modbus.profiles_dir);
     }
-    let loaded = Loaded { config, origins };
+    let loaded = Loaded {
+        config,
+        origins,
+        secrets_in_file,
+    };
     loaded.config.validate(&Check { loaded: &loaded })?;
     Ok(loaded)
 }
@@ -372,6 +392,7 @@ fn deserialize(
             retried.push(key);
             continue;
         }
+        let message = secret::redact_type_error(&key, message);
         if let Some(origin @ Origin::Env(_)) = origins.get(&key) {
             return Err(ConfigError::Invalid {
                 key,
@@ -379,13 +400,16 @@ fn deserialize(
                 message,
             });
         }
-        // The bad value is in the file: let toml point at its line and column.
+        // The bad value is in the file: let toml point at its line and column (unless toml
+        // stops earlier, at a `*_file` secret key only `load` knows).
         if let (Some(path), Some(text)) = (file, text)
             && let Err(e) = toml::from_str::<Config>(text)
+            && e.to_string()
+                .contains(key.rsplit('.').next().unwrap_or(&key))
         {
             return Err(ConfigError::Syntax {
                 path: path.into(),
-                message: e.to_string(),
+                message: secret::redact_toml_error(e.to_string()),
             });
         }
         let origin = origins.get(&key).cloned().unwrap_or(Origin::Default);

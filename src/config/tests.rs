@@ -274,6 +274,302 @@ fn data_dir_precedence() {
     assert_eq!(data_dir(None, None), PathBuf::from("data"));
 }
 
+const PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+
+#[test]
+fn secrets_from_files_trimmed_and_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt"), "jwt-from-file\n").unwrap();
+    std::fs::write(dir.path().join("site"), "site-pw\r\n").unwrap();
+    std::fs::write(dir.path().join("hash"), format!("{PHC}\n")).unwrap();
+    let redis = dir.path().join("redis");
+    std::fs::write(&redis, "redis pw ").unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[auth]\njwt_secret = \"\"\njwt_secret_file = \"jwt\"\n[site_mqtt]\nendpoint = \"s:1883\"\npassword_file = \"site\"\n[[mqtt.users]]\nusername = \"u\"\npassword_hash_file = \"hash\"\ndevices = [\"*\"]\n",
+    )
+    .unwrap();
+    let redis_env = redis.to_str().unwrap();
+    let loaded = load(Some(&config), env(&[("REDIS_PASSWORD_FILE", redis_env)])).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.auth.jwt_secret.expose(), "jwt-from-file");
+    assert_eq!(c.site_mqtt.password.expose(), "site-pw");
+    assert_eq!(c.sinks.redis.password.expose(), "redis pw ");
+    assert_eq!(c.mqtt.users[0].password_hash.expose(), PHC);
+    assert!(loaded.secrets_in_file().is_empty());
+    assert_eq!(
+        loaded.origin("sinks.redis.password").to_string(),
+        redis.display().to_string()
+    );
+
+    let loaded = load(
+        None,
+        env(&[("EDGE_GATEWAY_SITE_MQTT__PASSWORD_FILE", redis_env)]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.site_mqtt.password.expose(), "redis pw ");
+}
+
+#[test]
+fn secret_value_and_file_together_name_both_keys() {
+    let f = file("[auth]\njwt_secret = \"inline\"\n\njwt_secret_file = \"/run/x\"\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("`auth.jwt_secret_file`")
+            && err.contains(":4)")
+            && err.contains("`auth.jwt_secret` is set too")
+            && err.contains(":2)")
+            && !err.contains("inline"),
+        "{err}"
+    );
+    let err = load(
+        None,
+        env(&[("REDIS_PASSWORD", "pw"), ("REDIS_PASSWORD_FILE", "/run/x")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sinks.redis.password_file")
+            && err.contains("REDIS_PASSWORD_FILE")
+            && err.contains("environment variable REDIS_PASSWORD)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_or_empty_secret_file_names_key_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let err = load(None, env(&[("JWT_SECRET_FILE", missing.to_str().unwrap())]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("auth.jwt_secret_file")
+            && err.contains("JWT_SECRET_FILE")
+            && err.contains(&format!("cannot read {}", missing.display())),
+        "{err}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let f = file(&format!(
+        "[site_mqtt]\npassword_file = {:?}\n",
+        empty.to_str().unwrap()
+    ));
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("site_mqtt.password_file") && err.contains("is empty"),
+        "{err}"
+    );
+    let f = file("[auth]\njwt_secret_file = 7\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(err.contains("must be a file path"), "{err}");
+}
+
+#[test]
+fn secrets_from_systemd_credentials() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("sinks.redis.password"), "cred-pw\n").unwrap();
+    let dir = creds.path().to_str().unwrap();
+    let loaded = load(None, env(&[("CREDENTIALS_DIRECTORY", dir)])).unwrap();
+    assert_eq!(loaded.config.sinks.redis.password.expose(), "cred-pw");
+    assert!(loaded.config.auth.jwt_secret.is_empty());
+
+    let err = load(
+        None,
+        env(&[("CREDENTIALS_DIRECTORY", dir), ("REDIS_PASSWORD", "pw")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`sinks.redis.password`")
+            && err.contains("REDIS_PASSWORD")
+            && err.contains(&format!("{dir}/sinks.redis.password")),
+        "{err}"
+    );
+
+    // A credential that cannot be read is reported under the secret's own key.
+    std::fs::create_dir(creds.path().join("auth.jwt_secret")).unwrap();
+    let err = load(None, env(&[("CREDENTIALS_DIRECTORY", dir)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("invalid value for `auth.jwt_secret` ")
+            && err.contains(&format!("cannot read {dir}/auth.jwt_secret")),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_in_file_lists_inline_values_only() {
+    let f = file(&format!(
+        "[auth]\njwt_secret = \"s\"\n[sinks.redis]\npassword = \"\"\n[[mqtt.users]]\nusername = \"u\"\npassword_hash = \"{PHC}\"\ndevices = [\"*\"]\n"
+    ));
+    let loaded = load(Some(f.path()), env(&[("REDIS_PASSWORD", "from-env")])).unwrap();
+    assert_eq!(
+        loaded.secrets_in_file(),
+        ["auth.jwt_secret", "mqtt.users[0].password_hash"]
+    );
+}
+
+#[test]
+fn a_bad_value_after_a_secret_file_key_is_still_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt"), "s").unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[auth]\njwt_secret_file = \"jwt\"\n[store]\nbatch_max_records = \"many\"\n",
+    )
+    .unwrap();
+    let err = load(Some(&config), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("batch_max_records") && err.contains(":4") && !err.contains("unknown"),
+        "{err}"
+    );
+}
+
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every leaf key of the default configuration (arrays count as leaves), plus the secret
+    /// file keys and one that does not exist.
+    fn keys() -> Vec<String> {
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => walk(&key, t, out),
+                    _ => out.push(key),
+                }
+            }
+        }
+        let default: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let mut out = Vec::new();
+        walk("", &default, &mut out);
+        out.extend(
+            [
+                "auth.jwt_secret_file",
+                "sinks.redis.password_file",
+                "site_mqtt.password_file",
+                "mqtt.users",
+                "no.such_key",
+            ]
+            .map(String::from),
+        );
+        out
+    }
+
+    /// Values of every TOML type, including arrays of tables shaped like the config's lists.
+    fn value() -> impl Strategy<Value = toml::Value> {
+        let scalar = prop_oneof![
+            any::<i64>().prop_map(toml::Value::Integer),
+            prop_oneof![Just(0i64), Just(1), Just(-1), 0..70_000i64].prop_map(toml::Value::Integer),
+            any::<f64>().prop_map(toml::Value::Float),
+            any::<bool>().prop_map(toml::Value::Boolean),
+            prop_oneof![
+                "\\PC{0,24}",
+                "[a-z]{1,8}:[0-9]{1,5}",
+                "[0-9.]{1,15}:[0-9]{1,5}",
+                "/[a-z/]{0,12}"
+            ]
+            .prop_map(toml::Value::String),
+        ];
+        let field = prop::sample::select(
+            &[
+                "username",
+                "password_hash",
+                "devices",
+                "sensor_type",
+                "operator",
+                "warning",
+                "critical",
+                "filter",
+                "qos",
+                "device_id",
+                "port",
+                "profile",
+                "endpoint",
+            ][..],
+        );
+        let table = prop::collection::btree_map(field, scalar.clone(), 0..5).prop_map(|m| {
+            toml::Value::Table(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        });
+        prop_oneof![
+            4 => scalar.clone(),
+            1 => prop::collection::vec(scalar, 0..4).prop_map(toml::Value::Array),
+            1 => prop::collection::vec(table, 0..3).prop_map(toml::Value::Array),
+        ]
+    }
+
+    fn load_text(text: &str, env_pairs: Vec<(String, String)>) {
+        let f = file(text);
+        let _ = load(Some(f.path()), env_pairs);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn any_text_never_panics(text in "\\PC{0,300}") {
+            load_text(&text, Vec::new());
+        }
+
+        /// The default file with keys replaced by values of any type, and environment
+        /// overrides of any key with any text: an error or a config, never a panic.
+        #[test]
+        fn changed_defaults_never_panic(
+            changes in prop::collection::vec((any::<prop::sample::Index>(), value()), 0..8),
+            overrides in prop::collection::vec((any::<prop::sample::Index>(), "\\PC{0,16}"), 0..4),
+        ) {
+            let keys = keys();
+            let mut table: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+            for (i, v) in changes {
+                env::set_path(&mut table, i.get::<String>(&keys), v);
+            }
+            let text = toml::to_string(&table);
+            prop_assume!(text.is_ok());
+            let overrides = overrides
+                .into_iter()
+                .map(|(i, v)| {
+                    let name = i.get::<String>(&keys).replace('.', "__").to_ascii_uppercase();
+                    (format!("{ENV_PREFIX}{name}"), v)
+                })
+                .collect();
+            load_text(&text.unwrap(), overrides);
+        }
+    }
+}
+
+#[test]
+fn toml_and_type_errors_never_quote_a_secret() {
+    for text in [
+        "[auth]\njwt_secret = \"hunter2\n",
+        "[auth]\njwt_secret = 12345\n",
+        "[sinks.redis]\nhost = \"r\"\npassword = 12345\n",
+        "site_mqtt = { endpoint = \"s:1\", password = 12345 }\n",
+    ] {
+        let f = file(text);
+        let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(
+            !err.contains("hunter2") && !err.contains("12345") && err.contains("line"),
+            "{err}"
+        );
+    }
+    let f = file("[store]\nbatch_max_records = \"many\"\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("\"many\""),
+        "other keys' values still show: {err}"
+    );
+}
+
 #[test]
 fn durable_commit_interval_is_bounded_and_named_with_its_origin() {
     assert_eq!(Config::default().store.durable_commit_interval_ms, 250);

@@ -288,3 +288,62 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Ids near the rule's edges: valid ones, empty, long, slashes, wildcards, control chars.
+    fn id() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z0-9_-]{1,12}", "\\PC{0,80}", "[+#/\\x00-\\x1f ]{0,4}"]
+    }
+
+    /// A payload that gets past the JSON parser: fields of every type and wrong types.
+    fn json_payload() -> impl Strategy<Value = String> {
+        let any_json = prop_oneof![
+            any::<f64>().prop_map(|v| serde_json::json!(v)),
+            any::<i64>().prop_map(|v| serde_json::json!(v)),
+            "\\PC{0,40}".prop_map(|s| serde_json::json!(s)),
+            "[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}T[0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\\.[0-9]{0,12})?(Z|[+-][0-9]{2}:[0-9]{2})"
+                .prop_map(|s| serde_json::json!(s)),
+            Just(serde_json::Value::Null),
+            Just(serde_json::json!([1, {"a": 2}])),
+        ];
+        let key = prop_oneof![
+            Just("value".to_string()),
+            Just("unit".to_string()),
+            Just("timestamp".to_string()),
+            Just("status".to_string()),
+            Just("location".to_string()),
+            "\\PC{0,10}",
+        ];
+        prop::collection::btree_map(key, any_json, 0..6)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()).to_string())
+    }
+
+    fn check(topic: &[u8], payload: &[u8]) {
+        if let Ok(Ingest::Reading { value, .. }) = parse(topic, payload, 1024, Instant::now()) {
+            assert!(value.is_finite());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_never_panic(topic in prop::collection::vec(any::<u8>(), 0..64),
+                                 payload in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check(&topic, &payload);
+        }
+
+        #[test]
+        fn contract_shaped_input_never_panics(device in id(), sensor in id(), status in any::<bool>(),
+                                              payload in prop_oneof![json_payload(), "\\PC{0,64}"]) {
+            let topic = if status {
+                format!("devices/{device}/status")
+            } else {
+                format!("sensors/{device}/{sensor}")
+            };
+            check(topic.as_bytes(), payload.as_bytes());
+        }
+    }
+}
