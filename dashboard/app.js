@@ -63,7 +63,7 @@ socket.on('connect', () => {
   socket.emit('subscribe-alerts');
   socket.emit('subscribe-system');
   loadAlarms();
-  if (S.trend.deviceId) loadHistory();
+  // No history reload here: on a reconnect the gateway replays what the page missed.
 });
 socket.on('disconnect', (reason) => {
   setConn(socket.active ? 'reconnecting' : 'failed', reason === 'io client disconnect' ? '' : `(${reason})`);
@@ -252,7 +252,7 @@ function renderDevices() {
   const rows = list.slice(S.page * PAGE_SIZE, (S.page + 1) * PAGE_SIZE).map((d) => {
     const chips = [...d.sensors.values()].map((r) =>
       `<span class="chip ${esc(r.status)}${d.id === t.deviceId && r.sensorType === t.sensorType ? ' selected' : ''}" data-d="${esc(d.id)}" data-s="${esc(r.sensorType)}" title="${esc(r.timestamp)}">${esc(r.sensorType)} <b>${fmt(r.value)}</b> ${esc(r.unit)}</span>`).join('');
-    return `<tr data-id="${esc(d.id)}"><td>${esc(d.id)}</td><td><span class="st ${esc(d.status)}">${esc(d.status)}</span></td><td>${esc(d.location)}</td><td>${ago(d.lastSeen)}</td><td>${chips}</td></tr>`;
+    return `<tr data-id="${esc(d.id)}"><td>${esc(d.id)}<span class="sub">${esc(d.location)} · ${ago(d.lastSeen)}</span></td><td><span class="st ${esc(d.status)}">${esc(d.status)}</span></td><td>${esc(d.location)}</td><td>${ago(d.lastSeen)}</td><td>${chips}</td></tr>`;
   });
   document.querySelector('#devices tbody').innerHTML = rows.join('');
   $('page').textContent = ` ${S.page + 1} / ${pages} `;
@@ -280,7 +280,7 @@ function renderHealth() {
   $('health-status').className = `badge ${esc(status)}`;
   const m = (s && s.metrics) || {};
   const fig = [
-    ['readings / min', m.dataPointsPerMinute], ['devices online', m.activeDevices !== undefined ? `${m.activeDevices} / ${m.totalDevices}` : undefined],
+    ['readings / min', m.dataPointsPerMinute], ['devices online', m.activeDevices !== undefined ? `${m.activeDevices} / ${m.totalDevices}` : h && `${h.devices.online} / ${h.devices.total}`],
     ['active alerts', m.activeAlerts], ['clients', h && h.components.socketio.clients],
     ['store', h && h.components.store.bytes !== undefined ? `${(h.components.store.bytes / 1048576).toFixed(1)} MiB` : undefined],
     ['uptime', (h || s) ? `${Math.round(((h || s).uptime || 0) / 60)} min` : undefined],
