@@ -65,7 +65,10 @@ fn dashboard_switch_is_a_boolean() {
     );
     let f = file("[dashboard]\nenabled = 1\n");
     let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
-    assert!(err.contains("line 2") && err.contains("enabled = 1"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("enabled = 1"),
+        "{err}"
+    );
 }
 
 #[test]
