@@ -172,6 +172,8 @@ function applyAlert(ev, a) {
 }
 
 function applyAlarm(a) {
+  // `get:alarms` answered with the state as of its `seq`: older transitions are in it.
+  if (S.alarmsSeq !== null && a.seq !== undefined && a.seq <= S.alarmsSeq) return;
   const prev = S.alarms.get(a.alarmId);
   if (prev && prev.seq !== undefined && a.seq !== undefined && a.seq <= prev.seq) { S.duplicates++; return; }
   S.alarms.set(a.alarmId, a);
