@@ -2,9 +2,10 @@
 //! socket.io browser client at `socketio.path` + `/socket.io.js` and `/socket.io.min.js` (what
 //! the reference Node server serves by default, so pages that load the client from the server
 //! keep working). Every file is embedded in the binary (`dashboard/`, the vendored libraries
-//! under `dashboard/vendor/` with their licences), gzip-compressed once at start (flate2's
-//! pure-Rust backend) and served with a strong ETag, `If-None-Match` → 304 and
-//! `Cache-Control: no-cache` (revalidate: a gateway upgrade must never leave a stale page).
+//! under `dashboard/vendor/` with their licences), gzip-compressed once, on its first request
+//! (flate2's pure-Rust backend, on the blocking pool: a gateway nobody browses never pays for
+//! it), and served with a strong ETag, `If-None-Match` → 304 and `Cache-Control: no-cache`
+//! (revalidate: a gateway upgrade must never leave a stale page).
 //!
 //! Served from a middleware in front of the Socket.IO layer: socketioxide takes every path under
 //! `socketio.path`, so `/socket.io/socket.io.js` would never reach a route behind it.
@@ -15,7 +16,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -71,7 +72,7 @@ const CLIENT: [(&str, &[u8]); 2] = [
 struct Asset {
     content_type: HeaderValue,
     identity: Bytes,
-    gzip: Bytes,
+    gzip: OnceLock<Bytes>,
     etag: HeaderValue,
     etag_gzip: HeaderValue,
 }
@@ -83,11 +84,17 @@ impl Asset {
         let tag = format!("{:016x}", hasher.finish());
         Asset {
             content_type: HeaderValue::from_str(content_type).expect("static content type"),
-            gzip: gzip(&bytes),
+            gzip: OnceLock::new(),
             identity: Bytes::from(bytes),
             etag: HeaderValue::from_str(&format!("\"{tag}\"")).expect("hex etag"),
             etag_gzip: HeaderValue::from_str(&format!("\"{tag}-gz\"")).expect("hex etag"),
         }
+    }
+}
+
+impl Asset {
+    fn gzip(&self) -> &Bytes {
+        self.gzip.get_or_init(|| gzip(&self.identity))
     }
 }
 
@@ -100,7 +107,7 @@ fn gzip(bytes: &[u8]) -> Bytes {
 /// Every embedded file by request path.
 #[derive(Clone)]
 pub struct Dashboard {
-    assets: Arc<HashMap<String, Asset>>,
+    assets: Arc<HashMap<String, Arc<Asset>>>,
 }
 
 impl Dashboard {
@@ -110,7 +117,7 @@ impl Dashboard {
         let mut assets = HashMap::new();
         for (name, bytes) in CLIENT {
             let asset = Asset::new("text/javascript; charset=utf-8", bytes.to_vec());
-            assets.insert(format!("{socket_path}{name}"), asset);
+            assets.insert(format!("{socket_path}{name}"), Arc::new(asset));
         }
         if config.dashboard.enabled {
             for (path, content_type, bytes) in PAGE {
@@ -119,7 +126,7 @@ impl Dashboard {
                 } else {
                     bytes.to_vec()
                 };
-                assets.insert(path.to_string(), Asset::new(content_type, bytes));
+                assets.insert(path.to_string(), Arc::new(Asset::new(content_type, bytes)));
             }
         }
         Dashboard {
@@ -133,7 +140,7 @@ impl Dashboard {
         self.assets
             .iter()
             .filter(|(path, _)| !path.ends_with("/socket.io.js"))
-            .map(|(_, a)| a.gzip.len())
+            .map(|(_, a)| a.gzip().len())
             .sum()
     }
 }
@@ -154,16 +161,24 @@ fn fill_page(page: &[u8], socket_path: &str) -> Vec<u8> {
 /// Serves an embedded file for GET/HEAD of its path; every other request goes on.
 pub async fn serve(State(dashboard): State<Dashboard>, req: Request, next: Next) -> Response {
     let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
-    match dashboard.assets.get(req.uri().path()).filter(|_| is_read) {
-        Some(asset) => respond(asset, req.headers(), req.method() == Method::HEAD),
-        None => next.run(req).await,
+    let Some(asset) = dashboard.assets.get(req.uri().path()).filter(|_| is_read) else {
+        return next.run(req).await;
+    };
+    let gzip = accepts_gzip(req.headers());
+    if gzip && asset.gzip.get().is_none() {
+        let asset = asset.clone();
+        // Compressing the largest file takes milliseconds: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            asset.gzip();
+        })
+        .await;
     }
+    respond(asset, req.headers(), gzip, req.method() == Method::HEAD)
 }
 
-fn respond(asset: &Asset, headers: &HeaderMap, head: bool) -> Response {
-    let gzip = accepts_gzip(headers);
+fn respond(asset: &Asset, headers: &HeaderMap, gzip: bool, head: bool) -> Response {
     let (body, etag) = if gzip {
-        (&asset.gzip, &asset.etag_gzip)
+        (asset.gzip(), &asset.etag_gzip)
     } else {
         (&asset.identity, &asset.etag)
     };

@@ -189,7 +189,17 @@ async function alertAndAlarm(page) {
   await page.locator('#alarms tbody tr', { hasText: 'dash-press-1' }).locator('button[data-act="ack"]').click();
   await until('the alarm acknowledged from the page', async () => (await snap(page)).alarms
     .find((x) => x.alarmId === alarm.alarmId && !/unack/.test(x.state)));
-  log('ok - the alarm is acknowledged from the page');
+  const answers = ['5', 'dashboard test'];
+  const onDialog = (d) => d.accept(answers.shift());
+  page.on('dialog', onDialog);
+  await page.locator('#alarms tbody tr', { hasText: 'dash-press-1' }).locator('button[data-act="shelve"]').click();
+  await until('the alarm shelved from the page', async () => (await snap(page)).alarms
+    .find((x) => x.alarmId === alarm.alarmId && x.state === 'shelved'));
+  page.off('dialog', onDialog);
+  await page.locator('#alarms tbody tr', { hasText: 'dash-press-1' }).locator('button[data-act="unshelve"]').click();
+  await until('the alarm unshelved from the page', async () => (await snap(page)).alarms
+    .find((x) => x.alarmId === alarm.alarmId && x.state !== 'shelved'));
+  log('ok - the alarm is acknowledged, shelved and unshelved from the page');
 }
 
 async function deviceOffline(page) {
