@@ -14,6 +14,7 @@ const TOKEN_KEY = 'edge-gateway.token';
 const SOCKET_PATH = document.querySelector('meta[name="socketio-path"]').content;
 
 const $ = (id) => document.getElementById(id);
+const byId = new Intl.Collator(undefined, { numeric: true }).compare;
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 const S = {
@@ -25,6 +26,8 @@ const S = {
   status: null, health: null, readings: 0,
   trend: { deviceId: null, sensorType: null, points: new Map(), historyLoaded: false, historyCount: 0 },
   page: 0, filter: '', statusFilter: '',
+  sorted: [], // devices by id, rebuilt only when one is added
+  visible: new Set(), // ids on the shown page: only their changes re-render the table
 };
 let queue = [];
 const dirty = new Set();
@@ -117,6 +120,7 @@ function device(id) {
   if (!d) {
     d = { id, status: 'online', location: '', lastSeen: null, sensors: new Map() };
     S.devices.set(id, d);
+    S.sorted = null;
     dirty.add('device-list');
   }
   return d;
@@ -128,6 +132,7 @@ function applyReading(r) {
   if (!prev) dirty.add('device-list');
   if (!prev || r.seq === undefined || prev.seq === undefined || r.seq > prev.seq) {
     d.sensors.set(r.sensorType, r);
+    if (S.visible.has(d.id)) dirty.add('devices');
     if (r.location) d.location = r.location;
     if (!d.lastSeen || r.timestamp > d.lastSeen) d.lastSeen = r.timestamp;
   }
@@ -146,7 +151,7 @@ function applyStatus(s) {
   d.status = s.status; d.statusSeq = s.seq;
   if (s.location) d.location = s.location;
   if (s.lastSeen) d.lastSeen = s.lastSeen;
-  dirty.add('device-list');
+  dirty.add('devices');
   if (wentOffline) notify('warning', 'Device Offline', `Device ${s.deviceId} has gone offline`, 5000);
 }
 
@@ -191,7 +196,6 @@ function flush() {
     else if (ev === 'alarm:state') applyAlarm(r);
     else applyAlert(ev, r);
   }
-  if (batch.length) dirty.add('devices');
   render();
 }
 setInterval(flush, TICK_MS);
@@ -236,14 +240,16 @@ function fmt(v) {
 
 function visibleDevices() {
   const f = S.filter.toLowerCase();
+  if (!S.sorted) S.sorted = [...S.devices.values()].sort((a, b) => byId(a.id, b.id));
+  if (!f && !S.statusFilter) return S.sorted;
   const out = [];
-  for (const d of S.devices.values()) {
+  for (const d of S.sorted) {
     if (S.statusFilter && d.status !== S.statusFilter) continue;
     if (f && !d.id.toLowerCase().includes(f) && !d.location.toLowerCase().includes(f)
       && ![...d.sensors.keys()].some((k) => k.toLowerCase().includes(f))) continue;
     out.push(d);
   }
-  return out.sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
+  return out;
 }
 
 function renderDevices() {
@@ -251,7 +257,9 @@ function renderDevices() {
   const pages = Math.max(1, Math.ceil(list.length / PAGE_SIZE));
   S.page = Math.min(S.page, pages - 1);
   const t = S.trend;
-  const rows = list.slice(S.page * PAGE_SIZE, (S.page + 1) * PAGE_SIZE).map((d) => {
+  const shown = list.slice(S.page * PAGE_SIZE, (S.page + 1) * PAGE_SIZE);
+  S.visible = new Set(shown.map((d) => d.id));
+  const rows = shown.map((d) => {
     const chips = [...d.sensors.values()].map((r) =>
       `<span class="chip ${esc(r.status)}${d.id === t.deviceId && r.sensorType === t.sensorType ? ' selected' : ''}" data-d="${esc(d.id)}" data-s="${esc(r.sensorType)}" title="${esc(r.timestamp)}">${esc(r.sensorType)} <b>${fmt(r.value)}</b> ${esc(r.unit)}</span>`).join('');
     return `<tr data-id="${esc(d.id)}"><td>${esc(d.id)}<span class="sub">${esc(d.location)} · ${ago(d.lastSeen)}</span></td><td><span class="st ${esc(d.status)}">${esc(d.status)}</span></td><td>${esc(d.location)}</td><td>${ago(d.lastSeen)}</td><td>${chips}</td></tr>`;
@@ -323,7 +331,7 @@ let chart = null;
 
 function renderTrendPickers() {
   const devSel = $('trend-device');
-  const ids = [...S.devices.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+  const ids = [...S.devices.keys()].sort(byId);
   if (devSel.options.length !== ids.length + 1) {
     devSel.innerHTML = '<option value="">device…</option>' + ids.map((id) => `<option>${esc(id)}</option>`).join('');
     devSel.value = S.trend.deviceId ?? '';
