@@ -19,7 +19,7 @@ const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(
 
 const S = {
   conn: 'connecting', attempt: 0, connectedAt: null, firstLiveMs: null,
-  gatewayId: null, lastSeq: 0, duplicates: 0, truncated: null,
+  gatewayId: null, lastSeq: 0, duplicates: 0, missed: 0, truncated: null,
   devices: new Map(), // id -> {id, status, location, lastSeen, sensors: Map(type -> reading)}
   alerts: [], alertSeqs: new Set(), notifications: [],
   alarms: new Map(), alarmsAvailable: null, alarmsSeq: null,
@@ -34,8 +34,12 @@ const dirty = new Set();
 
 // ---- connection -------------------------------------------------------------------------
 
+// WebSocket first: long-polling carries a flood poorly (the gateway drops what a slow poller
+// has not fetched); polling stays the fallback where a proxy refuses the upgrade.
 const socket = io({
   path: SOCKET_PATH,
+  transports: ['websocket', 'polling'],
+  tryAllTransports: true,
   reconnectionDelay: 1000,
   reconnectionDelayMax: 15000,
   randomizationFactor: 0.5,
@@ -111,7 +115,13 @@ socket.on('resume:truncated', (t) => {
 // ---- applying events --------------------------------------------------------------------
 
 function seen(r) {
-  if (typeof r.seq === 'number' && r.seq > S.lastSeq) S.lastSeq = r.seq;
+  if (typeof r.seq === 'number' && r.seq > S.lastSeq) {
+    // Every stored record reaches the rooms this page is in (readings and status changes
+    // `all-devices`, alerts and alarms `alerts`), so a jump in `seq` is what the gateway
+    // dropped for this page (its send buffer was full: the browser did not keep up).
+    if (S.lastSeq > 0 && r.seq > S.lastSeq + 1) { S.missed += r.seq - S.lastSeq - 1; dirty.add('health'); }
+    S.lastSeq = r.seq;
+  }
   if (r.gatewayId && !S.gatewayId) { S.gatewayId = r.gatewayId; $('gateway-id').textContent = r.gatewayId; }
 }
 
@@ -294,6 +304,7 @@ function renderHealth() {
     ['active alerts', m.activeAlerts], ['clients', h && h.components.socketio.clients],
     ['store', h && h.components.store.bytes !== undefined ? `${(h.components.store.bytes / 1048576).toFixed(1)} MiB` : undefined],
     ['uptime', (h || s) ? `${Math.round(((h || s).uptime || 0) / 60)} min` : undefined],
+    ['missed by this page', S.missed || undefined],
   ];
   $('health-figures').innerHTML = fig.filter(([, v]) => v !== undefined && v !== null)
     .map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`).join('');
@@ -464,7 +475,7 @@ function alarmAction(act, payload) {
 
 window.__dashboard = Object.freeze({
   snapshot: () => ({
-    conn: S.conn, gatewayId: S.gatewayId, lastSeq: S.lastSeq, duplicates: S.duplicates, readings: S.readings,
+    conn: S.conn, gatewayId: S.gatewayId, lastSeq: S.lastSeq, duplicates: S.duplicates, missed: S.missed, readings: S.readings,
     firstLiveMs: S.firstLiveMs, truncated: S.truncated, alarmsAvailable: S.alarmsAvailable,
     devices: [...S.devices.values()].map((d) => ({ id: d.id, status: d.status, location: d.location, lastSeen: d.lastSeen,
       sensors: Object.fromEntries([...d.sensors].map(([k, r]) => [k, { value: r.value, unit: r.unit, status: r.status, seq: r.seq }])) })),

@@ -260,6 +260,7 @@ async function main(browser) {
   await page.screenshot({ path: path.join(OUT, 'dashboard-desktop.png') });
   assert.deepEqual(errors, [], 'no errors in the page');
   assertLoopbackOnly(net);
+  figures.missed = (await snap(page)).missed;
   log(`ok - ${net.requests.length} requests and ${net.websockets.length} websockets, all to the gateway; none blocked`);
   await context.close();
   await phone(browser);
@@ -273,6 +274,7 @@ async function load(browser) {
   await page.goto(URL_);
   await until(`${devices} devices`, async () => (await snap(page)).devices.length >= devices * 0.98, 60000);
   const s = await snap(page);
+  figures.loadFirstLiveMs = Math.round(s.firstLiveMs);
   assert.equal(s.shownRows, 50, 'one page of 50 rows');
   assert.match(await page.locator('#page').innerText(), /1 \/ 2\d/);
   await page.click('#next');
@@ -285,20 +287,49 @@ async function load(browser) {
   await cdp.send('Performance.enable');
   const metric = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
   const windowMs = 10000;
-  const m0 = await metric(); const r0 = (await snap(page)).readings; const t0 = Date.now();
+  const s0 = await snap(page); const m0 = await metric(); const t0 = Date.now();
   await sleep(windowMs);
-  const m1 = await metric(); const r1 = (await snap(page)).readings; const t1 = Date.now();
+  const s1 = await snap(page); const m1 = await metric(); const t1 = Date.now();
   const secs = (t1 - t0) / 1000;
-  figures.loadReadingsPerSec = Math.round((r1 - r0) / secs);
+  figures.loadReadingsPerSec = Math.round((s1.readings - s0.readings) / secs);
+  // Records the gateway committed meanwhile (readings, status changes, alerts).
+  figures.loadCommittedPerSec = Math.round((s1.lastSeq - s0.lastSeq) / secs);
+  figures.loadMissedPerSec = Math.round((s1.missed - s0.missed) / secs);
   figures.loadPageCpuPercent = Math.round(((m1.TaskDuration - m0.TaskDuration) / secs) * 1000) / 10;
   figures.loadScriptPercent = Math.round(((m1.ScriptDuration - m0.ScriptDuration) / secs) * 1000) / 10;
   figures.loadLayoutPercent = Math.round((((m1.LayoutDuration + m1.RecalcStyleDuration) - (m0.LayoutDuration + m0.RecalcStyleDuration)) / secs) * 1000) / 10;
   figures.loadJsHeapMiB = Math.round(m1.JSHeapUsedSize / 1048576);
   log(`ok - ${devices} devices paged and filtered; at ${figures.loadReadingsPerSec} readings/s the page's main thread is busy ${figures.loadPageCpuPercent} % (script ${figures.loadScriptPercent} %, style+layout ${figures.loadLayoutPercent} %)`);
   await page.screenshot({ path: path.join(OUT, 'dashboard-load.png') });
+  figures.baselineCpuPercent = await baselineCpu(context, windowMs);
+  log(`ok - the socket.io client alone, on the same stream, keeps the main thread busy ${figures.baselineCpuPercent} %`);
   assert.deepEqual(errors, []);
   assertLoopbackOnly(net);
   await context.close();
+}
+
+/// What receiving the stream costs without the dashboard: a gateway page with only the
+/// socket.io client in the `all-devices` room, counting events.
+async function baselineCpu(context, windowMs) {
+  const page = await context.newPage();
+  await page.goto(`${URL_}/health`);
+  await page.addScriptTag({ url: '/socket.io/socket.io.min.js' });
+  await page.evaluate(() => {
+    window.n = 0;
+    const s = io({ transports: ['websocket'] });
+    s.on('connect', () => s.emit('subscribe-all-devices'));
+    s.on('sensor:all', () => { window.n++; });
+  });
+  await until('the bare client receiving', async () => (await page.evaluate(() => window.n)) > 100);
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Performance.enable');
+  const task = async () => (await cdp.send('Performance.getMetrics')).metrics.find((m) => m.name === 'TaskDuration').value;
+  const d0 = await task(); const n0 = await page.evaluate(() => window.n); const t0 = Date.now();
+  await sleep(windowMs);
+  const d1 = await task(); const n1 = await page.evaluate(() => window.n); const secs = (Date.now() - t0) / 1000;
+  figures.baselineReadingsPerSec = Math.round((n1 - n0) / secs);
+  await page.close();
+  return Math.round(((d1 - d0) / secs) * 1000) / 10;
 }
 
 function jwt(secret, claims) {
@@ -350,6 +381,7 @@ async function resume(browser) {
   }, 60000);
   const t = await assertTrendComplete(page);
   figures.resumeDuplicatesDropped = (await snap(page)).duplicates;
+  figures.resumeMissed = (await snap(page)).missed;
   assert.deepEqual(errors.filter((e) => !/ERR_INTERNET_DISCONNECTED/.test(e)), []);
   assertLoopbackOnly(net);
   await context.close();
