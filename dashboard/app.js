@@ -475,7 +475,7 @@ function alarmAction(act, payload) {
 
 window.__dashboard = Object.freeze({
   snapshot: () => ({
-    conn: S.conn, gatewayId: S.gatewayId, lastSeq: S.lastSeq, duplicates: S.duplicates, missed: S.missed, readings: S.readings,
+    conn: S.conn, transport: socket.io.engine && socket.io.engine.transport ? socket.io.engine.transport.name : null, gatewayId: S.gatewayId, lastSeq: S.lastSeq, duplicates: S.duplicates, missed: S.missed, readings: S.readings,
     firstLiveMs: S.firstLiveMs, truncated: S.truncated, alarmsAvailable: S.alarmsAvailable,
     devices: [...S.devices.values()].map((d) => ({ id: d.id, status: d.status, location: d.location, lastSeen: d.lastSeen,
       sensors: Object.fromEntries([...d.sensors].map(([k, r]) => [k, { value: r.value, unit: r.unit, status: r.status, seq: r.seq }])) })),

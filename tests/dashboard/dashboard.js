@@ -295,6 +295,7 @@ async function load(browser) {
   // Records the gateway committed meanwhile (readings, status changes, alerts).
   figures.loadCommittedPerSec = Math.round((s1.lastSeq - s0.lastSeq) / secs);
   figures.loadMissedPerSec = Math.round((s1.missed - s0.missed) / secs);
+  figures.loadTransport = s1.transport;
   figures.loadPageCpuPercent = Math.round(((m1.TaskDuration - m0.TaskDuration) / secs) * 1000) / 10;
   figures.loadScriptPercent = Math.round(((m1.ScriptDuration - m0.ScriptDuration) / secs) * 1000) / 10;
   figures.loadLayoutPercent = Math.round((((m1.LayoutDuration + m1.RecalcStyleDuration) - (m0.LayoutDuration + m0.RecalcStyleDuration)) / secs) * 1000) / 10;
