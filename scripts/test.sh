@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of edge-gateway: cargo fmt/clippy, the Rust unit and integration tests, the
+# Runs every test of edge-gateway: cargo fmt/clippy, the Rust unit and integration tests (the
+# built-in dashboard among them, in Debian's headless Chromium driven by playwright-core), the
 # Socket.IO conformance suite (npm socket.io-client v4 and v2) and the python-socketio suite,
 # all against the real binary and real clients and servers (redis-server and a tansu Kafka
 # broker for the upstream sinks, pymodbus slaves on socat ptys and a mosquitto site broker for
@@ -21,6 +22,8 @@ command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v socat >/dev/null || need_apt+=(socat)
 # tests/tls.rs makes its certificates with openssl (the CLI only: the gateway links no OpenSSL).
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Headless Chromium for the dashboard's browser tests (Debian's; playwright downloads none).
+command -v chromium >/dev/null || need_apt+=(chromium)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
 python3 -m ensurepip --version >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -58,6 +61,7 @@ export EDGE_GATEWAY_PYTHON="$venv/bin/python"
 
 say "node test dependencies (npm ci)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/dashboard && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 
 say "cargo fmt --check and clippy"
 cargo fmt --all -- --check

@@ -1,10 +1,12 @@
 //! The dashboard-facing API on one port: Socket.IO (socketioxide) at `socketio.path`,
-//! `GET /health` and `GET /metrics`. Nothing outside this module knows Socket.IO.
+//! `GET /health`, `GET /metrics` and the built-in dashboard at `/`. Nothing outside this module
+//! knows Socket.IO.
 //!
 //! Layers, outermost first: Origin check (403) → per-IP handshake rate limit (429) → CORS →
-//! Socket.IO → routes.
+//! embedded files (dashboard, socket.io client) → Socket.IO → routes.
 
 mod alarms;
+mod dashboard;
 mod guard;
 mod history;
 mod probes;
@@ -81,6 +83,7 @@ pub fn app(state: ApiState) -> (Router, SocketIo) {
     socket::register(&io, state.clone());
 
     let guard = guard::Guard::new(&state.config);
+    let dashboard = dashboard::Dashboard::new(&state.config);
     let routes = Router::new()
         .route("/health", get(probes::health))
         .route("/metrics", get(probes::metrics))
@@ -89,6 +92,10 @@ pub fn app(state: ApiState) -> (Router, SocketIo) {
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(guard, guard::check))
             .layer(cors(&state.config))
+            .layer(axum::middleware::from_fn_with_state(
+                dashboard,
+                dashboard::serve,
+            ))
             .layer(layer),
     );
     (router, io)

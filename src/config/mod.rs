@@ -39,7 +39,8 @@ pub use secret::Secret;
 use secret::SecretSources;
 pub use serial::{Parity, SerialPortConfig, SerialSensorConfig};
 pub use server::{
-    AuthConfig, LogConfig, MetricsConfig, RateLimitConfig, ServerConfig, SocketIoConfig,
+    AuthConfig, DashboardConfig, LogConfig, MetricsConfig, RateLimitConfig, ServerConfig,
+    SocketIoConfig,
 };
 pub use sinks::{
     DeliveryConfig, KafkaCompression, KafkaSasl, KafkaSinkConfig, KindNames, RedisMode,
@@ -63,6 +64,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// The built-in dashboard page at `/`.
+    pub dashboard: DashboardConfig,
     pub mqtt: MqttConfig,
     pub store: StoreConfig,
     pub devices: DevicesConfig,
@@ -91,6 +94,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            dashboard: DashboardConfig::default(),
             mqtt: MqttConfig::default(),
             store: StoreConfig::default(),
             devices: DevicesConfig::default(),

@@ -220,3 +220,16 @@ impl Default for MetricsConfig {
         MetricsConfig { enabled: true }
     }
 }
+
+/// The built-in dashboard page at `/` (its assets are embedded in the binary).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig { enabled: true }
+    }
+}

@@ -52,6 +52,26 @@ fn reference_env_names_override() {
 }
 
 #[test]
+fn dashboard_switch_is_a_boolean() {
+    let c = load(None, env(&[("EDGE_GATEWAY_DASHBOARD__ENABLED", "false")])).unwrap();
+    assert!(!c.config.dashboard.enabled);
+    let err = load(None, env(&[("EDGE_GATEWAY_DASHBOARD__ENABLED", "maybe")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dashboard.enabled")
+            && err.contains("environment variable EDGE_GATEWAY_DASHBOARD__ENABLED"),
+        "{err}"
+    );
+    let f = file("[dashboard]\nenabled = 1\n");
+    let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("line 2") && err.contains("enabled = 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_env_value_names_the_variable() {
     let err = load(None, env(&[("PORT", "http")]))
         .unwrap_err()
