@@ -9,7 +9,9 @@
 //! - stalled: 100 reading clients at 2000 readings/s, without and with one client that reads
 //!   nothing, so the others' p99 can be compared;
 //! - overload: twice the saturating rate for 30 s, RSS every second;
-//! - idle: memory per idle client at 1000 and 10000 clients.
+//! - idle: memory per idle client at 1000 and 10000 clients;
+//! - replay: a client 100,000 records behind resumes (`auth.after`) while 100 clients get
+//!   1000 readings/s live: its replay rate, and the others' p99 before and during it.
 //!
 //! One core of clients parsing every frame is itself a limit near a million frames/s; where
 //! the delivered ratio falls short, compare the gateway's CPU with 100 % to tell who saturated.
@@ -258,6 +260,90 @@ async fn idle(clients: usize) {
     );
 }
 
+/// Floods `n` QoS 0 readings and waits until the gateway accepted them all.
+async fn backlog(gw: &Gw, n: usize) {
+    let client = publisher(gw.mqtt, "bench-backlog").await;
+    for i in 0..n {
+        let topic = format!("sensors/old-{:03}/vibration", i % 100);
+        client
+            .publish(topic, QoS::AtMostOnce, false, format!("{}.0", i % 5))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while gw.metric("edge_gateway_readings_accepted_total") < n as f64 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 100 live clients at 1000 readings/s for 10 s over a store holding `BEHIND` readings; with
+/// `replaying`, one more client resumes from the start of it after 2 s. (p99 of the live
+/// clients, the replaying client's records/s).
+async fn live_with_replay(replaying: bool) -> (i64, usize, Option<(u64, f64)>) {
+    const BEHIND: usize = 100_000;
+    let gw = start_pinned();
+    backlog(&gw, BEHIND).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let tasks = readers(&gw, 100, 10_000, &stop, &delivered, &latencies).await;
+    let publishing = {
+        let mqtt = gw.mqtt;
+        tokio::spawn(async move {
+            let client = publisher(mqtt, "bench-live").await;
+            let mut next = Instant::now();
+            for sent in 0..10_000usize {
+                let payload = format!(r#"{{"value":1.0,"timestamp":"{}"}}"#, format_ms(now_ms()));
+                let topic = format!("sensors/live-{:03}/vibration", sent % 100);
+                client
+                    .publish(topic, QoS::AtMostOnce, false, payload)
+                    .await
+                    .unwrap();
+                next += Duration::from_millis(1);
+                tokio::time::sleep_until(next.into()).await;
+            }
+        })
+    };
+    let mut replay = None;
+    if replaying {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = Instant::now();
+        let auth = r#"{"after":0}"#;
+        let mut ws = socketio::connect_with_auth(gw.http, auth, &["subscribe-all-devices"]).await;
+        let mut got = 0u64;
+        while let Some(frame) = socketio::next_event(&mut ws).await {
+            if frame.starts_with("42[\"sensor:all\"") {
+                got += 1;
+            } else if frame.starts_with("42[\"resume:done\"") {
+                break;
+            }
+        }
+        replay = Some((got, started.elapsed().as_secs_f64()));
+    }
+    let _ = publishing.await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let mut l = std::mem::take(&mut *latencies.lock().await);
+    l.sort_unstable();
+    (percentile(&l, 0.99), l.len(), replay)
+}
+
+async fn replay() {
+    let (quiet_p99, quiet_n, _) = live_with_replay(false).await;
+    let (p99, n, replay) = live_with_replay(true).await;
+    let (got, secs) = replay.unwrap_or((0, f64::NAN));
+    println!(
+        "replay: a client 100000 records behind got {got} in {secs:.1} s ({:.0} records/s at \
+         socketio.resume_records_per_sec 20000); 100 live clients at 1000 readings/s: p99 \
+         {quiet_p99} ms without it (n={quiet_n}), {p99} ms with it (n={n})",
+        got as f64 / secs
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -283,6 +369,9 @@ fn main() {
         }
         if want("overload") {
             overload().await;
+        }
+        if want("replay") {
+            replay().await;
         }
     });
 }

@@ -38,13 +38,26 @@ pub async fn connect_small_window(http: SocketAddr, emits: &[&str], rcvbuf: u32)
     socketio_connect(ws, emits).await
 }
 
-async fn socketio_connect(mut ws: Ws, emits: &[&str]) -> Ws {
+/// `connect` with a Socket.IO CONNECT payload (`auth`, e.g. `{"after": 0}` to resume).
+pub async fn connect_with_auth(http: SocketAddr, auth: &str, emits: &[&str]) -> Ws {
+    let url = format!("ws://{http}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    socketio_connect_as(ws, auth, emits).await
+}
+
+async fn socketio_connect(ws: Ws, emits: &[&str]) -> Ws {
+    socketio_connect_as(ws, "", emits).await
+}
+
+async fn socketio_connect_as(mut ws: Ws, auth: &str, emits: &[&str]) -> Ws {
     let open = ws.next().await.expect("engine.io open").expect("websocket");
     assert!(
         open.to_text().unwrap_or("").starts_with('0'),
         "engine.io open: {open:?}"
     );
-    ws.send(Message::text("40")).await.unwrap();
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
     loop {
         let m = ws
             .next()
