@@ -235,7 +235,12 @@ async fn kafka_through_a_tls_terminator() {
     let _terminator = TlsTerminator::start_on(tls_port, &certs.pair("server"), kafka.port());
     let client = tls_kafka_client(&certs, tls_port).await;
     let controller = client.controller_client().unwrap();
-    for (topic, partitions) in [("sensors-data", 2), ("device-status", 1), ("alerts", 1)] {
+    for (topic, partitions) in [
+        ("sensors-data", 2),
+        ("device-status", 1),
+        ("alerts", 1),
+        ("alarm-events", 1),
+    ] {
         controller
             .create_topic(topic, partitions, 1, 5_000)
             .await
