@@ -156,22 +156,19 @@ impl Gateway {
         // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
         // owns the alarm state.
         let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
-        sinks.extend(sinks::redis::commands::spawn(
+        let commands = sinks::redis::commands::spawn(
             &config.sinks,
             &gateway_id,
             alarm_tx.clone(),
             &sinks_stop,
-        ));
+        );
+        sinks.extend(commands);
+        let inputs = (ingest_rx, alarm_rx);
         let pipeline = pipeline::spawn(
-            pipeline::Sections {
-                devices: &config.devices,
-                store_max_age: Duration::from_secs(config.store.retention_max_age_secs),
-                thresholds: &config.thresholds,
-                alarms: &config.alarms,
-            },
+            pipeline_sections(&config),
             &store,
             health.clone(),
-            (ingest_rx, alarm_rx),
+            inputs,
             write_tx,
         )?;
 
@@ -310,6 +307,15 @@ fn health_for(config: &Config, store: &Store) -> Result<Arc<Health>, StoreError>
 }
 
 /// Each source's own section of the configuration.
+fn pipeline_sections(config: &Config) -> pipeline::Sections<'_> {
+    pipeline::Sections {
+        devices: &config.devices,
+        store_max_age: Duration::from_secs(config.store.retention_max_age_secs),
+        thresholds: &config.thresholds,
+        alarms: &config.alarms,
+    }
+}
+
 fn source_sections(config: &Config) -> SourceSections<'_> {
     SourceSections {
         mqtt: &config.mqtt,
