@@ -383,7 +383,7 @@ async fn kill(rounds: u64) {
             .iter()
             .map(|d| {
                 let d = d.clone();
-                tokio::spawn(async move { paced::publish_until_killed(addr, &d).await })
+                tokio::spawn(async move { mqtt_raw::publish_until_killed(addr, &d).await })
             })
             .collect();
         let wait = 200 + (now_ms() as u64 ^ round.wrapping_mul(0x9E37_79B9)) % 800;

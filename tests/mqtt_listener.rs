@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edge_gateway::config::{Config, MqttUser};
-use mqtt_raw::{DISCONNECT, PINGREQ, Raw, publish, subscribe};
+use mqtt_raw::{DISCONNECT, PINGREQ, Raw, publish, publish_until_killed, subscribe};
 use rumqttc::QoS;
 
 fn python() -> String {
@@ -588,56 +588,6 @@ async fn a_qos1_flood_loses_nothing_that_was_acknowledged() {
     );
     assert!(growth_mib < 256, "RSS bounded: grew {growth_mib} MiB");
     gw.stop().await.unwrap();
-}
-
-/// Publishes `device`'s readings 0, 1, 2, … (64 in flight) until the connection dies;
-/// returns the values whose PUBACK arrived.
-async fn publish_until_killed(addr: SocketAddr, device: &str) -> Vec<u64> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (raw, _, code) = Raw::connect(addr, 4, device, true, None).await;
-    assert_eq!(code, 0);
-    let (mut rd, mut wr) = raw.stream.into_split();
-    let window = Arc::new(tokio::sync::Semaphore::new(64));
-    let sent: Arc<Mutex<HashMap<u16, u64>>> = Arc::default();
-    let topic = format!("sensors/{device}/temperature");
-    let writer = {
-        let (window, sent) = (window.clone(), sent.clone());
-        tokio::spawn(async move {
-            for n in 0u64.. {
-                let Ok(permit) = window.acquire().await else {
-                    return;
-                };
-                permit.forget();
-                let pkid = (n % 65_535) as u16 + 1;
-                sent.lock().unwrap().insert(pkid, n);
-                let frame = publish(4, 1, false, pkid, &topic, n.to_string().as_bytes());
-                if wr.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let mut acked = Vec::new();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        while buf.len() >= 4 {
-            assert_eq!(&buf[..2], &[0x40, 2], "only PUBACKs come back");
-            let pkid = u16::from_be_bytes([buf[2], buf[3]]);
-            acked.push(sent.lock().unwrap()[&pkid]);
-            buf.drain(..4);
-            window.add_permits(1);
-        }
-    }
-    window.close();
-    writer.abort();
-    acked
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

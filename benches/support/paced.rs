@@ -1,6 +1,7 @@
 //! Raw MQTT 3.1.1 publishers for the benches: one device publishing QoS 1 readings at an even
 //! pace, timing each PUBACK (the flash-wear load: the simulator sends in bursts, which hides
-//! the cost of a commit per reading), and one publishing flat out until the gateway is killed.
+//! the cost of a commit per reading). The one publishing flat out until the gateway is killed
+//! is `mqtt_raw::publish_until_killed`, shared with the kill -9 test.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,43 +69,4 @@ pub async fn publish_evenly(mqtt: SocketAddr, device: &str, rate: u64, secs: u64
         acked: puback_us.len() as u64,
         puback_us,
     }
-}
-
-/// Publishes `device`'s readings 0, 1, 2, … (64 in flight) until the connection dies;
-/// returns the values whose PUBACK arrived.
-pub async fn publish_until_killed(addr: SocketAddr, device: &str) -> Vec<u64> {
-    let (raw, _, code) = Raw::connect(addr, 4, device, true, None).await;
-    assert_eq!(code, 0, "CONNACK");
-    let (mut rd, mut wr) = raw.stream.into_split();
-    let window = Arc::new(tokio::sync::Semaphore::new(64));
-    let sent: Arc<Mutex<HashMap<u16, u64>>> = Arc::default();
-    let topic = format!("sensors/{device}/temperature");
-    let writer = {
-        let (window, sent) = (window.clone(), sent.clone());
-        tokio::spawn(async move {
-            for n in 0u64.. {
-                let Ok(permit) = window.acquire().await else {
-                    return;
-                };
-                permit.forget();
-                let pkid = (n % 65_535) as u16 + 1;
-                sent.lock().unwrap().insert(pkid, n);
-                let frame = publish(4, 1, false, pkid, &topic, n.to_string().as_bytes());
-                if wr.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let mut acked = Vec::new();
-    let mut ack = [0u8; 4];
-    while rd.read_exact(&mut ack).await.is_ok() {
-        assert_eq!(&ack[..2], &[0x40, 2], "only PUBACKs come back");
-        let pkid = u16::from_be_bytes([ack[2], ack[3]]);
-        acked.push(sent.lock().unwrap()[&pkid]);
-        window.add_permits(1);
-    }
-    window.close();
-    writer.abort();
-    acked
 }
