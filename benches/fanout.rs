@@ -28,7 +28,7 @@ use common::binary::GatewayProcess as Gw;
 use common::socketio;
 use edge_gateway::time::{format_ms, now_ms};
 use rumqttc::QoS;
-use support::{Measure, latency_ms, percentile, publisher};
+use support::{Measure, latency_ms, percentile, publish_fanout_load, publisher};
 use tokio::sync::Mutex;
 
 /// Pins every thread of `pid` to `cpu` (a `taskset` CPU list).
@@ -124,36 +124,6 @@ async fn readers(
     tasks
 }
 
-/// Publishes `rate` readings/s for `secs` from 100 devices, in 10 ms ticks.
-async fn publish(gw: &Gw, rate: usize, secs: u64, rss: &mut Vec<u64>) {
-    let client = publisher(gw.mqtt, "bench-fanout").await;
-    let total = rate * secs as usize;
-    let per_tick = (rate / 100).max(1);
-    let tick = Duration::from_millis(10);
-    let (mut sent, mut next, mut sampled) = (0, Instant::now(), Instant::now());
-    while sent < total {
-        for _ in 0..per_tick {
-            let topic = format!("sensors/fan-{:03}/vibration", sent % 100);
-            let payload = format!(
-                r#"{{"value":{}.0,"timestamp":"{}"}}"#,
-                sent % 5,
-                format_ms(now_ms())
-            );
-            client
-                .publish(topic, QoS::AtMostOnce, false, payload)
-                .await
-                .unwrap();
-            sent += 1;
-        }
-        if sampled.elapsed() >= Duration::from_secs(1) {
-            rss.push(gw.rss_kib());
-            sampled = Instant::now();
-        }
-        next += tick;
-        tokio::time::sleep_until(next.into()).await;
-    }
-}
-
 async fn run(load: &Load) -> Outcome {
     let gw = start_pinned();
     let expect_each = load.rate * load.secs as usize;
@@ -177,7 +147,7 @@ async fn run(load: &Load) -> Outcome {
     let cpu_before = gw.cpu_secs();
     let started = Instant::now();
     let mut rss = Vec::new();
-    publish(&gw, load.rate, load.secs, &mut rss).await;
+    publish_fanout_load(gw.mqtt, load.rate, load.secs, || rss.push(gw.rss_kib())).await;
     let expected = (expect_each * load.clients) as u64;
     let deadline = Instant::now() + Duration::from_secs(15);
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {

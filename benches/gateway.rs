@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use common::binary::GatewayProcess as Gw;
 use common::socketio;
-use edge_gateway::time::{format_ms, now_ms};
+use edge_gateway::time::now_ms;
 use rumqttc::QoS;
-use support::{Measure, http_ok, latency_ms, percentile, publisher};
+use support::{Measure, http_ok, latency_ms, percentile, publish_fanout_load, publisher};
 use tokio::sync::Mutex;
 
 /// Durable MQTT ingest: readings/s from first publish to the last reading committed.
@@ -191,31 +191,10 @@ async fn fanout(clients: usize, rate: usize, secs: u64) {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = publisher(gw.mqtt, "bench-fanout").await;
     let cpu_before = gw.cpu_secs();
     let total = rate * secs as usize;
     let started = Instant::now();
-    let tick = Duration::from_millis(10);
-    let per_tick = rate / 100;
-    let mut sent = 0;
-    let mut next = Instant::now();
-    while sent < total {
-        for _ in 0..per_tick {
-            let topic = format!("sensors/fan-{:03}/vibration", sent % 100);
-            let payload = format!(
-                r#"{{"value":{}.0,"timestamp":"{}"}}"#,
-                sent % 5,
-                format_ms(now_ms())
-            );
-            client
-                .publish(topic, QoS::AtMostOnce, false, payload)
-                .await
-                .unwrap();
-            sent += 1;
-        }
-        next += tick;
-        tokio::time::sleep_until(next.into()).await;
-    }
+    publish_fanout_load(gw.mqtt, rate, secs, || {}).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let expected = (total * clients) as u64;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use edge_gateway::time::{now_ms, parse_rfc3339_ms};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use edge_gateway::time::{format_ms, now_ms, parse_rfc3339_ms};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::common::binary::GatewayProcess;
 use crate::common::try_http_get;
@@ -120,4 +120,41 @@ pub async fn publisher(mqtt: SocketAddr, id: &str) -> AsyncClient {
         }
     });
     client
+}
+
+/// The fan-out load: `rate` QoS 0 readings/s for `secs` from devices `fan-000`…`fan-099`, in
+/// 10 ms ticks, each stamped with its send time (see [`latency_ms`]); `each_second` runs once
+/// a second (e.g. to sample RSS).
+pub async fn publish_fanout_load(
+    mqtt: SocketAddr,
+    rate: usize,
+    secs: u64,
+    mut each_second: impl FnMut(),
+) {
+    let client = publisher(mqtt, "bench-fanout").await;
+    let total = rate * secs as usize;
+    let per_tick = (rate / 100).max(1);
+    let tick = Duration::from_millis(10);
+    let (mut sent, mut next, mut second) = (0, Instant::now(), Instant::now());
+    while sent < total {
+        for _ in 0..per_tick {
+            let topic = format!("sensors/fan-{:03}/vibration", sent % 100);
+            let payload = format!(
+                r#"{{"value":{}.0,"timestamp":"{}"}}"#,
+                sent % 5,
+                format_ms(now_ms())
+            );
+            client
+                .publish(topic, QoS::AtMostOnce, false, payload)
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        if second.elapsed() >= Duration::from_secs(1) {
+            each_second();
+            second = Instant::now();
+        }
+        next += tick;
+        tokio::time::sleep_until(next.into()).await;
+    }
 }
