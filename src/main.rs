@@ -218,13 +218,15 @@ fn probe(device_id: String, config: Option<PathBuf>) -> ExitCode {
 }
 
 async fn run(config: config::Config, options: Options) -> anyhow::Result<()> {
+    // Before anything serves: a SIGHUP or SIGTERM from then on is handled, never fatal.
+    let signals = Signals::new()?;
     let gateway = Gateway::start(config, options).await?;
     systemd::ready();
     tokio::spawn(systemd::watchdog(
         gateway.health().clone(),
         gateway.stopping(),
     ));
-    wait_for_signal().await?;
+    signals.wait_for_stop().await?;
     systemd::stopping();
     tracing::info!("shutting down: stopping ingest, committing what is pending");
     gateway.stop().await?;
@@ -232,14 +234,34 @@ async fn run(config: config::Config, options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// The process's signal handlers. SIGHUP (`systemctl reload`) never ends the process: the TLS
+/// listeners reload their certificates on it when they are configured, nothing else reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    Ok(())
+
+    /// Returns on SIGTERM or SIGINT.
+    async fn wait_for_stop(mut self) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return Ok(r?),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.hangup.recv() => tracing::info!(
+                    "SIGHUP: TLS certificates reload when configured; other settings need a restart"
+                ),
+            }
+        }
+    }
 }
 
 /// Any panic aborts the process, as `panic = "abort"` would (a half-dead gateway is worse than

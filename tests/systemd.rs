@@ -68,3 +68,23 @@ fn notifies_ready_watchdog_and_stopping() {
     let exit = child.wait();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[test]
+fn sighup_without_tls_keeps_the_gateway_running() {
+    let mut gw = common::binary::GatewayProcess::start(&[("LOG_LEVEL", "info")]);
+    let hups = |gw: &common::binary::GatewayProcess| gw.peer.log().matches("SIGHUP:").count();
+    gw.peer.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hups(&gw) == 0 {
+        assert!(gw.peer.exited().is_none(), "SIGHUP ended the gateway");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP not logged: {}",
+            gw.peer.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = common::http_get(gw.http, "/health");
+    assert_eq!(status, 200, "{body}");
+    assert!(gw.peer.exited().is_none(), "SIGHUP ended the gateway");
+}
