@@ -108,7 +108,10 @@ impl Relay {
 
         let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
         let api_stop = CancellationToken::new();
-        let mut api_tasks = vec![tokio::spawn(answer_alarm_actions(alarm_rx))];
+        let mut api_tasks = vec![tokio::spawn(answer_alarm_actions(
+            alarm_rx,
+            api_stop.clone(),
+        ))];
         let state = ApiState::new(
             config.clone(),
             relay_id.clone(),
@@ -187,8 +190,15 @@ fn restore_dedup(store: &Store, max_gateways: usize) -> Result<dedup::Dedup, Gat
 
 /// Central alarm actions: the relay holds no alarm state of its own (the gateway that raised
 /// an alarm owns it), so `alarm:ack` and friends are refused here as unknown alarms.
-async fn answer_alarm_actions(mut rx: mpsc::Receiver<AlarmRequest>) {
-    while let Some(request) = rx.recv().await {
+async fn answer_alarm_actions(mut rx: mpsc::Receiver<AlarmRequest>, stop: CancellationToken) {
+    loop {
+        let request = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
         let id = request.command.alarm_id.clone();
         let _ = request
             .reply
