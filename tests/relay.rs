@@ -316,3 +316,90 @@ async fn check_restarted(replica: &Replica, readings: &BTreeMap<String, BTreeSet
         );
     }
 }
+
+fn relay_rejected(metrics: &str, reason: &str) -> f64 {
+    common::metric(
+        metrics,
+        &format!("edge_gateway_relay_rejected_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Junk on the central channels and streams (not JSON, unknown fields, a wrong schema, a huge
+/// message, a stream entry without data) is counted by reason and skipped; the replica keeps
+/// relaying good records after it, and its dedup drops a repeated (gatewayId, seq).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_central_input_is_counted_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(None);
+    let publish = Replica::start(dir.path(), 1, &redis, "publish");
+    let stream = Replica::start(dir.path(), 2, &redis, "stream");
+    let mut conn = redis.connection();
+    let good = |seq: u64| {
+        format!(
+            r#"{{"deviceId":"press-1","sensorType":"temperature","value":{seq},"unit":"C","timestamp":"{}","status":"normal","location":"hall","gatewayId":"gw-x","seq":{seq}}}"#,
+            edge_gateway::time::format_ms(edge_gateway::time::now_ms())
+        )
+    };
+    let huge = format!(r#"{{"deviceId":"{}"}}"#, "x".repeat(100_000));
+    let junk = [
+        "not json".to_string(),
+        good(1).replace(r#""location""#, r#""extra":1,"location""#),
+        r#"{"status":"online"}"#.to_string(),
+        huge,
+    ];
+    // The publish replica subscribes shortly after it answers /health: publish until it hears.
+    common::eventually(
+        "the publish replica hears the channel",
+        Duration::from_secs(30),
+        || {
+            let _: i64 = conn.publish("sensor-readings", good(1)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            publish.health()["relay"]["gateways"]["gw-x"]["lastSeq"]
+                .as_u64()
+                .map(|_| ())
+        },
+    )
+    .await;
+    for j in &junk {
+        let _: i64 = conn.publish("sensor-readings", j).unwrap();
+        let _: String = conn
+            .xadd("sensor-readings", "*", &[("data", j.as_str())])
+            .unwrap();
+    }
+    let _: String = conn
+        .xadd(
+            "sensor-readings",
+            "*",
+            &[("gatewayId", "gw-x"), ("seq", "9")],
+        )
+        .unwrap();
+    for seq in [2, 2, 3] {
+        let _: i64 = conn.publish("sensor-readings", good(seq)).unwrap();
+        let _: String = conn
+            .xadd("sensor-readings", "*", &[("data", good(seq).as_str())])
+            .unwrap();
+    }
+    for r in [&publish, &stream] {
+        common::eventually(
+            "good records after the junk",
+            Duration::from_secs(30),
+            || {
+                (r.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(3))
+                    .then_some(())
+            },
+        )
+        .await;
+        let (_, metrics) = try_http_get(r.addr(), "/metrics").unwrap();
+        for reason in ["not_json", "schema", "too_large"] {
+            let n = relay_rejected(&metrics, reason);
+            let want = if reason == "schema" { 2.0 } else { 1.0 };
+            assert_eq!(n, want, "{reason} on replica {}: {metrics}", r.http);
+        }
+        let g = &r.health()["relay"]["gateways"]["gw-x"];
+        assert!(g["duplicates"].as_u64().unwrap() >= 1, "{g}");
+        assert!(g["alive"].as_bool().unwrap(), "{g}");
+    }
+    let (_, metrics) = try_http_get(stream.addr(), "/metrics").unwrap();
+    assert_eq!(relay_rejected(&metrics, "missing_data"), 1.0, "{metrics}");
+}
