@@ -403,3 +403,89 @@ async fn bad_central_input_is_counted_and_skipped() {
     let (_, metrics) = try_http_get(stream.addr(), "/metrics").unwrap();
     assert_eq!(relay_rejected(&metrics, "missing_data"), 1.0, "{metrics}");
 }
+
+/// Emits `event` with `params` and an ack id over the minimal client; the ack's payload.
+async fn emit_with_ack(
+    ws: &mut socketio::Ws,
+    event: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let frame = format!("421{}", serde_json::json!([event, params]));
+    ws.send(Message::text(frame)).await.unwrap();
+    let wait = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            let Message::Text(text) = msg else { continue };
+            if text.as_str() == "2" {
+                let _ = ws.send(Message::text("3")).await;
+            } else if let Some(ack) = text.as_str().strip_prefix("431") {
+                let v: serde_json::Value = serde_json::from_str(ack).unwrap();
+                return v[0].clone();
+            }
+        }
+        panic!("socket closed before the ack of {event}");
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("an ack in time")
+}
+
+/// An `alarm:ack` from a central dashboard goes down to the gateway that raised the alarm, as
+/// an entry of its command stream in the documented format; an alarm nobody relayed is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_alarm_ack_goes_down_to_its_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(None);
+    let replica = Replica::start(dir.path(), 1, &redis, "stream");
+    let mut conn = redis.connection();
+    let alarm = serde_json::json!({
+        "alarmId": "press-1/temperature/threshold", "deviceId": "press-1",
+        "sensorType": "temperature", "rule": "threshold", "transition": "raise",
+        "previousState": "normal", "state": "active_unacked", "severity": "critical",
+        "value": 91.5, "threshold": {"value": 90.0, "operator": ">"},
+        "timestamp": edge_gateway::time::format_ms(edge_gateway::time::now_ms()),
+        "user": null, "comment": null, "shelvedUntil": null, "chattering": false,
+        "gatewayId": "gw-x", "seq": 1
+    });
+    let _: String = conn
+        .xadd(
+            "alarm-events",
+            "*",
+            &[
+                ("gatewayId", "gw-x"),
+                ("seq", "1"),
+                ("data", &alarm.to_string()),
+            ],
+        )
+        .unwrap();
+    common::eventually("the alarm relayed", Duration::from_secs(30), || {
+        (replica.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(1)).then_some(())
+    })
+    .await;
+
+    let mut ws = socketio::connect(replica.addr(), &[]).await;
+    let reply = emit_with_ack(
+        &mut ws,
+        "alarm:ack",
+        serde_json::json!({"alarmId": "press-1/temperature/threshold", "comment": "seen"}),
+    )
+    .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    let reply = emit_with_ack(
+        &mut ws,
+        "alarm:ack",
+        serde_json::json!({"alarmId": "other/temperature/threshold"}),
+    )
+    .await;
+    assert_eq!(reply["success"], false, "{reply}");
+
+    let sent: redis::streams::StreamRangeReply = conn.xrange_all("gateway-commands:gw-x").unwrap();
+    assert_eq!(sent.ids.len(), 1);
+    let data: String = sent.ids[0].get("data").unwrap();
+    let command: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(command["command"], "ack", "{command}");
+    assert_eq!(command["alarmId"], "press-1/temperature/threshold");
+    assert_eq!(command["comment"], "seen");
+    assert!(command["commandId"].is_string(), "{command}");
+}
