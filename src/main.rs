@@ -133,6 +133,13 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
+            if loaded.config.sinks.redis.host.is_empty() || !loaded.config.relay.redis {
+                eprintln!(
+                    "edge-gateway: {}",
+                    edge_gateway::GatewayError::RelayWithoutSource
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let options = Options {
                 data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
                 simulate: None,
