@@ -63,7 +63,7 @@ pub enum GatewayError {
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error(
-        "relay mode reads the central Redis the gateways write to: set sinks.redis.host (REDIS_HOST) and keep relay.redis = true"
+        "relay mode reads the central Redis or Kafka the gateways write to: set sinks.redis.host (REDIS_HOST) with relay.redis = true, or sinks.kafka.brokers (KAFKA_BROKERS) with relay.kafka = true"
     )]
     RelayWithoutSource,
     #[error("TLS certificate of a listener: {0}")]

@@ -133,7 +133,8 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            if loaded.config.sinks.redis.host.is_empty() || !loaded.config.relay.redis {
+            let c = &loaded.config;
+            if !edge_gateway::relay::reads_redis(c) && !edge_gateway::relay::reads_kafka(c) {
                 eprintln!(
                     "edge-gateway: {}",
                     edge_gateway::GatewayError::RelayWithoutSource

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::binary::GatewayProcess;
 use common::peer::PeerProcess;
-use common::upstream::RedisServer;
+use common::upstream::{KafkaBroker, RedisServer};
 use common::{free_port, socketio, try_http_get};
 use redis::Commands;
 
@@ -27,42 +27,61 @@ struct Replica {
     http: u16,
     data: PathBuf,
     log: PathBuf,
+    /// Where it reads from (env overrides), for a restart.
+    feed: Vec<(String, String)>,
 }
 
-fn relay_command(data: &Path, http: u16, redis: &RedisServer, mode: &str) -> Command {
+fn relay_command(data: &Path, http: u16, feed: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
     cmd.args(["relay", "--data-dir"])
         .arg(data)
         .env("HOST", "127.0.0.1")
         .env("PORT", http.to_string())
-        .env("REDIS_HOST", "127.0.0.1")
-        .env("REDIS_PORT", redis.port().to_string())
-        .env("EDGE_GATEWAY_SINKS__REDIS__MODE", mode)
         .env("EDGE_GATEWAY_GATEWAY_ID", format!("relay-{http}"))
         .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
         .env("LOG_LEVEL", "info");
+    for (k, v) in feed {
+        cmd.env(k, v);
+    }
     cmd
+}
+
+/// A replica reading the streams (`mode = "stream"`) or channels (`"publish"`) of `redis`.
+fn redis_feed(redis: &RedisServer, mode: &str) -> Vec<(String, String)> {
+    [
+        ("REDIS_HOST", "127.0.0.1".to_string()),
+        ("REDIS_PORT", redis.port().to_string()),
+        ("EDGE_GATEWAY_SINKS__REDIS__MODE", mode.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 impl Replica {
     fn start(dir: &Path, n: usize, redis: &RedisServer, mode: &str) -> Replica {
+        Replica::start_on(dir, n, redis_feed(redis, mode))
+    }
+
+    fn start_on(dir: &Path, n: usize, feed: Vec<(String, String)>) -> Replica {
         let http = free_port();
         let data = dir.join(format!("relay-{n}"));
         let log = dir.join(format!("relay-{n}.log"));
-        let peer = GatewayProcess::spawn(&mut relay_command(&data, http, redis, mode), &log, http);
+        let peer = GatewayProcess::spawn(&mut relay_command(&data, http, &feed), &log, http);
         Replica {
             peer,
             http,
             data,
             log,
+            feed,
         }
     }
 
     /// The same replica again on its store (and a new port), after it died.
-    fn restart(&mut self, redis: &RedisServer, mode: &str) {
+    fn restart(&mut self) {
         self.http = free_port();
         let log = self.log.with_extension("2.log");
-        let mut cmd = relay_command(&self.data, self.http, redis, mode);
+        let mut cmd = relay_command(&self.data, self.http, &self.feed);
         self.peer = GatewayProcess::spawn(&mut cmd, &log, self.http);
     }
 
@@ -203,7 +222,7 @@ async fn replicas_behind_haproxy_deliver_every_reading_and_fail_over_without_gap
     assert!(clients.unwrap_or(0) > 0, "some dashboards on the victim");
     replicas[victim].peer.kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    replicas[victim].restart(&redis, "stream");
+    replicas[victim].restart();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     for g in &mut gateways {
@@ -277,6 +296,14 @@ fn check_dashboards(results: &[serde_json::Value], readings: &BTreeMap<String, B
 /// The restarted replica's store holds every reading, those written while it was dead
 /// included: a resume with an empty map replays them all.
 async fn check_restarted(replica: &Replica, readings: &BTreeMap<String, BTreeSet<u64>>) {
+    check_restarted_has(replica, readings, &GATEWAYS).await;
+}
+
+async fn check_restarted_has(
+    replica: &Replica,
+    readings: &BTreeMap<String, BTreeSet<u64>>,
+    gateways: &[&str],
+) {
     let mut ws = socketio::connect_with_auth(
         replica.addr(),
         r#"{"after":{}}"#,
@@ -308,7 +335,7 @@ async fn check_restarted(replica: &Replica, readings: &BTreeMap<String, BTreeSet
     )
     .await;
     assert!(done.into_inner(), "resume:done from the restarted replica");
-    for gw in GATEWAYS {
+    for &gw in gateways {
         let missing: Vec<_> = readings[gw].difference(&got[gw]).collect();
         assert!(
             missing.is_empty(),
@@ -488,4 +515,67 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
     assert_eq!(command["alarmId"], "press-1/temperature/threshold");
     assert_eq!(command["comment"], "seen");
     assert!(command["commandId"].is_string(), "{command}");
+}
+
+/// The Kafka source: a gateway's Kafka sink → tansu (partitioned topics) → a relay reading every
+/// partition from offsets it keeps; killed with -9 and restarted on its store, it has every
+/// reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_reads_every_partition_and_resumes_after_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = KafkaBroker::start().await;
+    for (topic, partitions) in [
+        ("sensors-data", 3),
+        ("device-status", 2),
+        ("alerts", 1),
+        ("alarm-events", 1),
+    ] {
+        kafka.create_topic(topic, partitions).await;
+    }
+    let brokers = kafka.addr();
+    let mut gw = GatewayProcess::start(&[
+        ("EDGE_GATEWAY_GATEWAY_ID", "gw-k"),
+        ("KAFKA_BROKERS", &brokers),
+        ("EDGE_GATEWAY_SINKS__KAFKA__DELIVERY__LINGER_MS", "1"),
+        ("EDGE_GATEWAY_SIMULATOR__DEVICES", "3"),
+        ("EDGE_GATEWAY_SIMULATOR__INTERVAL_MS", "200"),
+    ]);
+    let feed = vec![
+        ("KAFKA_BROKERS".to_string(), brokers.clone()),
+        ("EDGE_GATEWAY_RELAY__KAFKA".to_string(), "true".to_string()),
+        ("EDGE_GATEWAY_RELAY__REDIS".to_string(), "false".to_string()),
+    ];
+    let mut relay = Replica::start_on(dir.path(), 1, feed);
+    common::eventually("the relay hears gw-k", Duration::from_secs(60), || {
+        relay.health()["relay"]["gateways"]["gw-k"]["lastSeq"]
+            .as_u64()
+            .map(|_| ())
+    })
+    .await;
+    relay.peer.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        gw.peer.stop("TERM", Duration::from_secs(20)),
+        "gateway stops cleanly"
+    );
+
+    let mut readings: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for topic in ["sensors-data", "device-status", "alerts", "alarm-events"] {
+        for r in kafka.read_all(topic).await {
+            let seq: u64 = std::str::from_utf8(&r.headers["seq"])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let e = last.entry("gw-k".to_string()).or_insert(0);
+            *e = seq.max(*e);
+            if topic == "sensors-data" {
+                readings.entry("gw-k".to_string()).or_default().insert(seq);
+            }
+        }
+    }
+    caught_up(&relay, &last).await;
+    check_restarted_has(&relay, &readings, &["gw-k"]).await;
 }

@@ -14,7 +14,7 @@ use super::{AlarmOwners, FLOOR_PREFIX, MAX_ALARM_OWNERS, POSITION_PREFIX};
 use crate::health::RelayFigures;
 use crate::ingest::AckCursor;
 use crate::record::{Record, RecordKind};
-use crate::sinks::redis::feed::FeedMessage;
+use crate::sinks::FeedMessage;
 use crate::store::writer::{WriteBatch, WriteRequest};
 use crate::telemetry as t;
 use crate::time::now_ms;

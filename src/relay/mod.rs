@@ -28,14 +28,16 @@ use crate::health::{Health, RelayFigures};
 use crate::hub::Hub;
 use crate::ingest::AckCursor;
 use crate::pipeline::AlarmRequest;
+use crate::sinks::FeedSettings;
+use crate::sinks::kafka::feed as kafka_feed;
 use crate::sinks::redis::command_sender::{self, Outgoing};
-use crate::sinks::redis::feed::{self, FeedSettings};
+use crate::sinks::redis::feed;
 use crate::store::{Store, StoreWriter};
 use crate::{GatewayError, Options};
 
-/// Store cursor names: a stream's kept position (ms of its last entry taken) and a gateway's
-/// dedup floor.
-const POSITION_PREFIX: &str = "relay:stream:";
+/// Store cursor names: a source's kept position (a Redis stream: ms of its last entry taken;
+/// a Kafka `<topic>/<partition>`: its next offset) and a gateway's dedup floor.
+const POSITION_PREFIX: &str = "relay:position:";
 const FLOOR_PREFIX: &str = "relay:gateway:";
 
 /// Feed messages between the readers and the intake: a few batches' worth. A full queue
@@ -70,8 +72,7 @@ impl Relay {
     /// Opens the store, starts the feed, the intake, the writer and the API; returns once the
     /// HTTP listener is bound.
     pub async fn start(config: Config, options: Options) -> Result<Relay, GatewayError> {
-        let redis = config.relay.redis && !config.sinks.redis.host.is_empty();
-        if !redis {
+        if !reads_redis(&config) && !reads_kafka(&config) {
             return Err(GatewayError::RelayWithoutSource);
         }
         let config = Arc::new(config);
@@ -175,17 +176,33 @@ fn spawn_feed(
 ) -> Result<(Vec<JoinHandle<()>>, JoinHandle<()>), GatewayError> {
     let (feed_tx, feed_rx) = mpsc::channel(FEED_QUEUE);
     let positions = kept(store, POSITION_PREFIX)?;
-    let feeds = vec![feed::spawn(
-        &config.sinks.redis,
-        FeedSettings {
-            max_message_bytes: config.relay.max_message_bytes,
-            read_batch: config.relay.read_batch,
-        },
-        positions.into_iter().map(|(k, v)| (k.into(), v)).collect(),
-        feed_tx,
-        figures.clone(),
-        stop,
-    )];
+    let settings = FeedSettings {
+        max_message_bytes: config.relay.max_message_bytes,
+        read_batch: config.relay.read_batch,
+    };
+    let positions: HashMap<Arc<str>, u64> =
+        positions.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    let mut feeds = Vec::new();
+    if reads_redis(config) {
+        feeds.push(feed::spawn(
+            &config.sinks.redis,
+            settings.clone(),
+            positions.clone(),
+            feed_tx.clone(),
+            figures.clone(),
+            stop,
+        ));
+    }
+    if reads_kafka(config) {
+        feeds.push(kafka_feed::spawn(
+            &config.sinks.kafka,
+            settings,
+            positions,
+            feed_tx,
+            figures.clone(),
+            stop,
+        ));
+    }
     let intake = intake::Intake {
         rx: feed_rx,
         writer,
@@ -220,6 +237,16 @@ fn spawn_alarm_forwarding(
         )),
     ];
     (alarm_tx, tasks)
+}
+
+/// Whether this replica reads the central Redis (`relay.redis` and a `sinks.redis.host`).
+pub fn reads_redis(config: &Config) -> bool {
+    config.relay.redis && !config.sinks.redis.host.is_empty()
+}
+
+/// Whether it reads Kafka (`relay.kafka` and `sinks.kafka.brokers`).
+pub fn reads_kafka(config: &Config) -> bool {
+    config.relay.kafka && !config.sinks.kafka.brokers.is_empty()
 }
 
 /// The cursors kept under `prefix`.

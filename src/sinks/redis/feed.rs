@@ -20,31 +20,10 @@ use crate::backoff::Backoff;
 use crate::config::{KindNames, RedisMode, RedisSinkConfig};
 use crate::health::RelayFigures;
 use crate::record::RecordKind;
-use crate::sinks::Upstream;
+use crate::sinks::{FeedMessage, FeedSettings, Upstream};
 
 /// How long one XREAD blocks waiting for entries.
 const XREAD_BLOCK: Duration = Duration::from_secs(1);
-
-/// One message as the feed read it.
-#[derive(Debug)]
-pub struct FeedMessage {
-    /// The channel or stream it came from.
-    pub source: Arc<str>,
-    pub kind: RecordKind,
-    /// The reference JSON, or why it was not taken (counted by the relay under that reason).
-    pub body: Result<Vec<u8>, &'static str>,
-    /// A stream entry's `gatewayId` and `seq` fields (a channel message has them in its JSON).
-    pub origin: Option<(String, u64)>,
-    /// A stream entry's id, milliseconds part: where a restart reads again from.
-    pub position: Option<u64>,
-}
-
-/// What the feed reads and how much at once.
-#[derive(Debug, Clone)]
-pub struct FeedSettings {
-    pub max_message_bytes: usize,
-    pub read_batch: usize,
-}
 
 /// The channel or stream names of every kind, with their kind.
 fn names(config: &RedisSinkConfig) -> Vec<(Arc<str>, RecordKind)> {
