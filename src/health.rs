@@ -99,6 +99,36 @@ impl RelayFigures {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+
+    /// `/health`'s `relay` and the `relay:gateways` event: the feed and every gateway heard
+    /// (alive unless silent for `silence_ms`), its last `seq` and lag.
+    pub fn to_json(&self, silence_ms: u64) -> serde_json::Value {
+        use crate::time::{format_ms, now_ms};
+        let now = now_ms();
+        let gateways: serde_json::Map<String, serde_json::Value> = self
+            .gateways()
+            .into_iter()
+            .map(|(id, g)| {
+                let v = serde_json::json!({
+                    "alive": now - g.last_heard_ms < silence_ms as i64,
+                    "lastSeq": g.last_seq,
+                    "lastHeard": format_ms(g.last_heard_ms),
+                    "lagSeconds": g.lag_ms as f64 / 1000.0,
+                    "relayed": g.relayed,
+                    "duplicates": g.duplicates,
+                });
+                (id, v)
+            })
+            .collect();
+        serde_json::json!({
+            "feed": {
+                "status": self.feed.state().as_str(),
+                "connected": self.feed.connected(),
+                "error": self.feed.last_error(),
+            },
+            "gateways": gateways,
+        })
+    }
 }
 
 /// A client link that is not a sink (the site broker): up or not, and why not in plain words

@@ -39,6 +39,7 @@ fn relay_command(data: &Path, http: u16, feed: &[(String, String)]) -> Command {
         .env("PORT", http.to_string())
         .env("EDGE_GATEWAY_GATEWAY_ID", format!("relay-{http}"))
         .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
+        .env("EDGE_GATEWAY_SOCKETIO__SYSTEM_STATUS_INTERVAL_MS", "300")
         .env("LOG_LEVEL", "info");
     for (k, v) in feed {
         cmd.env(k, v);
@@ -488,6 +489,20 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
         .unwrap();
     common::eventually("the alarm relayed", Duration::from_secs(30), || {
         (replica.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(1)).then_some(())
+    })
+    .await;
+
+    // Which gateways are alive, for dashboards in the system-status room.
+    let status =
+        common::SocketIoEvents::connect_and_emit(replica.addr(), &["subscribe-system"]).await;
+    common::eventually("relay:gateways with gw-x", Duration::from_secs(30), || {
+        status
+            .of("relay:gateways")
+            .iter()
+            .any(|g| {
+                g["gateways"]["gw-x"]["lastSeq"] == 1 && g["gateways"]["gw-x"]["alive"] == true
+            })
+            .then_some(())
     })
     .await;
 
