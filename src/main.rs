@@ -128,30 +128,33 @@ fn main() -> ExitCode {
             };
             exit_code(runtime.block_on(run(loaded.config, options)))
         }
-        Command::Relay { config, data_dir } => {
-            let loaded = match load_for_service(config) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let c = &loaded.config;
-            if !edge_gateway::relay::reads_redis(c) && !edge_gateway::relay::reads_kafka(c) {
-                eprintln!(
-                    "edge-gateway: {}",
-                    edge_gateway::GatewayError::RelayWithoutSource
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let options = Options {
-                data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
-                simulate: None,
-            };
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            exit_code(runtime.block_on(run_relay(loaded.config, options)))
-        }
+        Command::Relay { config, data_dir } => relay(config, data_dir),
     }
+}
+
+/// `edge-gateway relay`: a config without a feed is a config error (exit 2).
+fn relay(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    let loaded = match load_for_service(config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let c = &loaded.config;
+    if !edge_gateway::relay::reads_redis(c) && !edge_gateway::relay::reads_kafka(c) {
+        eprintln!(
+            "edge-gateway: {}",
+            edge_gateway::GatewayError::RelayWithoutSource
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let options = Options {
+        data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
+        simulate: None,
+    };
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    exit_code(runtime.block_on(run_relay(loaded.config, options)))
 }
 
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
