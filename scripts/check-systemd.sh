@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks systemd/edge-gateway.service: `systemd-analyze verify` must pass, and the
+# Checks systemd/edge-gateway.service (and verifies systemd/edge-gateway-relay@.service): `systemd-analyze verify` must pass, and the
 # `systemd-analyze security` exposure score is printed (aim: <= 2.0).
 #   scripts/check-systemd.sh [BINARY]   (BINARY defaults to target/debug/edge-gateway)
 set -euo pipefail
@@ -22,6 +22,17 @@ if [ -n "$problems" ]; then
   exit 1
 fi
 echo "check-systemd: systemd-analyze verify: ok"
+
+# The relay replicas' template unit, verified as instance 1.
+sed "s|^ExecStart=/usr/bin/edge-gateway|ExecStart=$bin|" "systemd/edge-gateway-relay@.service" > "$work/edge-gateway-relay@1.service"
+out=$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify "$work/edge-gateway-relay@1.service" 2>&1 || true)
+problems=$(printf '%s\n' "$out" | grep -F "edge-gateway-relay@" || true)
+if [ -n "$problems" ]; then
+  printf '%s\n' "$out"
+  echo "check-systemd: systemd-analyze verify found problems in the relay unit" >&2
+  exit 1
+fi
+echo "check-systemd: systemd-analyze verify (relay unit): ok"
 
 security=$(systemd-analyze security --offline=true --no-pager "$work/edge-gateway.service" 2>&1 || true)
 printf '%s\n' "$security" | grep -E "^✗|^→|Overall exposure" | sed 's/^/  /'

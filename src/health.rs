@@ -50,6 +50,85 @@ pub struct Health {
     pub sinks: Vec<Arc<SinkHealth>>,
     /// The site broker client (`site_mqtt`).
     pub site_mqtt: LinkHealth,
+    /// Relay mode: the gateways heard through the central feed.
+    pub relay: std::sync::OnceLock<Arc<RelayFigures>>,
+}
+
+/// Relay mode: per origin gateway, what the central feed brought (`/health`, `relay:gateways`).
+#[derive(Debug, Default)]
+pub struct RelayFigures {
+    pub feed: LinkHealth,
+    gateways: Mutex<std::collections::BTreeMap<String, GatewayFigures>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GatewayFigures {
+    /// The highest `seq` relayed.
+    pub last_seq: u64,
+    /// When its last record arrived (ms since the epoch).
+    pub last_heard_ms: i64,
+    /// How long its last record took from the stream (entry id) or its timestamp (channel
+    /// messages) to us.
+    pub lag_ms: i64,
+    pub relayed: u64,
+    pub duplicates: u64,
+}
+
+impl RelayFigures {
+    /// Notes one record of `gateway`: `seq`, new or a duplicate, and its lag.
+    pub fn note(&self, gateway: &str, seq: u64, duplicate: bool, now_ms: i64, lag_ms: i64) {
+        let mut gateways = self.gateways.lock().expect("health lock poisoned");
+        if !gateways.contains_key(gateway) {
+            gateways.insert(gateway.to_string(), GatewayFigures::default());
+        }
+        let g = gateways.get_mut(gateway).expect("inserted above");
+        g.last_seq = g.last_seq.max(seq);
+        g.last_heard_ms = now_ms;
+        g.lag_ms = lag_ms;
+        if duplicate {
+            g.duplicates += 1;
+        } else {
+            g.relayed += 1;
+        }
+    }
+
+    pub fn gateways(&self) -> Vec<(String, GatewayFigures)> {
+        let gateways = self.gateways.lock().expect("health lock poisoned");
+        gateways
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// `/health`'s `relay` and the `relay:gateways` event: the feed and every gateway heard
+    /// (alive unless silent for `silence_ms`), its last `seq` and lag.
+    pub fn to_json(&self, silence_ms: u64) -> serde_json::Value {
+        use crate::time::{format_ms, now_ms};
+        let now = now_ms();
+        let gateways: serde_json::Map<String, serde_json::Value> = self
+            .gateways()
+            .into_iter()
+            .map(|(id, g)| {
+                let v = serde_json::json!({
+                    "alive": now - g.last_heard_ms < silence_ms as i64,
+                    "lastSeq": g.last_seq,
+                    "lastHeard": format_ms(g.last_heard_ms),
+                    "lagSeconds": g.lag_ms as f64 / 1000.0,
+                    "relayed": g.relayed,
+                    "duplicates": g.duplicates,
+                });
+                (id, v)
+            })
+            .collect();
+        serde_json::json!({
+            "feed": {
+                "status": self.feed.state().as_str(),
+                "connected": self.feed.connected(),
+                "error": self.feed.last_error(),
+            },
+            "gateways": gateways,
+        })
+    }
 }
 
 /// A client link that is not a sink (the site broker): up or not, and why not in plain words
@@ -196,6 +275,7 @@ impl Health {
                 .map(|name| Arc::new(SinkHealth::new(name)))
                 .collect(),
             site_mqtt: LinkHealth::default(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 

@@ -11,6 +11,7 @@ fn bin() -> Command {
                 "HOST",
                 "JWT_SECRET",
                 "JWT_SECRET_FILE",
+                "REDIS_HOST",
                 "REDIS_PASSWORD",
                 "REDIS_PASSWORD_FILE",
                 "CREDENTIALS_DIRECTORY",
@@ -81,6 +82,19 @@ fn bad_env_value_exits_2_naming_the_variable() {
         err.contains("SOCKET_IO_MAX_CLIENTS") && err.contains("socketio.max_clients"),
         "{err}"
     );
+}
+
+#[test]
+fn relay_without_a_redis_host_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["relay", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sinks.redis.host (REDIS_HOST)"), "{stderr}");
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             (s.name.to_string(), v)
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "status": h.overall().as_str(),
         "timestamp": format_ms(now_ms()),
         "uptime": h.uptime_secs(),
@@ -73,6 +73,9 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             "unacknowledged": h.alarms_unacked.load(Ordering::Relaxed),
         },
     });
+    if let Some(relay) = h.relay.get() {
+        body["relay"] = relay.to_json(state.config.relay.gateway_silence_ms);
+    }
     let code = if store_state == ComponentState::Down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

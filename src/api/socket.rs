@@ -631,6 +631,13 @@ pub async fn run_system_status(io: SocketIo, state: ApiState, shutdown: Cancella
         let status = system_status(&state);
         let _ = io.to("system-status").emit("system:status", &status).await;
         metrics::counter!(t::SOCKETIO_EMITTED, "event" => "system:status").increment(1);
+        if let Some(relay) = state.health.relay.get() {
+            let gateways = relay.to_json(state.config.relay.gateway_silence_ms);
+            let _ = io
+                .to("system-status")
+                .emit("relay:gateways", &gateways)
+                .await;
+        }
     }
 }
 

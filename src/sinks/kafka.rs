@@ -17,6 +17,8 @@ use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use tokio::task::JoinSet;
 
+pub mod feed;
+
 use super::{SinkError, Upstream, name_for};
 use crate::config::{KafkaCompression, KafkaSasl, KafkaSinkConfig};
 use crate::store::RawRecord;

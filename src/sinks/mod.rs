@@ -79,6 +79,28 @@ pub fn name_for(names: &KindNames, kind: RecordKind) -> &str {
     }
 }
 
+/// Relay mode: one message as a central feed (`redis::feed`, `kafka::feed`) read it.
+#[derive(Debug)]
+pub struct FeedMessage {
+    /// The channel or stream it came from.
+    pub source: Arc<str>,
+    pub kind: RecordKind,
+    /// The reference JSON, or why it was not taken (counted by the relay under that reason).
+    pub body: Result<Vec<u8>, &'static str>,
+    /// A stream entry's `gatewayId` and `seq` fields (a channel message has them in its JSON).
+    pub origin: Option<(String, u64)>,
+    /// Where a restart reads again from (kept per `source`): a stream entry id's milliseconds, a
+    /// partition's next offset.
+    pub position: Option<u64>,
+}
+
+/// What the feed reads and how much at once.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    pub max_message_bytes: usize,
+    pub read_batch: usize,
+}
+
 /// What a sink task needs from the gateway.
 pub struct SinkContext {
     pub store: Store,
