@@ -462,6 +462,84 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
     gw.stop().await.unwrap();
 }
 
+/// The records of `topic` once there are at least `n` (60 s at most).
+async fn kafka_eventually(
+    kafka: &KafkaBroker,
+    topic: &str,
+    n: usize,
+) -> Vec<common::upstream::KafkaRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = kafka.read_all(topic).await;
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} records on {topic}: {}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_alarm_topic_holds_back_alarms_only_and_is_reported() {
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("sensors-data", 1).await;
+    kafka.create_topic("device-status", 1).await;
+    kafka.create_topic("alerts", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_kafka(test_config(), &kafka);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let http = gw.http_addr();
+    let (client, mut acks) = mqtt_client(mqtt, "no-alarm-topic").await;
+    for v in ["40", "20"] {
+        client
+            .publish("sensors/nat-1/temperature", QoS::AtLeastOnce, false, v)
+            .await
+            .unwrap();
+    }
+    acks.wait_for(|n| *n >= 2).await.unwrap();
+    // Telemetry (and the raise on `alerts`) flows; the lane names the topic and its key.
+    let readings = kafka_eventually(&kafka, "sensors-data", 2).await;
+    assert_eq!(readings.len(), 2);
+    let health = eventually(
+        "alarm lane error in /health",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = http_get(http, "/health");
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let kafka = v["components"]["sinks"]["kafka"].clone();
+            kafka["alarmLaneError"].is_string().then_some(kafka)
+        },
+    )
+    .await;
+    let error = health["alarmLaneError"].as_str().unwrap();
+    assert!(error.contains("`alarm-events` does not exist"), "{error}");
+    assert!(error.contains("sinks.kafka.topics.alarm_events"), "{error}");
+    assert_eq!(health["connected"], true);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(kafka.read_all("alerts").await.len(), 1, "the raise");
+
+    kafka.create_topic("alarm-events", 1).await;
+    let kinds: Vec<Value> = kafka_eventually(&kafka, "alarm-events", 2)
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.value).unwrap()["transition"].clone())
+        .collect();
+    assert_eq!(kinds, ["raise", "clear"]);
+    eventually("lane error cleared", Duration::from_secs(10), || {
+        sink(&gw, "kafka")
+            .state()
+            .eq(&edge_gateway::health::ComponentState::Healthy)
+            .then_some(())
+    })
+    .await;
+    gw.stop().await.unwrap();
+}
+
 /// The gateway binary with a Redis stream sink and a Kafka sink, both paced to 2000
 /// records/s so a backlog takes a few seconds to drain: time to kill -9 it half way. Returns
 /// once /health answers.

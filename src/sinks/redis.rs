@@ -140,13 +140,17 @@ impl RedisSink {
     }
 }
 
-impl Upstream for RedisSink {
-    async fn connect(&mut self) -> Result<(), SinkError> {
-        self.conn = None;
-        let timeout = Duration::from_millis(self.config.delivery.request_timeout_ms);
+impl RedisSink {
+    /// A new connection (TLS when configured), answered a PING; requests on it fail after
+    /// `response_timeout` (`None`: never, for blocking reads).
+    pub(super) async fn open(
+        &mut self,
+        connect_timeout: Duration,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection, SinkError> {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(response_timeout);
         let mut conn = if self.config.tls {
             self.connect_tls(config).await?
         } else {
@@ -155,7 +159,15 @@ impl Upstream for RedisSink {
                 .await?
         };
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        self.conn = Some(conn);
+        Ok(conn)
+    }
+}
+
+impl Upstream for RedisSink {
+    async fn connect(&mut self) -> Result<(), SinkError> {
+        self.conn = None;
+        let timeout = Duration::from_millis(self.config.delivery.request_timeout_ms);
+        self.conn = Some(self.open(timeout, Some(timeout)).await?);
         Ok(())
     }
 
@@ -176,7 +188,8 @@ impl Upstream for RedisSink {
         Ok(result?)
     }
 
-    fn endpoints(&self) -> Vec<String> {
-        vec![format!("{}:{}", self.config.host, self.config.port)]
+    async fn probe(&mut self, timeout: Duration) -> bool {
+        let open = self.open(timeout, Some(timeout));
+        matches!(tokio::time::timeout(timeout, open).await, Ok(Ok(_)))
     }
 }
