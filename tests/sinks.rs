@@ -829,13 +829,21 @@ fn upstream_transitions(redis: &RedisServer, alarm_id: &str) -> Vec<(String, Str
         .collect()
 }
 
+/// The central-command tests count in the process-wide metrics recorder: one at a time.
+static CENTRAL_COUNTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstream() {
+    let _counting = CENTRAL_COUNTERS.lock().await;
     let redis = RedisServer::start(None);
     let dir = tempfile::tempdir().unwrap();
     let config = with_redis(test_config(), &redis, RedisMode::Stream);
     let mqtt = config.mqtt.listen;
     let gw = start(config, dir.path()).await;
+    let before: Vec<f64> = ["ok", "malformed", "unknown"]
+        .iter()
+        .map(|r| central(&gw, r))
+        .collect();
     let (client, mut acks) = mqtt_client(mqtt, "central").await;
     client
         .publish("sensors/cen-1/temperature", QoS::AtLeastOnce, false, "40")
@@ -883,12 +891,112 @@ async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstr
     let current = gw.store().current_alarms(|_| true, 10).unwrap();
     assert_eq!(current.alarms[0]["state"], "active_acked");
     assert_eq!(current.alarms[0]["comment"], "seen centrally");
-    let (_, metrics) = http_get(gw.http_addr(), "/metrics");
-    for result in ["ok", "malformed", "unknown"] {
-        let name =
-            format!(r#"edge_gateway_alarm_actions_total{{origin="central",result="{result}"}}"#);
-        assert_eq!(metric(&metrics, &name), Some(1.0), "{name}");
+    for (result, before) in ["ok", "malformed", "unknown"].into_iter().zip(before) {
+        assert_eq!(central(&gw, result), before + 1.0, "{result}");
     }
+    gw.stop().await.unwrap();
+}
+
+/// XADD one entry of `fields` to `stream`.
+fn xadd(redis: &RedisServer, stream: &str, fields: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(k).arg(v);
+    }
+    let _: String = cmd.query(&mut redis.connection()).unwrap();
+}
+
+/// The central-command counter `result` in /metrics (0 when absent).
+fn central(gw: &edge_gateway::Gateway, result: &str) -> f64 {
+    let (_, metrics) = http_get(gw.http_addr(), "/metrics");
+    let name = format!(r#"edge_gateway_alarm_actions_total{{origin="central",result="{result}"}}"#);
+    metric(&metrics, &name).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_ack_added_to_the_stream_while_stopped_is_applied_once_after_start() {
+    let _counting = CENTRAL_COUNTERS.lock().await;
+    let redis = RedisServer::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_redis(test_config(), &redis, RedisMode::Stream);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config.clone(), dir.path()).await;
+    // The metrics recorder is the test process's: counts go on across restarts here.
+    let base: Vec<f64> = ["ok", "malformed"]
+        .iter()
+        .map(|r| central(&gw, r))
+        .collect();
+    let (client, mut acks) = mqtt_client(mqtt, "stream-cmd").await;
+    client
+        .publish("sensors/str-1/temperature", QoS::AtLeastOnce, false, "40")
+        .await
+        .unwrap();
+    acks.wait_for(|a| *a >= 1).await.unwrap();
+    let id = "str-1/temperature/threshold";
+    eventually("raise upstream", Duration::from_secs(20), || {
+        (!upstream_transitions(&redis, id).is_empty()).then_some(())
+    })
+    .await;
+    drop(client);
+    gw.stop().await.unwrap();
+
+    // Cut off: the centre acks, and a broken entry lands in the stream too.
+    let stream = "gateway-commands:test-gw";
+    xadd(
+        &redis,
+        stream,
+        &[(
+            "data",
+            r#"{"command":"ack","alarmId":"str-1/temperature/threshold","user":"ops-centre","comment":"while you were out"}"#,
+        )],
+    );
+    xadd(&redis, stream, &[("payload", "no data field")]);
+    let gw = start(config.clone(), dir.path()).await;
+    eventually("the ack upstream", Duration::from_secs(30), || {
+        (upstream_transitions(&redis, id).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        upstream_transitions(&redis, id),
+        [
+            ("raise".into(), "active_unacked".into(), Value::Null),
+            (
+                "ack".into(),
+                "active_acked".into(),
+                Value::from("ops-centre")
+            ),
+        ]
+    );
+    eventually("the broken entry counted", Duration::from_secs(10), || {
+        (central(&gw, "malformed") == base[1] + 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(central(&gw, "ok"), base[0] + 1.0, "the ack");
+    gw.stop().await.unwrap();
+
+    // After another restart nothing old is read again; a shelve sent both ways (stream and
+    // channel, one commandId) is applied once.
+    let gw = start(config, dir.path()).await;
+    let before: Vec<f64> = ["ok", "refused", "malformed", "duplicate"]
+        .iter()
+        .map(|r| central(&gw, r))
+        .collect();
+    let shelve = r#"{"command":"shelve","alarmId":"str-1/temperature/threshold","minutes":5,"reason":"pm","commandId":"c-42"}"#;
+    xadd(&redis, stream, &[("data", shelve)]);
+    publish_command(&redis, stream, shelve).await;
+    eventually("the shelve upstream", Duration::from_secs(30), || {
+        (upstream_transitions(&redis, id).len() == 3).then_some(())
+    })
+    .await;
+    eventually("the second copy dropped", Duration::from_secs(10), || {
+        (central(&gw, "duplicate") == before[3] + 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(upstream_transitions(&redis, id)[2].0, "shelve");
+    assert_eq!(central(&gw, "ok"), before[0] + 1.0, "the shelve, once");
+    let replayed = central(&gw, "refused") + central(&gw, "malformed") - before[1] - before[2];
+    assert_eq!(replayed, 0.0, "nothing read again after the restart");
     gw.stop().await.unwrap();
 }
 

@@ -11,14 +11,15 @@ pub mod commands;
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSub};
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::{SinkError, Upstream, name_for};
 use crate::config::{RedisMode, RedisSinkConfig};
 use crate::store::RawRecord;
-use crate::tls::{ProblemLog, TlsConnector, rustls::pki_types::ServerName};
+use crate::tls::{ProblemLog, TlsConnector, Watched, rustls::pki_types::ServerName};
 
 pub struct RedisSink {
     config: RedisSinkConfig,
@@ -70,12 +71,11 @@ impl RedisSink {
         Ok(self.tls.insert((connector, setup.problems)).clone())
     }
 
-    /// TCP, then the TLS handshake (a certificate problem comes back in plain words), then
-    /// redis-rs on the encrypted stream.
-    async fn connect_tls(
+    /// TCP, then the TLS handshake (a certificate problem comes back in plain words): the
+    /// stream redis-rs then speaks on, watched for TLS problems found later.
+    async fn tls_stream(
         &mut self,
-        config: AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection, SinkError> {
+    ) -> Result<(Watched<TlsStream<TcpStream>>, ProblemLog), SinkError> {
         let (connector, problems) = self.connector()?;
         let c = &self.config;
         let name = if c.server_name.is_empty() {
@@ -94,16 +94,32 @@ impl RedisSink {
             .await
             .map_err(|e| SinkError::tls_aware(e, |e| redis::RedisError::from(e).into()))?;
         problems.take();
-        let stream = problems.watch(stream);
+        Ok((problems.watch(stream), problems))
+    }
+
+    /// redis-rs on the encrypted stream (AUTH and SELECT as on a plain link).
+    async fn connect_tls(
+        &mut self,
+        config: AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, SinkError> {
+        let (stream, problems) = self.tls_stream().await?;
         let (conn, driver) =
             MultiplexedConnection::new_with_config(&self.settings(), stream, config)
                 .await
-                .map_err(|e| match problems.take() {
-                    Some(problem) => SinkError::Tls(problem.to_string()),
-                    None => e.into(),
-                })?;
+                .map_err(|e| tls_or_redis(&problems, e))?;
         tokio::spawn(driver);
         Ok(conn)
+    }
+
+    /// A pub/sub connection (TLS when configured), for the command channel.
+    pub(super) async fn pubsub(&mut self) -> Result<PubSub, SinkError> {
+        if !self.config.tls {
+            return Ok(self.client()?.get_async_pubsub().await?);
+        }
+        let (stream, problems) = self.tls_stream().await?;
+        PubSub::new(&self.settings(), stream)
+            .await
+            .map_err(|e| tls_or_redis(&problems, e))
     }
 
     fn pipeline(&self, batch: &[RawRecord]) -> redis::Pipeline {
@@ -137,6 +153,14 @@ impl RedisSink {
             }
         }
         pipe
+    }
+}
+
+/// The TLS problem behind a redis-rs error, if our verifier noted one.
+fn tls_or_redis(problems: &ProblemLog, e: redis::RedisError) -> SinkError {
+    match problems.take() {
+        Some(problem) => SinkError::Tls(problem.to_string()),
+        None => e.into(),
     }
 }
 
