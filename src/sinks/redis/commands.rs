@@ -9,7 +9,8 @@
 //! it, so a command is applied once across reconnects and restarts. (A crash in the
 //! millisecond between those two commits applies it a second time; an ack or unshelve is then
 //! refused as already done, a shelve restarts its timer.) A store without that cursor (a new
-//! gateway) starts at the stream's end: older entries concern alarms of another store.
+//! gateway) starts with the entries added since this start: older ones concern alarms of
+//! another store.
 //!
 //! For compatibility the PUBLISH channel of the same name is still subscribed (lost while the
 //! gateway is unreachable). A sender using both gives the command a `commandId`: the second
@@ -33,8 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::streams::StreamReadReply;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -150,6 +150,8 @@ pub struct Applier {
     store: Store,
     writer: mpsc::Sender<WriteRequest>,
     recent: Mutex<RecentIds>,
+    /// When the gateway started (ms): a new store reads commands added since.
+    started_ms: u64,
 }
 
 impl Applier {
@@ -163,6 +165,7 @@ impl Applier {
             store,
             writer,
             recent: Mutex::new(RecentIds::default()),
+            started_ms: u64::try_from(crate::time::now_ms()).unwrap_or(0),
         }
     }
 }
@@ -236,7 +239,7 @@ async fn read_entries(
     let mut conn = sink.open(timeout, Some(READ_BLOCK + timeout)).await?;
     let mut last = match applier.store.cursor(CURSOR)? {
         Some(at) => EntryId::decode(at),
-        None => stream_end(&mut conn, key, applier).await?,
+        None => fresh_start(applier).await,
     };
     backoff.reset();
     tracing::info!(%key, from = %last, "reading central alarm commands");
@@ -267,27 +270,15 @@ async fn read_entries(
     }
 }
 
-/// Where a store without a position starts: after the newest entry (remembered at once).
-async fn stream_end(
-    conn: &mut MultiplexedConnection,
-    key: &str,
-    applier: &Applier,
-) -> Result<EntryId, SinkError> {
-    let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(key)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    let end = newest
-        .ids
-        .first()
-        .and_then(|e| EntryId::parse(&e.id))
-        .unwrap_or_default();
-    applier.remember(end).await;
-    Ok(end)
+/// Where a store without a position starts: entries added from this start on (remembered at
+/// once).
+async fn fresh_start(applier: &Applier) -> EntryId {
+    let start = EntryId {
+        ms: applier.started_ms.saturating_sub(1),
+        n: u64::MAX,
+    };
+    applier.remember(start).await;
+    EntryId::decode(start.encode())
 }
 
 /// Subscribes to the channel (and again after a failure) until `stop`.
