@@ -197,6 +197,9 @@ pub struct SinkHealth {
     pub errors: AtomicU64,
     /// Records the store evicted before this sink sent them.
     pub dropped_unsent: AtomicU64,
+    /// Why the alarm lane alone cannot send (the Kafka alarm topic is missing), while
+    /// telemetry flows.
+    alarm_lane_error: Mutex<Option<String>>,
 }
 
 impl SinkHealth {
@@ -212,6 +215,7 @@ impl SinkHealth {
             sent_per_sec: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             dropped_unsent: AtomicU64::new(0),
+            alarm_lane_error: Mutex::new(None),
         }
     }
 
@@ -237,8 +241,22 @@ impl SinkHealth {
             .clone()
     }
 
+    pub fn set_alarm_lane_error(&self, error: Option<String>) {
+        *self.alarm_lane_error.lock().expect("health lock poisoned") = error;
+    }
+
+    pub fn alarm_lane_error(&self) -> Option<String> {
+        self.alarm_lane_error
+            .lock()
+            .expect("health lock poisoned")
+            .clone()
+    }
+
+    /// Degraded while connected but the alarm lane cannot send.
     pub fn state(&self) -> ComponentState {
-        if self.connected() {
+        if self.connected() && self.alarm_lane_error().is_some() {
+            ComponentState::Degraded
+        } else if self.connected() {
             ComponentState::Healthy
         } else {
             ComponentState::Down
@@ -342,7 +360,10 @@ impl Health {
     /// (device listener, site broker) or an upstream sink is down (records wait in the
     /// store), healthy otherwise.
     pub fn overall(&self) -> ComponentState {
-        let sink_down = self.sinks.iter().any(|s| !s.connected())
+        let sink_down = self
+            .sinks
+            .iter()
+            .any(|s| s.state() != ComponentState::Healthy)
             || self.site_mqtt.state() == ComponentState::Down;
         match (self.store_state(), self.mqtt_state()) {
             (ComponentState::Down, _) => ComponentState::Down,

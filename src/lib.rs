@@ -161,12 +161,10 @@ impl Gateway {
         // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
         // owns the alarm state.
         let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
-        let commands = sinks::redis::commands::spawn(
-            &config.sinks,
-            &gateway_id,
-            alarm_tx.clone(),
-            &sinks_stop,
-        );
+        let applier =
+            sinks::redis::commands::Applier::new(alarm_tx.clone(), store.clone(), write_tx.clone());
+        let commands =
+            sinks::redis::commands::spawn(&config.sinks, &gateway_id, applier, &sinks_stop);
         sinks.extend(commands);
         let inputs = (ingest_rx, alarm_rx);
         let pipeline = pipeline::spawn(

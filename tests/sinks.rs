@@ -462,6 +462,84 @@ async fn missing_kafka_topic_is_named_and_retried_until_created() {
     gw.stop().await.unwrap();
 }
 
+/// The records of `topic` once there are at least `n` (60 s at most).
+async fn kafka_eventually(
+    kafka: &KafkaBroker,
+    topic: &str,
+    n: usize,
+) -> Vec<common::upstream::KafkaRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = kafka.read_all(topic).await;
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} records on {topic}: {}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_alarm_topic_holds_back_alarms_only_and_is_reported() {
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("sensors-data", 1).await;
+    kafka.create_topic("device-status", 1).await;
+    kafka.create_topic("alerts", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_kafka(test_config(), &kafka);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let http = gw.http_addr();
+    let (client, mut acks) = mqtt_client(mqtt, "no-alarm-topic").await;
+    for v in ["40", "20"] {
+        client
+            .publish("sensors/nat-1/temperature", QoS::AtLeastOnce, false, v)
+            .await
+            .unwrap();
+    }
+    acks.wait_for(|n| *n >= 2).await.unwrap();
+    // Telemetry (and the raise on `alerts`) flows; the lane names the topic and its key.
+    let readings = kafka_eventually(&kafka, "sensors-data", 2).await;
+    assert_eq!(readings.len(), 2);
+    let health = eventually(
+        "alarm lane error in /health",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = http_get(http, "/health");
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let kafka = v["components"]["sinks"]["kafka"].clone();
+            kafka["alarmLaneError"].is_string().then_some(kafka)
+        },
+    )
+    .await;
+    let error = health["alarmLaneError"].as_str().unwrap();
+    assert!(error.contains("`alarm-events` does not exist"), "{error}");
+    assert!(error.contains("sinks.kafka.topics.alarm_events"), "{error}");
+    assert_eq!(health["connected"], true);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(kafka.read_all("alerts").await.len(), 1, "the raise");
+
+    kafka.create_topic("alarm-events", 1).await;
+    let kinds: Vec<Value> = kafka_eventually(&kafka, "alarm-events", 2)
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.value).unwrap()["transition"].clone())
+        .collect();
+    assert_eq!(kinds, ["raise", "clear"]);
+    eventually("lane error cleared", Duration::from_secs(10), || {
+        sink(&gw, "kafka")
+            .state()
+            .eq(&edge_gateway::health::ComponentState::Healthy)
+            .then_some(())
+    })
+    .await;
+    gw.stop().await.unwrap();
+}
+
 /// The gateway binary with a Redis stream sink and a Kafka sink, both paced to 2000
 /// records/s so a backlog takes a few seconds to drain: time to kill -9 it half way. Returns
 /// once /health answers.
@@ -751,13 +829,21 @@ fn upstream_transitions(redis: &RedisServer, alarm_id: &str) -> Vec<(String, Str
         .collect()
 }
 
+/// The central-command tests count in the process-wide metrics recorder: one at a time.
+static CENTRAL_COUNTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstream() {
+    let _counting = CENTRAL_COUNTERS.lock().await;
     let redis = RedisServer::start(None);
     let dir = tempfile::tempdir().unwrap();
     let config = with_redis(test_config(), &redis, RedisMode::Stream);
     let mqtt = config.mqtt.listen;
     let gw = start(config, dir.path()).await;
+    let before: Vec<f64> = ["ok", "malformed", "unknown"]
+        .iter()
+        .map(|r| central(&gw, r))
+        .collect();
     let (client, mut acks) = mqtt_client(mqtt, "central").await;
     client
         .publish("sensors/cen-1/temperature", QoS::AtLeastOnce, false, "40")
@@ -805,12 +891,112 @@ async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstr
     let current = gw.store().current_alarms(|_| true, 10).unwrap();
     assert_eq!(current.alarms[0]["state"], "active_acked");
     assert_eq!(current.alarms[0]["comment"], "seen centrally");
-    let (_, metrics) = http_get(gw.http_addr(), "/metrics");
-    for result in ["ok", "malformed", "unknown"] {
-        let name =
-            format!(r#"edge_gateway_alarm_actions_total{{origin="central",result="{result}"}}"#);
-        assert_eq!(metric(&metrics, &name), Some(1.0), "{name}");
+    for (result, before) in ["ok", "malformed", "unknown"].into_iter().zip(before) {
+        assert_eq!(central(&gw, result), before + 1.0, "{result}");
     }
+    gw.stop().await.unwrap();
+}
+
+/// XADD one entry of `fields` to `stream`.
+fn xadd(redis: &RedisServer, stream: &str, fields: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(k).arg(v);
+    }
+    let _: String = cmd.query(&mut redis.connection()).unwrap();
+}
+
+/// The central-command counter `result` in /metrics (0 when absent).
+fn central(gw: &edge_gateway::Gateway, result: &str) -> f64 {
+    let (_, metrics) = http_get(gw.http_addr(), "/metrics");
+    let name = format!(r#"edge_gateway_alarm_actions_total{{origin="central",result="{result}"}}"#);
+    metric(&metrics, &name).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_ack_added_to_the_stream_while_stopped_is_applied_once_after_start() {
+    let _counting = CENTRAL_COUNTERS.lock().await;
+    let redis = RedisServer::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_redis(test_config(), &redis, RedisMode::Stream);
+    let mqtt = config.mqtt.listen;
+    let gw = start(config.clone(), dir.path()).await;
+    // The metrics recorder is the test process's: counts go on across restarts here.
+    let base: Vec<f64> = ["ok", "malformed"]
+        .iter()
+        .map(|r| central(&gw, r))
+        .collect();
+    let (client, mut acks) = mqtt_client(mqtt, "stream-cmd").await;
+    client
+        .publish("sensors/str-1/temperature", QoS::AtLeastOnce, false, "40")
+        .await
+        .unwrap();
+    acks.wait_for(|a| *a >= 1).await.unwrap();
+    let id = "str-1/temperature/threshold";
+    eventually("raise upstream", Duration::from_secs(20), || {
+        (!upstream_transitions(&redis, id).is_empty()).then_some(())
+    })
+    .await;
+    drop(client);
+    gw.stop().await.unwrap();
+
+    // Cut off: the centre acks, and a broken entry lands in the stream too.
+    let stream = "gateway-commands:test-gw";
+    xadd(
+        &redis,
+        stream,
+        &[(
+            "data",
+            r#"{"command":"ack","alarmId":"str-1/temperature/threshold","user":"ops-centre","comment":"while you were out"}"#,
+        )],
+    );
+    xadd(&redis, stream, &[("payload", "no data field")]);
+    let gw = start(config.clone(), dir.path()).await;
+    eventually("the ack upstream", Duration::from_secs(30), || {
+        (upstream_transitions(&redis, id).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        upstream_transitions(&redis, id),
+        [
+            ("raise".into(), "active_unacked".into(), Value::Null),
+            (
+                "ack".into(),
+                "active_acked".into(),
+                Value::from("ops-centre")
+            ),
+        ]
+    );
+    eventually("the broken entry counted", Duration::from_secs(10), || {
+        (central(&gw, "malformed") == base[1] + 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(central(&gw, "ok"), base[0] + 1.0, "the ack");
+    gw.stop().await.unwrap();
+
+    // After another restart nothing old is read again; a shelve sent both ways (stream and
+    // channel, one commandId) is applied once.
+    let gw = start(config, dir.path()).await;
+    let before: Vec<f64> = ["ok", "refused", "malformed", "duplicate"]
+        .iter()
+        .map(|r| central(&gw, r))
+        .collect();
+    let shelve = r#"{"command":"shelve","alarmId":"str-1/temperature/threshold","minutes":5,"reason":"pm","commandId":"c-42"}"#;
+    xadd(&redis, stream, &[("data", shelve)]);
+    publish_command(&redis, stream, shelve).await;
+    eventually("the shelve upstream", Duration::from_secs(30), || {
+        (upstream_transitions(&redis, id).len() == 3).then_some(())
+    })
+    .await;
+    eventually("the second copy dropped", Duration::from_secs(10), || {
+        (central(&gw, "duplicate") == before[3] + 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(upstream_transitions(&redis, id)[2].0, "shelve");
+    assert_eq!(central(&gw, "ok"), before[0] + 1.0, "the shelve, once");
+    let replayed = central(&gw, "refused") + central(&gw, "malformed") - before[1] - before[2];
+    assert_eq!(replayed, 0.0, "nothing read again after the restart");
     gw.stop().await.unwrap();
 }
 

@@ -146,6 +146,81 @@ async fn redis_over_mtls_delivers_and_refuses_a_foreign_client_certificate() {
     gw.stop().await.unwrap();
 }
 
+/// The `transition` of each entry in the `alarm-events` stream, read on the plain port.
+fn alarm_transitions(redis: &TlsRedis) -> Vec<String> {
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("alarm-events")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.plain())
+        .unwrap();
+    entries
+        .ids
+        .iter()
+        .map(|e| {
+            let data: String = e.get("data").unwrap();
+            let v: Value = serde_json::from_str(&data).unwrap();
+            v["transition"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_commands_come_over_the_sinks_mtls_link() {
+    let certs = Certs::make();
+    // The TLS port wants our client certificate: a plain-text command link gets nothing.
+    let redis = TlsRedis::start(&certs.pair("server"), &certs.ca(), true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(&certs, redis.tls_port, Some(certs.pair("client")));
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, dir.path()).await;
+    let (client, mut acks) = mqtt_client(mqtt, "tls-alarm").await;
+    client
+        .publish(
+            "sensors/tls-alarm/temperature",
+            QoS::AtLeastOnce,
+            false,
+            "40",
+        )
+        .await
+        .unwrap();
+    acks.wait_for(|a| *a >= 1).await.unwrap();
+    eventually("the raise upstream", Duration::from_secs(30), || {
+        (alarm_transitions(&redis) == ["raise"]).then_some(())
+    })
+    .await;
+
+    // The centre writes on the plain port; the gateway reads the stream over mTLS ...
+    let ack = r#"{"command":"ack","alarmId":"tls-alarm/temperature/threshold","user":"ops"}"#;
+    let _: String = redis::cmd("XADD")
+        .arg("gateway-commands:test-gw")
+        .arg("*")
+        .arg("data")
+        .arg(ack)
+        .query(&mut redis.plain())
+        .unwrap();
+    eventually("the ack upstream", Duration::from_secs(30), || {
+        (alarm_transitions(&redis) == ["raise", "ack"]).then_some(())
+    })
+    .await;
+    // ... and is subscribed to the channel over mTLS.
+    let shelve = r#"{"command":"shelve","alarmId":"tls-alarm/temperature/threshold","minutes":5,"reason":"pm"}"#;
+    eventually("the channel subscribed", Duration::from_secs(30), || {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("gateway-commands:test-gw")
+            .arg(shelve)
+            .query(&mut redis.plain())
+            .unwrap();
+        (receivers > 0).then_some(())
+    })
+    .await;
+    eventually("the shelve upstream", Duration::from_secs(30), || {
+        (alarm_transitions(&redis) == ["raise", "ack", "shelve"]).then_some(())
+    })
+    .await;
+    gw.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_certificate_problems_are_named_in_health() {
     let certs = Certs::make();

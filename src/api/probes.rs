@@ -32,6 +32,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
                 "sentPerSecond": s.sent_per_sec.load(Ordering::Relaxed),
                 "errors": s.errors.load(Ordering::Relaxed),
                 "droppedUnsent": s.dropped_unsent.load(Ordering::Relaxed),
+                "alarmLaneError": s.alarm_lane_error(),
             });
             (s.name.to_string(), v)
         })

@@ -24,6 +24,16 @@ use crate::config::{KafkaCompression, KafkaSasl, KafkaSinkConfig};
 use crate::store::RawRecord;
 use crate::tls::ClientSetup;
 
+/// The config key of the alarm topic, the one topic a link may lack.
+const ALARM_KEY: &str = "alarm_events";
+
+fn missing(topic: &str, key: &str) -> SinkError {
+    SinkError::MissingTopic {
+        topic: topic.to_string(),
+        key: format!("sinks.kafka.topics.{key}"),
+    }
+}
+
 pub struct KafkaSink {
     config: KafkaSinkConfig,
     gateway_id: String,
@@ -94,15 +104,17 @@ impl KafkaSink {
             })
     }
 
+    /// Our topics with their config keys, each once; a name shared with a telemetry topic is
+    /// required.
     fn topics(&self) -> Vec<(&str, &'static str)> {
         let t = &self.config.topics;
         let mut out = vec![
             (t.sensor_readings.as_str(), "sensor_readings"),
             (t.device_status.as_str(), "device_status"),
             (t.alerts.as_str(), "alerts"),
-            (t.alarm_events.as_str(), "alarm_events"),
+            (t.alarm_events.as_str(), ALARM_KEY),
         ];
-        out.sort();
+        out.sort_by_key(|(name, key)| (*name, *key == ALARM_KEY));
         out.dedup_by(|a, b| a.0 == b.0);
         out
     }
@@ -116,7 +128,8 @@ impl KafkaSink {
     }
 
     /// Reads the partition counts of our topics and opens a client for each partition's
-    /// leader. A missing topic is an error that names it.
+    /// leader. A missing telemetry topic is an error that names it; a missing alarm topic is
+    /// left out (telemetry flows; the alarm lane reports it when it sends).
     async fn load_partitions(
         &self,
         client: &Client,
@@ -125,10 +138,10 @@ impl KafkaSink {
         let mut out = HashMap::new();
         for (topic, key) in self.topics() {
             let Some(found) = listed.iter().find(|t| t.name == topic) else {
-                return Err(SinkError::MissingTopic {
-                    topic: topic.to_string(),
-                    key: format!("sinks.kafka.topics.{key}"),
-                });
+                if key == ALARM_KEY {
+                    continue;
+                }
+                return Err(missing(topic, key));
             };
             let mut clients = Vec::with_capacity(found.partitions.len());
             // Partitions are numbered 0..n; the default partitioner relies on that.
@@ -141,6 +154,42 @@ impl KafkaSink {
             out.insert(topic.to_string(), clients);
         }
         Ok(out)
+    }
+
+    /// Reloads the partitions every `metadata_refresh_ms`, and at once when the batch names a
+    /// topic the link does not have (the alarm topic, created since); that topic still missing
+    /// is an error naming it. A failed reload drops the link.
+    async fn refresh(&mut self, batch: &[RawRecord]) -> Result<(), SinkError> {
+        let Some(link) = self.link.as_ref() else {
+            return Ok(());
+        };
+        let every = Duration::from_millis(self.config.metadata_refresh_ms);
+        let topics = &self.config.topics;
+        let absent = |link: &Link| {
+            batch
+                .iter()
+                .map(|r| name_for(topics, r.kind))
+                .find(|t| !link.partitions.contains_key(*t))
+                .map(str::to_string)
+        };
+        if link.loaded_at.elapsed() > every || absent(link).is_some() {
+            match self.load_partitions(&link.client).await {
+                Ok(p) => {
+                    let link = self.link.as_mut().expect("checked above");
+                    link.partitions = p;
+                    link.loaded_at = Instant::now();
+                }
+                Err(e) => {
+                    self.link = None;
+                    return Err(e);
+                }
+            }
+        }
+        let link = self.link.as_ref().expect("checked above");
+        match absent(link) {
+            Some(topic) => Err(missing(&topic, ALARM_KEY)),
+            None => Ok(()),
+        }
     }
 
     fn to_kafka(&self, r: &RawRecord) -> Record {
@@ -187,23 +236,7 @@ impl Upstream for KafkaSink {
     }
 
     async fn send(&mut self, batch: &[RawRecord]) -> Result<(), SinkError> {
-        let refresh = Duration::from_millis(self.config.metadata_refresh_ms);
-        if let Some(link) = self.link.as_ref()
-            && link.loaded_at.elapsed() > refresh
-        {
-            let partitions = self.load_partitions(&link.client).await;
-            let link = self.link.as_mut().expect("checked above");
-            match partitions {
-                Ok(p) => {
-                    link.partitions = p;
-                    link.loaded_at = Instant::now();
-                }
-                Err(e) => {
-                    self.link = None;
-                    return Err(e);
-                }
-            }
-        }
+        self.refresh(batch).await?;
         let Some(link) = self.link.as_ref() else {
             return Err(SinkError::Timeout {
                 what: "kafka link (not connected)",
@@ -244,8 +277,16 @@ impl Upstream for KafkaSink {
         result
     }
 
-    fn endpoints(&self) -> Vec<String> {
-        self.config.brokers.clone()
+    async fn probe(&mut self, timeout: Duration) -> bool {
+        // A bootstrap client: TCP, TLS and SASL when configured, ApiVersions, Metadata.
+        let backoff = BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+            base: 2.0,
+            deadline: Some(timeout),
+        };
+        let client = self.client(backoff);
+        matches!(tokio::time::timeout(timeout, client).await, Ok(Ok(_)))
     }
 }
 

@@ -3,6 +3,10 @@
 //! an outage the central side learns of every alarm before the readings catch up. The lane is
 //! in `seq` order, so each alarm's transitions arrive in order; the main lane skips alarm
 //! records (the lane owns them).
+//!
+//! A failure of the lane alone (the Kafka alarm topic does not exist) does not hold telemetry
+//! back: the lane reports it in `/health` (`alarmLaneError`), retries on a backoff of its own
+//! and lets the main lane run meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +33,9 @@ pub(super) enum Step {
 pub(super) struct AlarmLane {
     name: Arc<str>,
     cursor: u64,
+    /// After a failure of the lane alone: no new attempt before then.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
 }
 
 impl AlarmLane {
@@ -40,6 +47,8 @@ impl AlarmLane {
             Ok(cursor) => Some(AlarmLane {
                 name,
                 cursor: cursor.unwrap_or(main_cursor),
+                retry_at: None,
+                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             }),
             Err(e) => {
                 tracing::error!(sink, error = %e, "cannot read the alarm lane cursor; sink not started");
@@ -56,12 +65,31 @@ impl AlarmLane {
         timeout: Duration,
         backoff: &mut Backoff,
     ) -> Step {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Step::Idle;
+        }
         match self.send_next(upstream, ctx, timeout).await {
-            Ok(true) => Step::Sent,
+            Ok(true) => {
+                if self.retry_at.take().is_some() {
+                    self.backoff.reset();
+                    ctx.health.set_alarm_lane_error(None);
+                    tracing::info!(sink = ctx.health.name, "alarm lane sending again");
+                }
+                Step::Sent
+            }
             Ok(false) => Step::Idle,
+            Err(e @ SinkError::MissingTopic { .. }) => {
+                if self.retry_at.is_none() {
+                    tracing::error!(sink = ctx.health.name, error = %e,
+                        "alarm transitions wait in the store; telemetry keeps flowing");
+                }
+                ctx.health.set_alarm_lane_error(Some(e.to_string()));
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+                Step::Idle
+            }
             Err(e) => {
                 fail(ctx, &e);
-                wait_for_retry(&upstream.endpoints(), backoff.next_delay(), &ctx.stop).await;
+                wait_for_retry(upstream, backoff.next_delay(), &ctx.stop).await;
                 Step::Failed
             }
         }

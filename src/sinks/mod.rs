@@ -64,9 +64,10 @@ pub trait Upstream: Send {
     /// (Re)establishes the link; called after a failure before the next `send`.
     fn connect(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
     fn send(&mut self, batch: &[RawRecord]) -> impl Future<Output = Result<(), SinkError>> + Send;
-    /// `host:port` endpoints, probed cheaply during backoff to reconnect as soon as one
-    /// accepts TCP again.
-    fn endpoints(&self) -> Vec<String>;
+    /// Whether the upstream answers at the protocol level within `timeout`, on a link of its
+    /// own (Kafka: ApiVersions and Metadata; Redis: PING). Probed during backoff to retry as
+    /// soon as the peer is back: a frozen or wedged peer still accepts TCP.
+    fn probe(&mut self, timeout: Duration) -> impl Future<Output = bool> + Send;
 }
 
 /// The upstream name (channel, stream or topic) for a record kind.
@@ -141,7 +142,7 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
                 fail(&ctx, &e);
                 update_lag(&ctx, cursor);
                 let wait = backoff.next_delay();
-                wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
+                wait_for_retry(&mut upstream, wait, &ctx.stop).await;
                 continue;
             }
             connected = true;
@@ -182,7 +183,7 @@ pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: Si
                 connected = false;
                 fail(&ctx, &e);
                 let wait = backoff.next_delay();
-                wait_for_retry(&upstream.endpoints(), wait, &ctx.stop).await;
+                wait_for_retry(&mut upstream, wait, &ctx.stop).await;
             }
         }
     }
@@ -434,28 +435,38 @@ async fn wait_for_commit(
     }
 }
 
-/// Sleeps `wait`, but returns early once an endpoint that refused TCP accepts it again:
-/// the upstream is back, and waiting out a long backoff would only delay the catch-up.
-async fn wait_for_retry(endpoints: &[String], wait: Duration, stop: &CancellationToken) {
+/// How often, and for how long at most, a backing-off sink probes its upstream.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sleeps `wait`, but returns early once the upstream, having failed a probe, answers one:
+/// it is back, and waiting out a long backoff would only delay the catch-up (the alarm lane
+/// has a second to get the outage's transitions upstream). An upstream that answers from the
+/// first probe failed for another reason (a missing topic, a refused record): the backoff is
+/// waited out without further probes.
+async fn wait_for_retry<U: Upstream>(upstream: &mut U, wait: Duration, stop: &CancellationToken) {
     let deadline = Instant::now() + wait;
-    let mut was_unreachable = false;
-    while Instant::now() < deadline && !stop.is_cancelled() {
-        let step = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(250));
-        sleep_or_stop(step, stop).await;
-        let mut reachable = false;
-        for e in endpoints {
-            let connect = tokio::net::TcpStream::connect(e.as_str());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
-                reachable = true;
-                break;
-            }
-        }
-        if reachable && was_unreachable {
+    let mut failed = false;
+    loop {
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        if left.is_zero() || stop.is_cancelled() {
             return;
         }
-        was_unreachable |= !reachable;
+        let answered = tokio::select! {
+            _ = stop.cancelled() => return,
+            answered = upstream.probe(left.min(PROBE_TIMEOUT)) => answered,
+        };
+        if answered && failed {
+            return;
+        }
+        failed |= !answered;
+        let next = if answered {
+            deadline
+        } else {
+            (started + PROBE_EVERY).min(deadline)
+        };
+        sleep_or_stop(next.saturating_duration_since(Instant::now()), stop).await;
     }
 }
 

@@ -13,14 +13,15 @@ pub mod feed;
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSub};
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::{SinkError, Upstream, name_for};
 use crate::config::{RedisMode, RedisSinkConfig};
 use crate::store::RawRecord;
-use crate::tls::{ProblemLog, TlsConnector, rustls::pki_types::ServerName};
+use crate::tls::{ProblemLog, TlsConnector, Watched, rustls::pki_types::ServerName};
 
 pub struct RedisSink {
     config: RedisSinkConfig,
@@ -72,12 +73,11 @@ impl RedisSink {
         Ok(self.tls.insert((connector, setup.problems)).clone())
     }
 
-    /// TCP, then the TLS handshake (a certificate problem comes back in plain words), then
-    /// redis-rs on the encrypted stream.
-    async fn connect_tls(
+    /// TCP, then the TLS handshake (a certificate problem comes back in plain words): the
+    /// stream redis-rs then speaks on, watched for TLS problems found later.
+    async fn tls_stream(
         &mut self,
-        config: AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection, SinkError> {
+    ) -> Result<(Watched<TlsStream<TcpStream>>, ProblemLog), SinkError> {
         let (connector, problems) = self.connector()?;
         let c = &self.config;
         let name = if c.server_name.is_empty() {
@@ -96,16 +96,37 @@ impl RedisSink {
             .await
             .map_err(|e| SinkError::tls_aware(e, |e| redis::RedisError::from(e).into()))?;
         problems.take();
-        let stream = problems.watch(stream);
+        Ok((problems.watch(stream), problems))
+    }
+
+    /// redis-rs on the encrypted stream (AUTH and SELECT as on a plain link).
+    async fn connect_tls(
+        &mut self,
+        config: AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, SinkError> {
+        let (stream, problems) = self.tls_stream().await?;
         let (conn, driver) =
             MultiplexedConnection::new_with_config(&self.settings(), stream, config)
                 .await
-                .map_err(|e| match problems.take() {
-                    Some(problem) => SinkError::Tls(problem.to_string()),
-                    None => e.into(),
-                })?;
+                .map_err(|e| tls_or_redis(&problems, e))?;
         tokio::spawn(driver);
         Ok(conn)
+    }
+
+    /// `host:port`, as logs and /health name the server.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("{}:{}", self.config.host, self.config.port)
+    }
+
+    /// A pub/sub connection (TLS when configured), for the command channel.
+    pub(super) async fn pubsub(&mut self) -> Result<PubSub, SinkError> {
+        if !self.config.tls {
+            return Ok(self.client()?.get_async_pubsub().await?);
+        }
+        let (stream, problems) = self.tls_stream().await?;
+        PubSub::new(&self.settings(), stream)
+            .await
+            .map_err(|e| tls_or_redis(&problems, e))
     }
 
     fn pipeline(&self, batch: &[RawRecord]) -> redis::Pipeline {
@@ -142,13 +163,25 @@ impl RedisSink {
     }
 }
 
-impl Upstream for RedisSink {
-    async fn connect(&mut self) -> Result<(), SinkError> {
-        self.conn = None;
-        let timeout = Duration::from_millis(self.config.delivery.request_timeout_ms);
+/// The TLS problem behind a redis-rs error, if our verifier noted one.
+fn tls_or_redis(problems: &ProblemLog, e: redis::RedisError) -> SinkError {
+    match problems.take() {
+        Some(problem) => SinkError::Tls(problem.to_string()),
+        None => e.into(),
+    }
+}
+
+impl RedisSink {
+    /// A new connection (TLS when configured), answered a PING; requests on it fail after
+    /// `response_timeout` (`None`: never, for blocking reads).
+    pub(super) async fn open(
+        &mut self,
+        connect_timeout: Duration,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection, SinkError> {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(response_timeout);
         let mut conn = if self.config.tls {
             self.connect_tls(config).await?
         } else {
@@ -157,7 +190,15 @@ impl Upstream for RedisSink {
                 .await?
         };
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        self.conn = Some(conn);
+        Ok(conn)
+    }
+}
+
+impl Upstream for RedisSink {
+    async fn connect(&mut self) -> Result<(), SinkError> {
+        self.conn = None;
+        let timeout = Duration::from_millis(self.config.delivery.request_timeout_ms);
+        self.conn = Some(self.open(timeout, Some(timeout)).await?);
         Ok(())
     }
 
@@ -178,7 +219,8 @@ impl Upstream for RedisSink {
         Ok(result?)
     }
 
-    fn endpoints(&self) -> Vec<String> {
-        vec![format!("{}:{}", self.config.host, self.config.port)]
+    async fn probe(&mut self, timeout: Duration) -> bool {
+        let open = self.open(timeout, Some(timeout));
+        matches!(tokio::time::timeout(timeout, open).await, Ok(Ok(_)))
     }
 }

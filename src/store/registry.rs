@@ -13,7 +13,7 @@ use std::ops::Bound;
 use redb::ReadableTable;
 use serde::Deserialize;
 
-use super::{DEVICES, Store, StoreError};
+use super::{ALARMS, DEVICES, Store, StoreError};
 use crate::record::DeviceState;
 use crate::time::parse_rfc3339_ms;
 
@@ -195,8 +195,10 @@ impl Store {
                 let txn = db.begin_write()?;
                 {
                     let mut table = txn.open_table(DEVICES)?;
+                    let mut alarms = txn.open_table(ALARMS)?;
                     for id in &doomed {
                         table.remove(id.as_str())?;
+                        remove_alarms(&mut alarms, id)?;
                     }
                 }
                 txn.commit()?;
@@ -221,6 +223,7 @@ impl Store {
         let mut removed = 0;
         {
             let mut table = txn.open_table(DEVICES)?;
+            let mut alarms = txn.open_table(ALARMS)?;
             for (id, cutoff_ms) in devices {
                 let stale = match table.get(id.as_str())? {
                     Some(v) => parse_row(id, v.value()).is_none_or(|d| d.ts_ms <= *cutoff_ms),
@@ -228,6 +231,7 @@ impl Store {
                 };
                 if stale {
                     table.remove(id.as_str())?;
+                    remove_alarms(&mut alarms, id)?;
                     removed += 1;
                 }
             }
@@ -235,6 +239,25 @@ impl Store {
         txn.commit()?;
         Ok(removed)
     }
+}
+
+/// Deletes the current-alarm rows of a forgotten device (`<deviceId>/<sensor>/<rule>`): its
+/// alarms went with it from the pipeline, so `get:alarms` and a restart no longer show them.
+/// Their transitions stay in the log and upstream.
+fn remove_alarms(
+    alarms: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    device_id: &str,
+) -> Result<(), StoreError> {
+    // Every id from "<device>/" up to "<device>0" ('0' follows '/').
+    let (from, to) = (format!("{device_id}/"), format!("{device_id}0"));
+    let ids: Vec<String> = alarms
+        .range::<&str>(from.as_str()..to.as_str())?
+        .map(|e| e.map(|(k, _)| k.value().to_string()))
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        alarms.remove(id.as_str())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,6 +275,45 @@ mod tests {
             location: "L".into(),
             last_seen_ms: Some(ts_ms),
         })
+    }
+
+    /// An alarm of `device` (sensor `t`) in `state`.
+    fn alarm_of(device: &str, state: &'static str) -> Record {
+        let mut r = crate::store::test_support::alarm(state, 1);
+        if let Record::Alarm(a) = &mut r {
+            a.device_id = device.into();
+            a.alarm_id = format!("{device}/t/threshold");
+        }
+        r
+    }
+
+    #[test]
+    fn forgetting_a_device_drops_its_current_alarms_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
+        let records = [
+            status("d1", 1_000),
+            status("d10", 1_000),
+            status("d2", 1_000),
+            alarm_of("d1", "active_unacked"),
+            alarm_of("d10", "active_unacked"),
+            alarm_of("d2", "shelved"),
+        ];
+        w.append(&records, &[], 0, KEEP).unwrap();
+        let ids = |store: &Store| -> Vec<String> {
+            let now = store.current_alarms(|_| true, 10).unwrap();
+            now.alarms
+                .iter()
+                .map(|a| a["alarmId"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&store).len(), 3);
+        assert_eq!(store.forget_devices(&[("d1".into(), 2_000)]).unwrap(), 1);
+        assert_eq!(ids(&store), ["d10/t/threshold", "d2/t/threshold"]);
+        // Pruned at start (not among the most recent): the same.
+        store.restore_devices(1, 0).unwrap();
+        assert_eq!(ids(&store).len(), 1);
     }
 
     #[test]

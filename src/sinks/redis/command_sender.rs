@@ -66,7 +66,7 @@ pub fn spawn(
     mut rx: mpsc::Receiver<Outgoing>,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let sink = RedisSink::new(config.clone(), sender.clone());
+    let mut sink = RedisSink::new(config.clone(), sender.clone());
     let stop = stop.clone();
     let counter = AtomicU64::new(0);
     tokio::spawn(async move {
@@ -81,7 +81,7 @@ pub fn spawn(
             let entry = render(&out.command, &id);
             let result = tokio::time::timeout(
                 REQUEST_TIMEOUT,
-                xadd(&sink, &mut conn, &stream(&out.gateway_id), &entry),
+                xadd(&mut sink, &mut conn, &stream(&out.gateway_id), &entry),
             )
             .await
             .unwrap_or_else(|_| Err("the central Redis did not answer in time".into()));
@@ -94,15 +94,15 @@ pub fn spawn(
 }
 
 async fn xadd(
-    sink: &RedisSink,
+    sink: &mut RedisSink,
     conn: &mut Option<redis::aio::MultiplexedConnection>,
     key: &str,
     entry: &str,
 ) -> Result<(), String> {
     if conn.is_none() {
-        let client = sink.client().map_err(|e| e.to_string())?;
-        let c = client
-            .get_multiplexed_async_connection()
+        let timeout = Duration::from_millis(sink.config.delivery.request_timeout_ms);
+        let c = sink
+            .open(timeout, Some(timeout))
             .await
             .map_err(|e| e.to_string())?;
         *conn = Some(c);

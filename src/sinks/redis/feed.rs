@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::config::{KindNames, RedisMode, RedisSinkConfig};
 use crate::health::RelayFigures;
 use crate::record::RecordKind;
-use crate::sinks::{FeedMessage, FeedSettings, Upstream};
+use crate::sinks::{FeedMessage, FeedSettings};
 
 /// How long one XREAD blocks waiting for entries.
 const XREAD_BLOCK: Duration = Duration::from_secs(1);
@@ -92,7 +92,7 @@ fn read_after(ms: u64) -> String {
 }
 
 impl Feed {
-    async fn run(self, positions: HashMap<Arc<str>, u64>, stop: CancellationToken) {
+    async fn run(mut self, positions: HashMap<Arc<str>, u64>, stop: CancellationToken) {
         let mut ids: Vec<String> = self
             .names
             .iter()
@@ -100,7 +100,7 @@ impl Feed {
             .collect();
         let mut backoff =
             Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).with_jitter();
-        let endpoint = self.sink.endpoints().join(",");
+        let endpoint = self.sink.endpoint();
         while !stop.is_cancelled() {
             let result = match self.mode {
                 RedisMode::Publish => self.subscribe(&stop, &mut backoff).await,
@@ -130,12 +130,11 @@ impl Feed {
 
     /// Publish mode: one subscription to every channel until `stop` (`Ok`) or the link fails.
     async fn subscribe(
-        &self,
+        &mut self,
         stop: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), String> {
-        let client = self.sink.client().map_err(|e| e.to_string())?;
-        let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+        let mut pubsub = self.sink.pubsub().await.map_err(|e| e.to_string())?;
         let channels: Vec<&str> = self.names.iter().map(|(n, _)| &**n).collect();
         pubsub
             .subscribe(&channels)
@@ -178,18 +177,15 @@ impl Feed {
 
     /// Stream mode: XREAD from `ids` (moved on as entries are handed over) until `stop`.
     async fn read_streams(
-        &self,
+        &mut self,
         ids: &mut [String],
         stop: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), String> {
         let timeout = XREAD_BLOCK + Duration::from_secs(10);
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let client = self.sink.client().map_err(|e| e.to_string())?;
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let mut conn = self
+            .sink
+            .open(timeout, Some(timeout))
             .await
             .map_err(|e| e.to_string())?;
         backoff.reset();
