@@ -125,7 +125,11 @@ impl PeerProcess {
     ) -> Result<(), NotReady> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.check(deadline, timeout)?;
+            // A peer that did what was awaited and then exited (a client that wrote its
+            // results) is ready, not dead: probe once more before failing.
+            if let Err(e) = self.check(deadline, timeout) {
+                return if probe() { Ok(()) } else { Err(e) };
+            }
             if probe() {
                 return Ok(());
             }
@@ -141,7 +145,9 @@ impl PeerProcess {
     ) -> Result<(), NotReady> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.check(deadline, timeout)?;
+            if let Err(e) = self.check(deadline, timeout) {
+                return if probe().await { Ok(()) } else { Err(e) };
+            }
             if probe().await {
                 return Ok(());
             }
