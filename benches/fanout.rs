@@ -2,7 +2,8 @@
 //! publisher (this process) pinned to core 1 (`taskset`), so the two stop stealing from each
 //! other. Figures are printed; nothing is asserted (machines are noisy).
 //!
-//! `cargo bench --bench fanout -- [sweep] [stalled] [overload] [idle]` (all by default).
+//! `cargo bench --bench fanout -- [sweep] [stalled] [overload] [idle] [replay]` (all by default;
+//! `FANOUT_SWEEP=100x2000,10000x100` runs only those sweep points).
 //! - sweep: 100, 1000 and 10000 `all-devices` clients at rates up to and past saturation:
 //!   latency p50/p99/p999 (client receive time − reading timestamp), delivered ratio, gateway
 //!   CPU and RSS;
@@ -171,22 +172,46 @@ async fn run(load: &Load) -> Outcome {
     }
 }
 
-async fn sweep() {
-    let plan: [(usize, &[usize]); 3] = [
-        (100, &[500, 2_000, 5_000, 10_000]),
-        (1_000, &[200, 500, 1_000]),
-        (10_000, &[20, 50, 100]),
+/// The sweep's points: `FANOUT_SWEEP=100x2000,10000x100` (clients x readings/s) picks some.
+fn sweep_points() -> Vec<(usize, usize)> {
+    let all = [
+        (100, 500),
+        (100, 2_000),
+        (100, 5_000),
+        (100, 10_000),
+        (1_000, 200),
+        (1_000, 500),
+        (1_000, 1_000),
+        (10_000, 20),
+        (10_000, 50),
+        (10_000, 100),
     ];
-    for (clients, rates) in plan {
-        for &rate in rates {
-            let load = Load {
-                clients,
-                stalled: 0,
-                rate,
-                secs: 10,
-            };
-            println!("sweep: {}", run(&load).await.line(&load));
-        }
+    let Ok(picked) = std::env::var("FANOUT_SWEEP") else {
+        return all.to_vec();
+    };
+    picked
+        .split(',')
+        .map(|p| {
+            let (c, r) = p
+                .split_once('x')
+                .expect("FANOUT_SWEEP: clients x rate, e.g. 100x2000");
+            (
+                c.trim().parse().expect("clients"),
+                r.trim().parse().expect("rate"),
+            )
+        })
+        .collect()
+}
+
+async fn sweep() {
+    for (clients, rate) in sweep_points() {
+        let load = Load {
+            clients,
+            stalled: 0,
+            rate,
+            secs: 10,
+        };
+        println!("sweep: {}", run(&load).await.line(&load));
     }
 }
 

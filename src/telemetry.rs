@@ -47,6 +47,9 @@ pub const RELAY_GATEWAY_LAG: &str = "edge_gateway_relay_gateway_lag_seconds";
 pub const SOCKETIO_OVERFLOWS: &str = "edge_gateway_socketio_overflows_total";
 /// Events a client did not get, by reason (e.g. an unstored system alert while it replays).
 pub const SOCKETIO_DROPPED: &str = "edge_gateway_socketio_events_dropped_total";
+/// Events sent a second time to clients with room, after a broadcast found a full buffer the
+/// probe could not find (it drained in between); clients drop them by `seq`.
+pub const SOCKETIO_DUPLICATED: &str = "edge_gateway_socketio_events_duplicated_total";
 pub const DEVICES_ONLINE: &str = "edge_gateway_devices_online";
 pub const DEVICES_TOTAL: &str = "edge_gateway_devices_total";
 pub const ALERTS_ACTIVE: &str = "edge_gateway_alerts_active";

@@ -29,7 +29,7 @@ use crate::hub::Hub;
 use crate::store::Store;
 
 pub use server::{ConnLimits, server_tls};
-use socket::LiveGate;
+use socket::{LiveGate, ReplayChunks};
 pub use socket::{run_emitter, run_system_status};
 
 /// What handlers share.
@@ -44,6 +44,8 @@ pub struct ApiState {
     pub alarms: tokio::sync::mpsc::Sender<crate::pipeline::AlarmRequest>,
     /// The last `seq` the emitter broadcast, locked while it emits (resume hands over there).
     live: LiveGate,
+    /// Store chunks that replaying clients may hold at once (see `socket::resume`).
+    replay_chunks: ReplayChunks,
 }
 
 impl ApiState {
@@ -63,6 +65,7 @@ impl ApiState {
             hub,
             alarms,
             live: LiveGate::default(),
+            replay_chunks: ReplayChunks::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use socketioxide::BroadcastError;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
@@ -29,8 +30,8 @@ use crate::hub::HubEvent;
 use crate::record::{Committed, Record, RecordKind};
 use crate::telemetry as t;
 use crate::time::{format_ms, now_ms};
-pub use resume::LiveGate;
 use resume::Resume;
+pub use resume::{LiveGate, ReplayChunks};
 
 const WELCOME: &str = "Connected to IoT Monitoring System";
 /// The emitter yields after this many records of one batch.
@@ -453,9 +454,13 @@ impl To {
 
     /// The sockets it reaches now.
     fn sockets(self, io: &SocketIo, device: Option<&str>) -> Vec<SocketRef> {
+        // `io.to` panics once socketioxide removed the namespace at shutdown; `of` does not.
+        let Some(everyone) = io.of("/") else {
+            return Vec::new();
+        };
         match self {
-            To::Everyone => io.sockets(),
-            _ => io.to(self.rooms(device)).sockets(),
+            To::Everyone => everyone.sockets(),
+            _ => everyone.to(self.rooms(device)).sockets(),
         }
     }
 
@@ -490,10 +495,11 @@ fn routes(kind: RecordKind, device: Option<&str>) -> &'static [(To, &'static str
     }
 }
 
-/// Emits one record to its rooms with the reference event names, socket by socket: a client
+/// Emits one record to its rooms with the reference event names, one broadcast per event: the
+/// packet is encoded once and every client's queue holds a clone of the same bytes. A client
 /// whose buffer is full does not lose the record silently but is moved to a replay from the
 /// store (see `resume::overflowed`), so its buffer stays bounded and it misses nothing.
-fn emit_record(
+async fn emit_record(
     io: &SocketIo,
     state: &ApiState,
     kind: RecordKind,
@@ -502,16 +508,87 @@ fn emit_record(
     payload: &RawValue,
 ) {
     for &(to, event) in routes(kind, device) {
-        for s in to.sockets(io, device) {
-            match s.emit(event, payload) {
-                Ok(()) => {}
-                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    resume::overflowed(&s, state, seq)
-                }
-                Err(_) => {}
-            }
+        let full = broadcast(io, to, device, event, payload).await;
+        if full > 0 {
+            overflowed_among(io, state, (to, event), device, seq, payload, full);
         }
         metrics::counter!(t::SOCKETIO_EMITTED, "event" => event).increment(1);
+    }
+}
+
+/// One broadcast of `event`; how many of its clients had a full buffer (socketioxide counts
+/// them but does not say which).
+async fn broadcast(
+    io: &SocketIo,
+    to: To,
+    device: Option<&str>,
+    event: &str,
+    payload: &RawValue,
+) -> usize {
+    let Some(everyone) = io.of("/") else {
+        return 0; // closing: socketioxide removed the namespace
+    };
+    let sent = match to {
+        To::Everyone => everyone.emit(event, payload).await,
+        _ => everyone.to(to.rooms(device)).emit(event, payload).await,
+    };
+    match sent {
+        Ok(()) => 0,
+        Err(BroadcastError::Socket(errors)) => errors
+            .iter()
+            .filter(|e| matches!(e, SocketError::InternalChannelFull))
+            .count(),
+        Err(e) => {
+            tracing::error!(error = %e, event, "a broadcast failed");
+            0
+        }
+    }
+}
+
+/// Serializes to an error: `emit` of it takes a slot in the client's buffer (socketioxide
+/// reserves before it serializes) and gives it back, so it tells whether the buffer is full
+/// without sending anything.
+struct Probe;
+
+impl Serialize for Probe {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("buffer probe"))
+    }
+}
+
+/// After a broadcast that found `full` buffers full: finds those clients and moves them to a
+/// replay from `seq`. Only a buffer that drained in the instant between the broadcast and the
+/// probe escapes the probe; then the record goes again to every client with room (a
+/// duplicate, dropped by `seq` like those of a resume; counted) rather than be lost unseen.
+fn overflowed_among(
+    io: &SocketIo,
+    state: &ApiState,
+    (to, event): (To, &str),
+    device: Option<&str>,
+    seq: u64,
+    payload: &RawValue,
+    full: usize,
+) {
+    let mut found = 0;
+    let mut with_room = Vec::new();
+    for s in to.sockets(io, device) {
+        match s.emit(event, &Probe) {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                resume::overflowed(&s, state, seq);
+                found += 1;
+            }
+            Err(SendError::Serialize(_)) => with_room.push(s),
+            _ => {}
+        }
+    }
+    if found >= full {
+        return;
+    }
+    metrics::counter!(t::SOCKETIO_DUPLICATED).increment(with_room.len() as u64);
+    for s in with_room {
+        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit(event, payload) {
+            resume::overflowed(&s, state, seq);
+        }
     }
 }
 
@@ -526,7 +603,7 @@ fn raw<T: Serialize + ?Sized>(payload: &T) -> Option<Box<RawValue>> {
     }
 }
 
-fn emit_committed(io: &SocketIo, state: &ApiState, c: &Committed) {
+async fn emit_committed(io: &SocketIo, state: &ApiState, c: &Committed) {
     if let Some(payload) = raw(&c.record.to_wire(&state.gateway_id, Some(c.seq))) {
         emit_record(
             io,
@@ -535,7 +612,8 @@ fn emit_committed(io: &SocketIo, state: &ApiState, c: &Committed) {
             c.record.device_id(),
             c.seq,
             &payload,
-        );
+        )
+        .await;
     }
 }
 
@@ -555,7 +633,7 @@ pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationTo
                 let mut emitted = state.live.lock().await;
                 for (i, c) in batch.iter().enumerate() {
                     if c.seq > last_seq {
-                        emit_committed(&io, &state, c);
+                        emit_committed(&io, &state, c).await;
                         last_seq = c.seq;
                     }
                     // Let the clients' writers drain a big batch as it goes.
@@ -568,7 +646,9 @@ pub async fn run_emitter(io: SocketIo, state: ApiState, shutdown: CancellationTo
             Ok(HubEvent::System(alert)) => {
                 let record = Record::Alert((*alert).clone());
                 let wire = record.to_wire(&state.gateway_id, None);
-                let _ = io.emit("alert:system", &wire).await;
+                if let Some(everyone) = io.of("/") {
+                    let _ = everyone.emit("alert:system", &wire).await;
+                }
                 metrics::counter!(t::SOCKETIO_EMITTED, "event" => "alert:system").increment(1);
             }
             Err(RecvError::Lagged(missed)) => {
@@ -604,11 +684,14 @@ async fn catch_up(io: &SocketIo, state: &ApiState, mut last_seq: u64) -> u64 {
             }
         };
         let n = chunk.len();
-        for r in chunk {
+        for (i, r) in chunk.into_iter().enumerate() {
             if let Some(payload) = raw(&r.json) {
-                emit_record(io, state, r.kind, r.device_id.as_deref(), r.seq, &payload);
+                emit_record(io, state, r.kind, r.device_id.as_deref(), r.seq, &payload).await;
             }
             last_seq = r.seq;
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
         }
         metrics::counter!(t::SOCKETIO_CATCHUP).increment(n as u64);
         if n < CATCHUP_CHUNK {
@@ -629,7 +712,12 @@ pub async fn run_system_status(io: SocketIo, state: ApiState, shutdown: Cancella
             _ = tick.tick() => {}
         }
         let status = system_status(&state);
-        let _ = io.to("system-status").emit("system:status", &status).await;
+        if let Some(everyone) = io.of("/") {
+            let _ = everyone
+                .to("system-status")
+                .emit("system:status", &status)
+                .await;
+        }
         metrics::counter!(t::SOCKETIO_EMITTED, "event" => "system:status").increment(1);
         if let Some(relay) = state.health.relay.get() {
             let gateways = relay.to_json(state.config.relay.gateway_silence_ms);

@@ -63,6 +63,9 @@ pub async fn run(
         return;
     };
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    // Our PUBACKs and PINGREQs are small writes: Nagle would hold one back for the ACK of
+    // the last (40 ms with delayed ACK), and the broker's in-flight window with it.
+    eventloop.network_options.set_tcp_nodelay(true);
     let filters = subscribe_filters(&config.subscriptions);
     let mut backoff = Backoff::new(
         Duration::from_millis(config.backoff_initial_ms),

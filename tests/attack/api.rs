@@ -634,4 +634,11 @@ fn a_client_that_stops_reading_is_replayed_to_and_loses_nothing() {
         metric(&m, "edge_gateway_socketio_replayed_records_total").is_some_and(|n| n > 0.0),
         "{m}"
     );
+    // A client that reads nothing never drains, so the probe after a broadcast finds it
+    // every time and nobody gets a record twice.
+    assert_eq!(
+        metric(&m, "edge_gateway_socketio_events_duplicated_total").unwrap_or(0.0),
+        0.0,
+        "{m}"
+    );
 }

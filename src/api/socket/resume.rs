@@ -43,8 +43,24 @@ const HANDOFF_MAX: u64 = 2_000;
 const FULL_WAIT: Duration = Duration::from_millis(1);
 const FULL_WAIT_MAX: Duration = Duration::from_millis(50);
 
+/// How many replaying clients may hold a chunk of records read from the store at once: with
+/// 10,000 clients moved to a replay after an overload, a chunk each would be gigabytes. A
+/// worker gives its chunk and its slot back as soon as its client's buffer is full, and reads
+/// again from its cursor when the client has room, so a stalled client holds no slot.
+const REPLAY_CHUNKS: usize = 4;
+
 /// The last `seq` the emitter broadcast, under the lock it holds while it emits.
 pub type LiveGate = Arc<tokio::sync::Mutex<u64>>;
+
+/// The slots for store chunks held by replay workers (`REPLAY_CHUNKS`).
+#[derive(Clone)]
+pub struct ReplayChunks(Arc<tokio::sync::Semaphore>);
+
+impl Default for ReplayChunks {
+    fn default() -> Self {
+        ReplayChunks(Arc::new(tokio::sync::Semaphore::new(REPLAY_CHUNKS)))
+    }
+}
 
 /// A resuming client's cursor and the rooms held back until its replay caught up.
 pub struct Resume {
@@ -220,26 +236,59 @@ async fn replay_until_live(
     let mut sent = 0u64;
     let mut first = true;
     loop {
+        let slot = state.replay_chunks.0.acquire().await.map_err(|_| Closed)?;
         let chunk = read(state, cursor + 1, CHUNK).await?;
         if first && resume.origins.is_none() {
             tell_truncated(s, resume.after, chunk.first().map(|r| r.seq))?;
         }
         first = false;
         let n = chunk.len();
-        let rooms = resume.rooms();
-        for r in chunk.iter().filter(|r| resume.lacks(r)) {
-            sent += send(s, r, &rooms).await?;
+        let (records, events) = send_chunk(s, chunk, slot, resume).await?;
+        sent += events;
+        if let Some(&last) = records.last() {
+            cursor = last;
         }
-        cursor = chunk.last().map_or(cursor, |r| r.seq);
-        metrics::counter!(t::SOCKETIO_REPLAYED).increment(n as u64);
-        pace.wait(n as u64).await;
-        if n < CHUNK {
+        metrics::counter!(t::SOCKETIO_REPLAYED).increment(records.len() as u64);
+        pace.wait(records.len() as u64).await;
+        if records.len() == n && n < CHUNK {
             match handoff(s, state, resume, cursor).await? {
                 Handoff::Done => return Ok((cursor, sent)),
                 Handoff::Behind(c) => cursor = c,
             }
         }
     }
+}
+
+/// Sends a chunk until the client's buffer is full; then gives the chunk and its slot back,
+/// waits until the record at hand is sent and stops there (the caller reads on from it).
+/// (the `seq`s sent, events sent)
+async fn send_chunk(
+    s: &SocketRef,
+    chunk: Vec<StoredRecord>,
+    slot: tokio::sync::SemaphorePermit<'_>,
+    resume: &Resume,
+) -> Result<(Vec<u64>, u64), Closed> {
+    let rooms = &resume.rooms();
+    let mut seqs = Vec::with_capacity(chunk.len());
+    let mut events = 0;
+    let mut chunk = chunk.into_iter();
+    for r in chunk.by_ref() {
+        if !resume.lacks(&r) {
+            seqs.push(r.seq);
+            continue;
+        }
+        let (n, full) = send_now(s, &r, rooms)?;
+        events += n;
+        if full {
+            drop(chunk);
+            drop(slot);
+            events += send(s, &r, rooms, n as usize).await?;
+            seqs.push(r.seq);
+            return Ok((seqs, events));
+        }
+        seqs.push(r.seq);
+    }
+    Ok((seqs, events))
 }
 
 /// `after`, unless more than `resume_max_records` records follow it (then only the newest
@@ -289,10 +338,30 @@ async fn read(state: &ApiState, from: u64, max: usize) -> Result<Vec<StoredRecor
     }
 }
 
-/// The record's events for this client's rooms, waiting while its buffer is full; how many.
-async fn send(s: &SocketRef, r: &StoredRecord, rooms: &HashSet<Room>) -> Result<u64, Closed> {
+/// The record's events for this client's rooms while its buffer has room: (how many were
+/// sent, whether it filled before the last).
+fn send_now(s: &SocketRef, r: &StoredRecord, rooms: &HashSet<Room>) -> Result<(u64, bool), Closed> {
     let mut n = 0;
     for event in mine(r, rooms) {
+        match s.emit(event, &r.json) {
+            Ok(()) => n += 1,
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => return Ok((n, true)),
+            Err(_) => return Err(Closed),
+        }
+    }
+    Ok((n, false))
+}
+
+/// The record's events for this client's rooms after the first `skip`, waiting while its
+/// buffer is full; how many.
+async fn send(
+    s: &SocketRef,
+    r: &StoredRecord,
+    rooms: &HashSet<Room>,
+    skip: usize,
+) -> Result<u64, Closed> {
+    let mut n = 0;
+    for event in mine(r, rooms).skip(skip) {
         let mut wait = Duration::ZERO;
         loop {
             match s.emit(event, &r.json) {
