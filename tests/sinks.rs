@@ -897,14 +897,14 @@ async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstr
     gw.stop().await.unwrap();
 }
 
-/// XADD one entry of `fields` to `stream`.
-fn xadd(redis: &RedisServer, stream: &str, fields: &[(&str, &str)]) {
+/// XADD one entry of `fields` to `stream`; its id.
+fn xadd(redis: &RedisServer, stream: &str, fields: &[(&str, &str)]) -> String {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(stream).arg("*");
     for (k, v) in fields {
         cmd.arg(k).arg(v);
     }
-    let _: String = cmd.query(&mut redis.connection()).unwrap();
+    cmd.query(&mut redis.connection()).unwrap()
 }
 
 /// The central-command counter `result` in /metrics (0 when absent).
@@ -921,7 +921,26 @@ async fn a_central_ack_added_to_the_stream_while_stopped_is_applied_once_after_s
     let dir = tempfile::tempdir().unwrap();
     let config = with_redis(test_config(), &redis, RedisMode::Stream);
     let mqtt = config.mqtt.listen;
+    // Older than this gateway's store: never read.
+    let stream = "gateway-commands:test-gw";
+    let old = r#"{"command":"ack","alarmId":"str-1/temperature/threshold","user":"old-centre"}"#;
+    let old_id = xadd(&redis, stream, &[("data", old)]);
+    tokio::time::sleep(Duration::from_millis(10)).await;
     let gw = start(config.clone(), dir.path()).await;
+    // The store remembers that it reads on after the stream's entries from before its start
+    // (`<ms> << 20 | <n>`, see sinks/redis/commands.rs).
+    let from = eventually(
+        "the command position committed",
+        Duration::from_secs(10),
+        || gw.store().cursor("central-commands").unwrap(),
+    )
+    .await;
+    let (ms, n) = old_id.split_once('-').unwrap();
+    let old_at = (ms.parse::<u64>().unwrap() << 20) | n.parse::<u64>().unwrap();
+    assert!(
+        from > old_at,
+        "reads from {from}, not after the old entry {old_at}"
+    );
     // The metrics recorder is the test process's: counts go on across restarts here.
     let base: Vec<f64> = ["ok", "malformed"]
         .iter()
@@ -942,7 +961,6 @@ async fn a_central_ack_added_to_the_stream_while_stopped_is_applied_once_after_s
     gw.stop().await.unwrap();
 
     // Cut off: the centre acks, and a broken entry lands in the stream too.
-    let stream = "gateway-commands:test-gw";
     xadd(
         &redis,
         stream,

@@ -9,8 +9,8 @@
 //! it, so a command is applied once across reconnects and restarts. (A crash in the
 //! millisecond between those two commits applies it a second time; an ack or unshelve is then
 //! refused as already done, a shelve restarts its timer.) A store without that cursor (a new
-//! gateway) starts with the entries added since this start: older ones concern alarms of
-//! another store.
+//! gateway) starts with the entries added since its first start, committed at once: older
+//! ones concern alarms of another store.
 //!
 //! For compatibility the PUBLISH channel of the same name is still subscribed (lost while the
 //! gateway is unreachable). A sender using both gives the command a `commandId`: the second
@@ -183,6 +183,7 @@ pub fn spawn(
     }
     let sink = || RedisSink::new(config.redis.clone(), gateway_id.to_string());
     let key = key(gateway_id);
+    applier.remember_fresh_start();
     let applier = Arc::new(applier);
     let stream = read_stream(sink(), key.clone(), applier.clone(), stop.clone());
     let channel = subscribe(sink(), key, applier, stop.clone());
@@ -239,7 +240,7 @@ async fn read_entries(
     let mut conn = sink.open(timeout, Some(READ_BLOCK + timeout)).await?;
     let mut last = match applier.store.cursor(CURSOR)? {
         Some(at) => EntryId::decode(at),
-        None => fresh_start(applier).await,
+        None => applier.fresh_start(),
     };
     backoff.reset();
     tracing::info!(%key, from = %last, "reading central alarm commands");
@@ -270,15 +271,30 @@ async fn read_entries(
     }
 }
 
-/// Where a store without a position starts: entries added from this start on (remembered at
-/// once).
-async fn fresh_start(applier: &Applier) -> EntryId {
-    let start = EntryId {
-        ms: applier.started_ms.saturating_sub(1),
-        n: u64::MAX,
-    };
-    applier.remember(start).await;
-    EntryId::decode(start.encode())
+impl Applier {
+    /// Where a store without a position starts: entries added from this start on.
+    fn fresh_start(&self) -> EntryId {
+        let start = EntryId {
+            ms: self.started_ms.saturating_sub(1),
+            n: u64::MAX,
+        };
+        EntryId::decode(start.encode())
+    }
+
+    /// A new store remembers its fresh start at once, with the next commit: a first run that
+    /// never reaches Redis must not move the start of the next run past commands added since.
+    fn remember_fresh_start(&self) {
+        if !matches!(self.store.cursor(CURSOR), Ok(None)) {
+            return;
+        }
+        let request = WriteRequest::Cursor {
+            sink: CURSOR.into(),
+            next_seq: self.fresh_start().encode(),
+        };
+        if let Err(e) = self.writer.try_send(request) {
+            tracing::warn!(error = %e, "cannot record where central commands start; retried at the next start");
+        }
+    }
 }
 
 /// Subscribes to the channel (and again after a failure) until `stop`.
