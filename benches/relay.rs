@@ -13,6 +13,9 @@
 //!   as in the reference deployment): the highest total deliveries/s to 1000 dashboards. On a
 //!   2-core machine this shows what splitting one core's work over replicas costs, not scale-out.
 //!
+//! - node-replicas (only when named): the same with the reference service's replicas, as the
+//!   reference deployment scales it.
+//!
 //! `RELAY_BENCH_SECS` sets the length of a step (10 s by default).
 
 #[path = "../tests/common/mod.rs"]
@@ -31,6 +34,7 @@ use common::upstream::RedisServer;
 use common::{free_port, socketio, try_http_get};
 use edge_gateway::record::{Level, Reading, Record};
 use edge_gateway::time::now_ms;
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use support::{cpu_secs_of, latency_ms, pin, status_kib_of};
 
@@ -115,16 +119,15 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
         .ok_or_else(|| format!("npm ci in {}: {status}", dir.display()))
 }
 
-/// The reference service with the deployment reference's settings (production, LOG_LEVEL
-/// info, 512 MB old space, 4 libuv threads), on core 0.
-fn start_node(redis: &RedisServer) -> Result<Service, String> {
-    let dir = reference_dir();
-    npm_ci(&dir)?;
-    let tmp = temp_dir();
+/// One reference service with the deployment reference's settings (production, LOG_LEVEL
+/// info, 512 MB old space, 4 libuv threads), on core 0; returns it and its HTTP port.
+fn start_node(redis: &RedisServer, dir: &Path, name: &str) -> Result<(PeerProcess, u16), String> {
+    let code = reference_dir();
+    npm_ci(&code)?;
     let port = free_port();
     let mut cmd = Command::new("node");
     cmd.arg("src/index.js")
-        .current_dir(&dir)
+        .current_dir(&code)
         .env("NODE_ENV", "production")
         .env("PORT", port.to_string())
         .env("REDIS_HOST", "127.0.0.1")
@@ -132,16 +135,11 @@ fn start_node(redis: &RedisServer) -> Result<Service, String> {
         .env("LOG_LEVEL", "info")
         .env("NODE_OPTIONS", "--max-old-space-size=512")
         .env("UV_THREADPOOL_SIZE", "4");
-    let mut peer = PeerProcess::spawn(&mut cmd, &tmp.path().join("node.log"), "apt install nodejs");
+    let log = dir.join(format!("{name}.log"));
+    let mut peer = PeerProcess::spawn(&mut cmd, &log, "apt install nodejs");
     ready(&mut peer, loopback(port))?;
     pin(peer.id(), "0");
-    Ok(Service {
-        name: "reference Node".into(),
-        http: loopback(port),
-        procs: vec![peer],
-        _lb: None,
-        _dir: tmp,
-    })
+    Ok((peer, port))
 }
 
 /// A relay's config: the central Redis to read and loopback; the limits that would refuse
@@ -183,7 +181,7 @@ fn start_replica(
 /// stickiness (what polling needs), round robin for new sessions, websocket tunnels.
 fn haproxy_config(port: u16, backends: &[u16]) -> String {
     let mut cfg = format!(
-        "global\n  maxconn 20000\n  nbthread 1\n\
+        "global\n  maxconn 8000\n  nbthread 1\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  \
          timeout server 60s\n  timeout tunnel 1h\n\
          frontend dashboards\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
@@ -207,12 +205,27 @@ fn start_haproxy(dir: &Path, backends: &[u16]) -> Result<(PeerProcess, u16), Str
     Ok((peer, port))
 }
 
-/// `n` relay replicas; dashboards connect to the first one, or through HAProxy with `lb`.
-fn start_relays(redis: &RedisServer, n: usize, lb: bool) -> Result<Service, String> {
+/// What runs a replica: the reference Node service or `edge-gateway relay`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Node,
+    Relay,
+}
+
+/// `n` replicas of `kind`; dashboards connect to the first one, or through HAProxy with `lb`.
+fn start_service(redis: &RedisServer, kind: Kind, n: usize, lb: bool) -> Result<Service, String> {
     let dir = temp_dir();
     let (mut procs, mut ports) = (Vec::new(), Vec::new());
+    let label = match kind {
+        Kind::Node => "reference Node",
+        Kind::Relay => "relay",
+    };
     for i in 0..n {
-        let (peer, port) = start_replica(redis, dir.path(), &format!("relay-{i}"))?;
+        let name = format!("replica-{i}");
+        let (peer, port) = match kind {
+            Kind::Node => start_node(redis, dir.path(), &name)?,
+            Kind::Relay => start_replica(redis, dir.path(), &name)?,
+        };
         procs.push(peer);
         ports.push(port);
     }
@@ -221,10 +234,10 @@ fn start_relays(redis: &RedisServer, n: usize, lb: bool) -> Result<Service, Stri
         (
             loopback(port),
             Some(peer),
-            format!("relay x{n} via HAProxy"),
+            format!("{label} x{n} via HAProxy"),
         )
     } else {
-        (loopback(ports[0]), None, "relay".to_string())
+        (loopback(ports[0]), None, label.to_string())
     };
     Ok(Service {
         name,
@@ -459,9 +472,11 @@ struct Row {
 async fn climb(svc: &Service, redis: &RedisServer, dashboards: usize, secs: u64) -> Row {
     let dash = Dashboards::connect(svc.http, dashboards).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // The dashboards share this process's one worker: a PUBLISH reply may wait behind them.
+    let patient = AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
     let mut conn = redis
         .client()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&patient)
         .await
         .expect("connect the publisher to redis-server");
     let (mut held, mut failed, mut seq) = (None, None, 0);
@@ -556,17 +571,18 @@ fn main() {
     rt.block_on(async {
         let redis = RedisServer::start(None);
         let mut rows = Vec::new();
-        if want("node") {
-            measure(&mut rows, &[100, 1_000], secs, &redis, start_node).await;
+        for (arg, kind) in [("node", Kind::Node), ("relay", Kind::Relay)] {
+            if want(arg) {
+                let one = |r: &RedisServer| start_service(r, kind, 1, false);
+                measure(&mut rows, &[100, 1_000], secs, &redis, one).await;
+            }
         }
-        if want("relay") {
-            let one = |r: &RedisServer| start_relays(r, 1, false);
-            measure(&mut rows, &[100, 1_000], secs, &redis, one).await;
-        }
-        if want("replicas") {
-            for n in [1, 3] {
-                let lb = |r: &RedisServer| start_relays(r, n, true);
-                measure(&mut rows, &[1_000], secs, &redis, lb).await;
+        for (arg, kind) in [("replicas", Kind::Relay), ("node-replicas", Kind::Node)] {
+            if want(arg) && (arg == "replicas" || !args.is_empty()) {
+                for n in [1, 3] {
+                    let lb = |r: &RedisServer| start_service(r, kind, n, true);
+                    measure(&mut rows, &[1_000], secs, &redis, lb).await;
+                }
             }
         }
         print_table(&rows);
