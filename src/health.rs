@@ -50,6 +50,55 @@ pub struct Health {
     pub sinks: Vec<Arc<SinkHealth>>,
     /// The site broker client (`site_mqtt`).
     pub site_mqtt: LinkHealth,
+    /// Relay mode: the gateways heard through the central feed.
+    pub relay: std::sync::OnceLock<Arc<RelayFigures>>,
+}
+
+/// Relay mode: per origin gateway, what the central feed brought (`/health`, `relay:gateways`).
+#[derive(Debug, Default)]
+pub struct RelayFigures {
+    pub feed: LinkHealth,
+    gateways: Mutex<std::collections::BTreeMap<String, GatewayFigures>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GatewayFigures {
+    /// The highest `seq` relayed.
+    pub last_seq: u64,
+    /// When its last record arrived (ms since the epoch).
+    pub last_heard_ms: i64,
+    /// How long its last record took from the stream (entry id) or its timestamp (channel
+    /// messages) to us.
+    pub lag_ms: i64,
+    pub relayed: u64,
+    pub duplicates: u64,
+}
+
+impl RelayFigures {
+    /// Notes one record of `gateway`: `seq`, new or a duplicate, and its lag.
+    pub fn note(&self, gateway: &str, seq: u64, duplicate: bool, now_ms: i64, lag_ms: i64) {
+        let mut gateways = self.gateways.lock().expect("health lock poisoned");
+        if !gateways.contains_key(gateway) {
+            gateways.insert(gateway.to_string(), GatewayFigures::default());
+        }
+        let g = gateways.get_mut(gateway).expect("inserted above");
+        g.last_seq = g.last_seq.max(seq);
+        g.last_heard_ms = now_ms;
+        g.lag_ms = lag_ms;
+        if duplicate {
+            g.duplicates += 1;
+        } else {
+            g.relayed += 1;
+        }
+    }
+
+    pub fn gateways(&self) -> Vec<(String, GatewayFigures)> {
+        let gateways = self.gateways.lock().expect("health lock poisoned");
+        gateways
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// A client link that is not a sink (the site broker): up or not, and why not in plain words
@@ -196,6 +245,7 @@ impl Health {
                 .map(|name| Arc::new(SinkHealth::new(name)))
                 .collect(),
             site_mqtt: LinkHealth::default(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod ingest;
 pub mod pipeline;
 pub mod record;
+pub mod relay;
 pub mod sinks;
 pub mod sources;
 pub mod store;
@@ -61,6 +62,10 @@ pub enum GatewayError {
     Writer(std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "relay mode reads the central Redis or Kafka: set sinks.redis.host (REDIS_HOST) with relay.redis = true, or sinks.kafka.brokers (KAFKA_BROKERS) with relay.kafka = true"
+    )]
+    RelayWithoutSource,
     #[error("TLS certificate of a listener: {0}")]
     Tls(#[from] tls::TlsError),
 }
@@ -82,7 +87,7 @@ const WRITE_QUEUE_REQUESTS: usize = 64;
 
 /// Committed batches the hub holds for a slow live consumer. One that falls further behind
 /// replays the gap from the store by `seq`, so this bounds memory, not correctness.
-const HUB_COMMITS: usize = 1024;
+pub(crate) const HUB_COMMITS: usize = 1024;
 /// Operator actions on alarms waiting for the pipeline: people click, they do not flood; a
 /// full queue answers "busy" instead of growing.
 const ALARM_COMMANDS: usize = 256;
@@ -281,7 +286,7 @@ fn simulated_devices(config: &Config, options: &Options) -> Result<usize, Gatewa
 }
 
 /// `gateway_id` from the config, the hostname when it is empty.
-fn gateway_id(config: &Config) -> Arc<str> {
+pub(crate) fn gateway_id(config: &Config) -> Arc<str> {
     if config.gateway_id.is_empty() {
         config::hostname().into()
     } else {
@@ -328,7 +333,7 @@ fn source_sections(config: &Config) -> SourceSections<'_> {
 
 /// The HTTP listener bound on `server.host:server.port`, the address it got, and its
 /// certificate when HTTPS is on.
-async fn bind_http(config: &ServerConfig) -> Result<HttpListener, GatewayError> {
+pub(crate) async fn bind_http(config: &ServerConfig) -> Result<HttpListener, GatewayError> {
     let tls = api::server_tls(config)?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
@@ -343,10 +348,10 @@ async fn bind_http(config: &ServerConfig) -> Result<HttpListener, GatewayError> 
     Ok((listener, local, tls))
 }
 
-type HttpListener = (TcpListener, SocketAddr, Option<Arc<tls::ServerTls>>);
+pub(crate) type HttpListener = (TcpListener, SocketAddr, Option<Arc<tls::ServerTls>>);
 
 /// Starts the single store writer thread and returns the queue to it.
-fn spawn_writer(
+pub(crate) fn spawn_writer(
     writer: StoreWriter,
     config: &StoreConfig,
     hub: &Hub,
@@ -370,7 +375,7 @@ fn spawn_writer(
 
 /// Starts the Socket.IO emitter, the `system:status` broadcaster and the HTTP server; all
 /// end on `stop`.
-fn spawn_api(
+pub(crate) fn spawn_api(
     state: ApiState,
     listener: TcpListener,
     tls: Option<Arc<tls::ServerTls>>,

@@ -34,6 +34,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run as a central relay replica: read what gateways write to the central Redis
+    /// (`[sinks.redis]`, `[relay]`) and serve it to dashboards with the same API.
+    Relay {
+        /// TOML configuration file, the gateway's format [default: as for `run`].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Where the replica's store lives [default: $STATE_DIRECTORY, else ./data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Validate a configuration file (with the current environment's overrides) and exit.
     CheckConfig { file: PathBuf },
     /// Print the full, commented default configuration.
@@ -116,14 +126,33 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match runtime.block_on(run(loaded.config, options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("edge-gateway: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit_code(runtime.block_on(run(loaded.config, options)))
+        }
+        Command::Relay { config, data_dir } => {
+            let loaded = match load_for_service(config) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let options = Options {
+                data_dir: config::data_dir(data_dir, std::env::var("STATE_DIRECTORY").ok()),
+                simulate: None,
+            };
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            exit_code(runtime.block_on(run_relay(loaded.config, options)))
+        }
+    }
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("edge-gateway: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -228,6 +257,18 @@ async fn run(config: config::Config, options: Options) -> anyhow::Result<()> {
     systemd::stopping();
     tracing::info!("shutting down: stopping ingest, committing what is pending");
     gateway.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_relay(config: config::Config, options: Options) -> anyhow::Result<()> {
+    let relay = edge_gateway::relay::Relay::start(config, options).await?;
+    systemd::ready();
+    tokio::spawn(systemd::watchdog(relay.health().clone(), relay.stopping()));
+    wait_for_signal().await?;
+    systemd::stopping();
+    tracing::info!("shutting down: stopping the feed, committing what is pending");
+    relay.stop().await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

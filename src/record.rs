@@ -2,12 +2,12 @@
 //! alerts and alarm transitions. [`Record`] is the internal type; [`Record::to_wire`] renders the reference guide's
 //! JSON schema (what dashboards and upstream consumers receive), with `gatewayId` and `seq`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::time::format_ms;
 
 /// A reading's state against its thresholds (the reference `status` field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Normal,
@@ -34,7 +34,7 @@ impl Level {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     Online,
@@ -81,7 +81,7 @@ pub struct DeviceStatus {
     pub last_seen_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertKind {
     Threshold,
@@ -143,6 +143,28 @@ pub enum Record {
     Status(DeviceStatus),
     Alert(Alert),
     Alarm(AlarmEvent),
+    /// A record another gateway (or producer) already rendered, taken in by `relay`.
+    Relayed(Box<Relayed>),
+}
+
+/// A record in the reference format received from elsewhere (relay mode): kept as the JSON
+/// it came in (checked against the reference schema), so its origin's `gatewayId` and `seq`
+/// reach dashboards and history unchanged; never rendered with ours.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub kind: RecordKind,
+    pub device_id: Option<String>,
+    pub sensor_type: Option<String>,
+    /// The record's own timestamp, clamped like a device's (see `relay`).
+    pub ts_ms: i64,
+    pub json: Box<serde_json::value::RawValue>,
+}
+
+impl PartialEq for Relayed {
+    fn eq(&self, other: &Relayed) -> bool {
+        (self.kind, &self.device_id, self.ts_ms, self.json.get())
+            == (other.kind, &other.device_id, other.ts_ms, other.json.get())
+    }
 }
 
 /// Stable numeric tags, used as the first byte of a stored record.
@@ -193,6 +215,7 @@ impl Record {
             Record::Status(_) => RecordKind::Status,
             Record::Alert(_) => RecordKind::Alert,
             Record::Alarm(_) => RecordKind::Alarm,
+            Record::Relayed(r) => r.kind,
         }
     }
 
@@ -202,6 +225,7 @@ impl Record {
             Record::Status(s) => Some(&s.device_id),
             Record::Alert(a) => a.device_id.as_deref(),
             Record::Alarm(a) => Some(&a.device_id),
+            Record::Relayed(r) => r.device_id.as_deref(),
         }
     }
 
@@ -211,10 +235,12 @@ impl Record {
             Record::Status(s) => s.ts_ms,
             Record::Alert(a) => a.ts_ms,
             Record::Alarm(a) => a.ts_ms,
+            Record::Relayed(r) => r.ts_ms,
         }
     }
 
-    /// The reference schema for this record, stamped with the gateway id and sequence number.
+    /// The reference schema for this record, stamped with the gateway id and sequence number
+    /// (a relayed record keeps its origin's).
     pub fn to_wire<'a>(&'a self, gateway_id: &'a str, seq: Option<u64>) -> Wire<'a> {
         match self {
             Record::Reading(r) => Wire::Reading(WireReading {
@@ -252,6 +278,7 @@ impl Record {
                 seq,
             }),
             Record::Alarm(a) => Wire::Alarm(wire_alarm(a, gateway_id, seq)),
+            Record::Relayed(r) => Wire::Relayed(&r.json),
         }
     }
 }
@@ -295,6 +322,7 @@ pub enum Wire<'a> {
     Status(WireStatus<'a>),
     Alert(WireAlert<'a>),
     Alarm(WireAlarm<'a>),
+    Relayed(&'a serde_json::value::RawValue),
 }
 
 /// `sensor:reading` / `sensor:all`.

@@ -36,6 +36,13 @@ pub const SOCKETIO_CATCHUP: &str = "edge_gateway_socketio_catchup_records_total"
 pub const SOCKETIO_REPLAYED: &str = "edge_gateway_socketio_replayed_records_total";
 /// Resumes whose `after` was older than what the store holds (or than resume_max_records).
 pub const SOCKETIO_RESUME_TRUNCATED: &str = "edge_gateway_socketio_resume_truncated_total";
+/// Relay mode: records from the central feed by `result` (relayed, duplicate, untracked).
+pub const RELAY_RECORDS: &str = "edge_gateway_relay_records_total";
+/// Relay mode: feed messages refused, by `reason` (not_json, schema, too_large, ...).
+pub const RELAY_REJECTED: &str = "edge_gateway_relay_rejected_total";
+/// Relay mode: per origin gateway (`gateway`), its last relayed `seq` and lag in seconds.
+pub const RELAY_GATEWAY_SEQ: &str = "edge_gateway_relay_gateway_last_seq";
+pub const RELAY_GATEWAY_LAG: &str = "edge_gateway_relay_gateway_lag_seconds";
 /// Clients whose buffer was full for a record and were moved to a replay from the store.
 pub const SOCKETIO_OVERFLOWS: &str = "edge_gateway_socketio_overflows_total";
 /// Events a client did not get, by reason (e.g. an unstored system alert while it replays).

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiState;
-use crate::health::ComponentState;
+use crate::health::{ComponentState, RelayFigures};
 use crate::telemetry as t;
 use crate::time::{format_ms, now_ms};
 
@@ -36,7 +36,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             (s.name.to_string(), v)
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "status": h.overall().as_str(),
         "timestamp": format_ms(now_ms()),
         "uptime": h.uptime_secs(),
@@ -73,6 +73,9 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             "unacknowledged": h.alarms_unacked.load(Ordering::Relaxed),
         },
     });
+    if let Some(relay) = h.relay.get() {
+        body["relay"] = relay_json(relay, state.config.relay.gateway_silence_ms);
+    }
     let code = if store_state == ComponentState::Down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -102,4 +105,33 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         handle.render(),
     )
         .into_response()
+}
+
+/// Relay mode: the feed and every gateway heard through it (alive unless silent for
+/// `relay.gateway_silence_ms`), its last `seq` and lag. Also the `relay:gateways` event.
+pub fn relay_json(relay: &RelayFigures, silence_ms: u64) -> serde_json::Value {
+    let now = now_ms();
+    let gateways: serde_json::Map<String, serde_json::Value> = relay
+        .gateways()
+        .into_iter()
+        .map(|(id, g)| {
+            let v = json!({
+                "alive": now - g.last_heard_ms < silence_ms as i64,
+                "lastSeq": g.last_seq,
+                "lastHeard": format_ms(g.last_heard_ms),
+                "lagSeconds": g.lag_ms as f64 / 1000.0,
+                "relayed": g.relayed,
+                "duplicates": g.duplicates,
+            });
+            (id, v)
+        })
+        .collect();
+    json!({
+        "feed": {
+            "status": relay.feed.state().as_str(),
+            "connected": relay.feed.connected(),
+            "error": relay.feed.last_error(),
+        },
+        "gateways": gateways,
+    })
 }

@@ -12,6 +12,7 @@ mod devices;
 mod env;
 mod modbus;
 mod mqtt;
+mod relay;
 mod secret;
 mod serial;
 mod server;
@@ -35,6 +36,7 @@ pub use devices::{AlarmsConfig, DevicesConfig, SimulatorConfig};
 pub use env::ENV_PREFIX;
 pub use modbus::{ModbusConfig, ModbusDeviceConfig};
 pub use mqtt::{MqttConfig, MqttUser};
+pub use relay::RelayConfig;
 pub use secret::Secret;
 use secret::SecretSources;
 pub use serial::{Parity, SerialPortConfig, SerialSensorConfig};
@@ -82,6 +84,8 @@ pub struct Config {
     pub serial_sensors: Vec<SerialSensorConfig>,
     /// A client of the site's own MQTT broker; off while `endpoint` is empty.
     pub site_mqtt: SiteMqttConfig,
+    /// Relay mode only (`edge-gateway relay`): the central sources.
+    pub relay: RelayConfig,
 }
 
 impl Default for Config {
@@ -105,6 +109,7 @@ impl Default for Config {
             modbus: ModbusConfig::default(),
             serial_sensors: Vec::new(),
             site_mqtt: SiteMqttConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -126,7 +131,8 @@ impl Config {
         for (i, sensor) in self.serial_sensors.iter().enumerate() {
             sensor.validate(i, check)?;
         }
-        self.site_mqtt.validate(check)
+        self.site_mqtt.validate(check)?;
+        self.relay.validate(check)
     }
 }
 

@@ -37,6 +37,7 @@ fn kinds(records: &[Record]) -> Vec<String> {
             Record::Status(s) => format!("status:{}", s.status.as_str()),
             Record::Alert(a) => format!("alert:{:?}:{}", a.kind, a.severity.as_str()),
             Record::Alarm(a) => format!("alarm:{}:{}", a.transition, a.state),
+            Record::Relayed(r) => format!("relayed:{}", r.json.get()),
         })
         .collect()
 }

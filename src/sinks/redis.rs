@@ -8,6 +8,7 @@
 //! cannot take a server name or an added CA file.
 
 pub mod commands;
+pub mod feed;
 
 use std::time::Duration;
 

@@ -27,6 +27,7 @@ pub(super) fn encode(record: &Record, gateway_id: &str, seq: u64) -> Vec<u8> {
     let sensor = match record {
         Record::Reading(r) => truncate(&r.sensor_type),
         Record::Alarm(a) => truncate(&a.sensor_type),
+        Record::Relayed(r) => truncate(r.sensor_type.as_deref().unwrap_or("")),
         _ => "",
     };
     let mut out = Vec::with_capacity(160);

@@ -142,6 +142,23 @@ impl Store {
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
         self.read(|txn| Ok(txn.open_table(CURSORS)?.get(sink)?.map(|v| v.value())))
     }
+
+    /// Every committed cursor whose name starts with `prefix` (relay mode keeps its stream
+    /// positions and dedup floors there), the prefix taken off.
+    pub fn cursors_with_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(CURSORS)?;
+            let mut out = Vec::new();
+            for entry in table.range(prefix..)? {
+                let (k, v) = entry?;
+                let Some(rest) = k.value().strip_prefix(prefix) else {
+                    break;
+                };
+                out.push((rest.to_string(), v.value()));
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// The `seq`s of the newest `q.limit` readings in range, oldest first, from the device or

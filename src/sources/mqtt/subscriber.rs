@@ -89,7 +89,7 @@ impl SubscriberPort {
             let topic = match &c.record {
                 Record::Reading(r) => format!("sensors/{}/{}", r.device_id, r.sensor_type),
                 Record::Status(s) => format!("devices/{}/status", s.device_id),
-                Record::Alert(_) | Record::Alarm(_) => continue,
+                Record::Alert(_) | Record::Alarm(_) | Record::Relayed(_) => continue,
             };
             let payload = match serde_json::to_vec(&c.record.to_wire(gateway_id, Some(c.seq))) {
                 Ok(p) => p,

@@ -1,0 +1,197 @@
+//! Relay mode (`edge-gateway relay`): the central side of the reference deployment, served by
+//! this binary. Instead of devices, the source is the central Redis (and optionally Kafka)
+//! that gateways write to; records go through the same store, hub and Socket.IO API as at the
+//! edge, so central dashboards get the full reference API. Each replica reads the feed itself
+//! and serves its own sockets: N replicas need nothing from each other.
+//!
+//! Records from the feed skip the pipeline: admission, timestamp grading, thresholds and
+//! alarms were done by the gateway that made them, and doing them again would invent status
+//! changes and alerts of our own. What the relay adds is checking (the reference schema,
+//! size), dedup by `(gatewayId, seq)` and kept feed positions.
+
+mod dedup;
+mod intake;
+mod parse;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiState;
+use crate::config::Config;
+use crate::health::{Health, RelayFigures};
+use crate::hub::Hub;
+use crate::pipeline::AlarmRequest;
+use crate::sinks::redis::feed::{self, FeedSettings};
+use crate::store::{Store, StoreWriter};
+use crate::{GatewayError, Options};
+
+/// Store cursor names: a stream's kept position (ms of its last entry taken) and a gateway's
+/// dedup floor.
+const POSITION_PREFIX: &str = "relay:stream:";
+const FLOOR_PREFIX: &str = "relay:gateway:";
+
+/// Feed messages between the readers and the intake: a few batches' worth. A full queue
+/// stops the reader (stream mode reads on later; Redis may drop a slow channel subscriber,
+/// as it would the reference service).
+const FEED_QUEUE: usize = 4_096;
+
+/// Central alarm actions waiting (answered at once: see `answer_alarm_actions`).
+const ALARM_COMMANDS: usize = 64;
+
+/// A running relay replica. Call [`Relay::stop`].
+pub struct Relay {
+    http_addr: SocketAddr,
+    store: Store,
+    health: Arc<Health>,
+    feed_stop: CancellationToken,
+    feeds: Vec<JoinHandle<()>>,
+    intake: JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
+    api_stop: CancellationToken,
+    api: Vec<JoinHandle<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Relay {
+    /// Opens the store, starts the feed, the intake, the writer and the API; returns once the
+    /// HTTP listener is bound.
+    pub async fn start(config: Config, options: Options) -> Result<Relay, GatewayError> {
+        let redis = config.relay.redis && !config.sinks.redis.host.is_empty();
+        if !redis {
+            return Err(GatewayError::RelayWithoutSource);
+        }
+        let config = Arc::new(config);
+        let relay_id = crate::gateway_id(&config);
+        crate::telemetry::prometheus();
+        let store = Store::open(&options.data_dir)?;
+        let store_writer = StoreWriter::new(store.clone(), relay_id.to_string())?;
+        let health = Arc::new(Health::new(false, &[]));
+        let figures = Arc::new(RelayFigures::default());
+        let _ = health.relay.set(figures.clone());
+        let hub = Hub::new(crate::HUB_COMMITS);
+        let (listener, http_addr, http_tls) = crate::bind_http(&config.server).await?;
+
+        let feed_stop = CancellationToken::new();
+        let (write_tx, writer) =
+            crate::spawn_writer(store_writer, &config.store, &hub, &health, &feed_stop)?;
+        let (feed_tx, feed_rx) = mpsc::channel(FEED_QUEUE);
+        let positions = kept(&store, POSITION_PREFIX)?;
+        let feeds = vec![feed::spawn(
+            &config.sinks.redis,
+            FeedSettings {
+                max_message_bytes: config.relay.max_message_bytes,
+                read_batch: config.relay.read_batch,
+            },
+            positions.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            feed_tx,
+            figures.clone(),
+            &feed_stop,
+        )];
+        let intake = intake::Intake {
+            rx: feed_rx,
+            writer: write_tx,
+            dedup: restore_dedup(&store, config.relay.max_gateways)?,
+            figures,
+            read_batch: config.relay.read_batch,
+            window: (
+                (config.store.retention_max_age_secs as i64).saturating_mul(1000),
+                config.devices.max_future_skew_ms as i64,
+            ),
+        };
+        let intake = tokio::spawn(intake.run());
+
+        let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
+        let api_stop = CancellationToken::new();
+        let mut api_tasks = vec![tokio::spawn(answer_alarm_actions(alarm_rx))];
+        let state = ApiState::new(
+            config.clone(),
+            relay_id.clone(),
+            store.clone(),
+            health.clone(),
+            hub,
+            alarm_tx,
+        );
+        let (api, server) = crate::spawn_api(state, listener, http_tls, &api_stop);
+        api_tasks.extend(api);
+        tracing::info!(%http_addr, relay_id = %relay_id, data_dir = %options.data_dir.display(), "edge-gateway relay ready");
+        Ok(Relay {
+            http_addr,
+            store,
+            health,
+            feed_stop,
+            feeds,
+            intake,
+            writer,
+            api_stop,
+            api: api_tasks,
+            server,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// See [`crate::Gateway::stopping`].
+    pub fn stopping(&self) -> CancellationToken {
+        self.api_stop.clone()
+    }
+
+    /// Stops in order: the feed, the intake (which hands the writer what it holds), the
+    /// writer (committing everything, kept positions included), then the API.
+    pub async fn stop(self) -> Result<(), GatewayError> {
+        self.feed_stop.cancel();
+        for task in self.feeds {
+            let _ = task.await;
+        }
+        let _ = self.intake.await;
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        self.api_stop.cancel();
+        for task in self.api {
+            let _ = task.await;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+            Ok(Ok(result)) => result.map_err(GatewayError::Serve),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The cursors kept under `prefix`.
+fn kept(store: &Store, prefix: &str) -> Result<HashMap<String, u64>, GatewayError> {
+    Ok(store.cursors_with_prefix(prefix)?.into_iter().collect())
+}
+
+fn restore_dedup(store: &Store, max_gateways: usize) -> Result<dedup::Dedup, GatewayError> {
+    let mut dedup = dedup::Dedup::new(max_gateways);
+    for (gateway, floor) in kept(store, FLOOR_PREFIX)? {
+        dedup.restore(gateway, floor);
+    }
+    Ok(dedup)
+}
+
+/// Central alarm actions: the relay holds no alarm state of its own (the gateway that raised
+/// an alarm owns it), so `alarm:ack` and friends are refused here as unknown alarms.
+async fn answer_alarm_actions(mut rx: mpsc::Receiver<AlarmRequest>) {
+    while let Some(request) = rx.recv().await {
+        let id = request.command.alarm_id.clone();
+        let _ = request
+            .reply
+            .send(Err(crate::alarms::ActionError::Unknown(id)));
+    }
+}
