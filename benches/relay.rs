@@ -142,13 +142,15 @@ fn start_node(redis: &RedisServer, dir: &Path, name: &str) -> Result<(PeerProces
     Ok((peer, port))
 }
 
-/// A relay's config: the central Redis to read and loopback; the limits that would refuse
-/// 1000 dashboards from one IP are raised through the environment.
-fn relay_config(redis: &RedisServer, port: u16) -> String {
+/// A replica's config: it reads the channels of `[sinks.redis]` (the ones gateways publish
+/// to); the limits that would refuse 1000 dashboards from one IP are raised through the
+/// environment.
+fn relay_config(redis: &RedisServer, port: u16, name: &str) -> String {
     format!(
-        "gateway_id = \"relay-bench\"\n\n[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
-         [relay]\nredis = \"{}\"\n",
-        redis.url()
+        "gateway_id = \"{name}\"\n\n[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
+         [sinks.redis]\nhost = \"127.0.0.1\"\nport = {}\nmode = \"publish\"\n\n\
+         [relay]\nredis = true\n",
+        redis.port()
     )
 }
 
@@ -160,7 +162,7 @@ fn start_replica(
 ) -> Result<(PeerProcess, u16), String> {
     let port = free_port();
     let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, relay_config(redis, port)).map_err(|e| e.to_string())?;
+    std::fs::write(&config, relay_config(redis, port, name)).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
     cmd.args(["relay", "--config"])
         .arg(&config)
