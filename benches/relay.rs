@@ -36,7 +36,7 @@ use edge_gateway::record::{Level, Reading, Record};
 use edge_gateway::time::now_ms;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use support::{cpu_secs_of, latency_ms, pin, status_kib_of};
+use support::{cpu_secs_of, http_ok, latency_ms, pin, status_kib_of};
 
 /// The latency a rate must hold at p99 to count.
 const P99_BOUND_MS: i64 = 50;
@@ -48,9 +48,9 @@ const START: Duration = Duration::from_secs(30);
 /// Rates (readings/s) tried in order until one fails.
 fn ladder(dashboards: usize) -> &'static [usize] {
     if dashboards <= 100 {
-        &[250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000]
+        &[50, 100, 250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000]
     } else {
-        &[50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000]
+        &[10, 20, 50, 100, 200, 300, 500, 750, 1_000]
     }
 }
 
@@ -69,6 +69,8 @@ struct Service {
     http: SocketAddr,
     /// Killed first (fields drop in order), then HAProxy, then the temp dir goes.
     procs: Vec<PeerProcess>,
+    /// The relay replicas' HTTP addresses, for their /metrics (none for the Node service).
+    metrics: Vec<SocketAddr>,
     _lb: Option<PeerProcess>,
     _dir: tempfile::TempDir,
 }
@@ -83,6 +85,28 @@ impl Service {
             .iter()
             .map(|p| status_kib_of(p.id(), field))
             .sum()
+    }
+
+    /// The relay's own counts so far, summed over replicas: records taken from the feed,
+    /// refused, and Socket.IO packets dropped for a full client; empty for Node.
+    fn counts(&self) -> String {
+        if self.metrics.is_empty() {
+            return String::new();
+        }
+        let sum = |name: &str| -> f64 {
+            let sample = |l: &&str| l.starts_with(name) && !l.starts_with('#');
+            let value = |l: &str| l.rsplit(' ').next()?.parse::<f64>().ok();
+            (self.metrics.iter())
+                .filter_map(|a| http_ok(*a, "/metrics"))
+                .map(|text| text.lines().filter(sample).filter_map(value).sum::<f64>())
+                .sum()
+        };
+        format!(
+            "; relay so far: records {}, rejected {}, socket.io overflows {}",
+            sum("edge_gateway_relay_records_total"),
+            sum("edge_gateway_relay_rejected_total"),
+            sum("edge_gateway_socketio_overflows_total")
+        )
     }
 }
 
@@ -231,6 +255,10 @@ fn start_service(redis: &RedisServer, kind: Kind, n: usize, lb: bool) -> Result<
         procs.push(peer);
         ports.push(port);
     }
+    let metrics = match kind {
+        Kind::Node => Vec::new(),
+        Kind::Relay => ports.iter().map(|p| loopback(*p)).collect(),
+    };
     let (http, lb_peer, name) = if lb {
         let (peer, port) = start_haproxy(dir.path(), &ports)?;
         (
@@ -245,6 +273,7 @@ fn start_service(redis: &RedisServer, kind: Kind, n: usize, lb: bool) -> Result<
         name,
         http,
         procs,
+        metrics,
         _lb: lb_peer,
         _dir: dir,
     })
@@ -404,6 +433,9 @@ struct Step {
     max: i64,
     cpu_pct: f64,
     rss_kib: u64,
+    /// The 1-minute load average at the end (the machine is shared).
+    load: String,
+    counts: String,
 }
 
 impl Step {
@@ -414,7 +446,7 @@ impl Step {
     fn line(&self) -> String {
         format!(
             "{} dashboards at {} readings/s: delivered {}/{} ({:.1} %), latency ms p50 {} p99 {} \
-             max {}; CPU {:.0} % of core 0, RSS {} KiB{}",
+             max {}; CPU {:.0} % of core 0, RSS {} KiB; load {}{}{}",
             self.dashboards,
             self.rate,
             self.delivered,
@@ -425,6 +457,8 @@ impl Step {
             self.max,
             self.cpu_pct,
             self.rss_kib,
+            self.load,
+            self.counts,
             if self.holds() { "" } else { "  <- fails" }
         )
     }
@@ -457,6 +491,8 @@ async fn step(
         max: s.quantile(1.0),
         cpu_pct: (svc.cpu_secs() - cpu_before) / started.elapsed().as_secs_f64() * 100.0,
         rss_kib: svc.rss_kib("VmRSS:"),
+        load: load_average(),
+        counts: svc.counts(),
     }
 }
 
@@ -500,6 +536,11 @@ async fn climb(svc: &Service, redis: &RedisServer, dashboards: usize, secs: u64)
         failed,
         peak_rss_kib: svc.rss_kib("VmHWM:"),
     }
+}
+
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().unwrap_or("?").to_string()
 }
 
 fn mib(kib: u64) -> String {
