@@ -20,6 +20,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v socat >/dev/null || need_apt+=(socat)
+# The relay tests put Debian's HAProxy (sticky sessions) in front of relay replicas.
+command -v haproxy >/dev/null || need_apt+=(haproxy)
 # tests/tls.rs makes its certificates with openssl (the CLI only: the gateway links no OpenSSL).
 command -v openssl >/dev/null || need_apt+=(openssl)
 # Headless Chromium for the dashboard's browser tests (Debian's; playwright downloads none).
@@ -79,6 +81,9 @@ cargo test --locked 2>&1 | tee "$logs/cargo.log"
 
 say "Socket.IO conformance suite (socket.io-client v4 + v2)"
 (cd tests/conformance && node --test --test-concurrency=1 --test-force-exit --test-timeout=120000 ./*.test.js) 2>&1 | tee "$logs/node.log"
+
+say "Socket.IO conformance through a relay (gateway → redis-server streams → edge-gateway relay)"
+(cd tests/conformance && EDGE_GATEWAY_CONFORMANCE_RELAY=1 node --test --test-concurrency=1 --test-force-exit --test-timeout=120000 events.test.js security.test.js) 2>&1 | tee "$logs/node-relay.log"
 
 say "python-socketio suite"
 "$EDGE_GATEWAY_PYTHON" -m pytest -q tests/python 2>&1 | tee "$logs/pytest.log"

@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 
 use super::dedup::{Dedup, Verdict};
 use super::parse::{Parsed, parse};
-use super::{FLOOR_PREFIX, POSITION_PREFIX};
+use super::{AlarmOwners, FLOOR_PREFIX, MAX_ALARM_OWNERS, POSITION_PREFIX};
 use crate::health::RelayFigures;
 use crate::ingest::AckCursor;
-use crate::record::Record;
+use crate::record::{Record, RecordKind};
 use crate::sinks::redis::feed::FeedMessage;
 use crate::store::writer::{WriteBatch, WriteRequest};
 use crate::telemetry as t;
@@ -27,6 +27,7 @@ pub(super) struct Intake {
     pub writer: mpsc::Sender<WriteRequest>,
     pub dedup: Dedup,
     pub figures: Arc<RelayFigures>,
+    pub owners: AlarmOwners,
     pub read_batch: usize,
     /// Timestamps outside [now − .0, now + .1] are replaced by the receive time.
     pub window: (i64, i64),
@@ -125,6 +126,22 @@ impl Intake {
         (records, cursors.into_iter().collect())
     }
 
+    /// Notes which gateway an alarm belongs to, for actions on it from central dashboards.
+    fn note_owner(&self, json: &str, gateway: &str) {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(rename = "alarmId")]
+            alarm_id: String,
+        }
+        let Ok(Id { alarm_id }) = serde_json::from_str::<Id>(json) else {
+            return;
+        };
+        let mut owners = self.owners.lock().expect("owners lock poisoned");
+        if owners.len() < MAX_ALARM_OWNERS || owners.contains_key(&alarm_id) {
+            owners.insert(alarm_id, gateway.to_string());
+        }
+    }
+
     fn admit(
         &mut self,
         p: Parsed,
@@ -132,6 +149,11 @@ impl Intake {
         position: Option<u64>,
         cursors: &mut HashMap<String, u64>,
     ) -> Option<Record> {
+        if p.record.kind == RecordKind::Alarm
+            && let Some((gateway, _)) = &p.origin
+        {
+            self.note_owner(p.record.json.get(), gateway);
+        }
         let record = Record::Relayed(Box::new(p.record));
         let Some((gateway, seq)) = p.origin else {
             metrics::counter!(t::RELAY_RECORDS, "result" => "relayed").increment(1);

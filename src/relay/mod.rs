@@ -15,7 +15,7 @@ mod parse;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,7 +26,9 @@ use crate::api::ApiState;
 use crate::config::Config;
 use crate::health::{Health, RelayFigures};
 use crate::hub::Hub;
+use crate::ingest::AckCursor;
 use crate::pipeline::AlarmRequest;
+use crate::sinks::redis::command_sender::{self, Outgoing};
 use crate::sinks::redis::feed::{self, FeedSettings};
 use crate::store::{Store, StoreWriter};
 use crate::{GatewayError, Options};
@@ -41,8 +43,14 @@ const FLOOR_PREFIX: &str = "relay:gateway:";
 /// as it would the reference service).
 const FEED_QUEUE: usize = 4_096;
 
-/// Central alarm actions waiting (answered at once: see `answer_alarm_actions`).
+/// Central alarm actions waiting to be sent down (people click, they do not flood).
 const ALARM_COMMANDS: usize = 64;
+
+/// Which gateway each alarm belongs to (from the relayed `alarm:state` records): where an
+/// action on it is sent.
+type AlarmOwners = Arc<Mutex<HashMap<String, String>>>;
+/// Alarms whose owner is remembered; beyond, actions on new ones answer "unknown".
+const MAX_ALARM_OWNERS: usize = 100_000;
 
 /// A running relay replica. Call [`Relay::stop`].
 pub struct Relay {
@@ -80,35 +88,19 @@ impl Relay {
         let feed_stop = CancellationToken::new();
         let (write_tx, writer) =
             crate::spawn_writer(store_writer, &config.store, &hub, &health, &feed_stop)?;
-        let (feed_tx, feed_rx) = mpsc::channel(FEED_QUEUE);
-        let positions = kept(&store, POSITION_PREFIX)?;
-        let feeds = vec![feed::spawn(
-            &config.sinks.redis,
-            FeedSettings {
-                max_message_bytes: config.relay.max_message_bytes,
-                read_batch: config.relay.read_batch,
-            },
-            positions.into_iter().map(|(k, v)| (k.into(), v)).collect(),
-            feed_tx,
-            figures.clone(),
-            &feed_stop,
-        )];
-        let intake = intake::Intake {
-            rx: feed_rx,
-            writer: write_tx,
-            dedup: restore_dedup(&store, config.relay.max_gateways)?,
+        let owners = AlarmOwners::default();
+        let (feeds, intake) = spawn_feed(
+            &config,
+            &store,
+            write_tx,
             figures,
-            read_batch: config.relay.read_batch,
-            window: (
-                (config.store.retention_max_age_secs as i64).saturating_mul(1000),
-                config.devices.max_future_skew_ms as i64,
-            ),
-        };
-        let intake = tokio::spawn(intake.run());
+            owners.clone(),
+            &feed_stop,
+        )?;
 
-        let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
         let api_stop = CancellationToken::new();
-        let mut api_tasks = vec![tokio::spawn(answer_alarm_actions(alarm_rx))];
+        let (alarm_tx, mut api_tasks) =
+            spawn_alarm_forwarding(&config, &relay_id, owners, &api_stop);
         let state = ApiState::new(
             config.clone(),
             relay_id.clone(),
@@ -172,6 +164,64 @@ impl Relay {
     }
 }
 
+/// The feed readers and the intake task between them and the writer.
+fn spawn_feed(
+    config: &Config,
+    store: &Store,
+    writer: mpsc::Sender<crate::store::writer::WriteRequest>,
+    figures: Arc<RelayFigures>,
+    owners: AlarmOwners,
+    stop: &CancellationToken,
+) -> Result<(Vec<JoinHandle<()>>, JoinHandle<()>), GatewayError> {
+    let (feed_tx, feed_rx) = mpsc::channel(FEED_QUEUE);
+    let positions = kept(store, POSITION_PREFIX)?;
+    let feeds = vec![feed::spawn(
+        &config.sinks.redis,
+        FeedSettings {
+            max_message_bytes: config.relay.max_message_bytes,
+            read_batch: config.relay.read_batch,
+        },
+        positions.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        feed_tx,
+        figures.clone(),
+        stop,
+    )];
+    let intake = intake::Intake {
+        rx: feed_rx,
+        writer,
+        dedup: restore_dedup(store, config.relay.max_gateways)?,
+        figures,
+        owners,
+        read_batch: config.relay.read_batch,
+        window: (
+            (config.store.retention_max_age_secs as i64).saturating_mul(1000),
+            config.devices.max_future_skew_ms as i64,
+        ),
+    };
+    Ok((feeds, tokio::spawn(intake.run())))
+}
+
+/// The queue the API hands alarm actions to, and the tasks that send them down.
+fn spawn_alarm_forwarding(
+    config: &Config,
+    relay_id: &str,
+    owners: AlarmOwners,
+    stop: &CancellationToken,
+) -> (mpsc::Sender<AlarmRequest>, Vec<JoinHandle<()>>) {
+    let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
+    let (send_tx, send_rx) = mpsc::channel(ALARM_COMMANDS);
+    let tasks = vec![
+        command_sender::spawn(&config.sinks.redis, relay_id.to_string(), send_rx, stop),
+        tokio::spawn(forward_alarm_actions(
+            alarm_rx,
+            owners,
+            send_tx,
+            stop.clone(),
+        )),
+    ];
+    (alarm_tx, tasks)
+}
+
 /// The cursors kept under `prefix`.
 fn kept(store: &Store, prefix: &str) -> Result<HashMap<String, u64>, GatewayError> {
     Ok(store.cursors_with_prefix(prefix)?.into_iter().collect())
@@ -185,13 +235,58 @@ fn restore_dedup(store: &Store, max_gateways: usize) -> Result<dedup::Dedup, Gat
     Ok(dedup)
 }
 
-/// Central alarm actions: the relay holds no alarm state of its own (the gateway that raised
-/// an alarm owns it), so `alarm:ack` and friends are refused here as unknown alarms.
-async fn answer_alarm_actions(mut rx: mpsc::Receiver<AlarmRequest>) {
-    while let Some(request) = rx.recv().await {
+/// Central alarm actions go to the gateway that owns the alarm (its command stream); the
+/// action is answered as done once Redis took it. The gateway applies it, and its transition
+/// comes back through the feed as `alarm:state`. An alarm never relayed here is unknown.
+async fn forward_alarm_actions(
+    mut rx: mpsc::Receiver<AlarmRequest>,
+    owners: AlarmOwners,
+    sender: mpsc::Sender<Outgoing>,
+    stop: CancellationToken,
+) {
+    loop {
+        let request = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
         let id = request.command.alarm_id.clone();
-        let _ = request
-            .reply
-            .send(Err(crate::alarms::ActionError::Unknown(id)));
+        let owner = owners
+            .lock()
+            .expect("owners lock poisoned")
+            .get(&id)
+            .cloned();
+        let Some(gateway_id) = owner else {
+            let _ = request
+                .reply
+                .send(Err(crate::alarms::ActionError::Unknown(id)));
+            continue;
+        };
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let out = Outgoing {
+                gateway_id: gateway_id.clone(),
+                command: request.command,
+                reply,
+            };
+            if sender.send(out).await.is_err() {
+                return;
+            }
+            match answer.await {
+                Ok(Ok(())) => {
+                    let sent = Arc::new(AckCursor::default());
+                    sent.token(1, None, false).complete();
+                    let _ = request.reply.send(Ok(sent));
+                }
+                // Dropping the reply answers "unavailable".
+                Ok(Err(e)) => {
+                    tracing::warn!(alarm = %id, gateway = %gateway_id, error = %e, "alarm action not sent to its gateway")
+                }
+                Err(_) => {}
+            }
+        });
     }
 }

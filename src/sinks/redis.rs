@@ -7,6 +7,7 @@
 //! SELECT as on a plain link: its own TLS features would pick the process-wide provider and
 //! cannot take a server name or an added CA file.
 
+pub mod command_sender;
 pub mod commands;
 pub mod feed;
 

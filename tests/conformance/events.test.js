@@ -159,6 +159,7 @@ for (const flavor of h.FLAVORS) {
         gw.publish(`sensors/${d}/${st}`, JSON.stringify({ value: v }));
       }
       await h.sleep(300);
+      await h.settled(gw);
       const s = await h.connect(gw, flavor);
       const all = await h.request(s, 'get:history', { deviceId: d });
       assert.equal(all.success, true);

@@ -66,12 +66,93 @@ function httpGet(port, p, headers = {}) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts a gateway; `env` overrides, `dataDir` reuses a store. */
-async function startGateway(env = {}, { dataDir, args = [] } = {}) {
+/**
+ * Starts a gateway; `env` overrides, `dataDir` reuses a store. With
+ * EDGE_GATEWAY_CONFORMANCE_RELAY=1 the clients talk to a relay instead: redis-server, the
+ * gateway writing streams to it, and `edge-gateway relay` reading them (see startRelayed).
+ */
+async function startGateway(env = {}, opts = {}) {
+  if (process.env.EDGE_GATEWAY_CONFORMANCE_RELAY) return startRelayed(env, opts);
+  return startProcess('run', env, opts);
+}
+
+/** Starts redis-server on a free port; resolves with {port, stop}. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await sleep(50);
+  }
+  return { port, stop: async () => { child.kill('SIGKILL'); await exited; } };
+}
+
+/**
+ * Relay mode: resolves once the relay took every record the gateway committed (its Redis sink
+ * has nothing left to send, and the relay saw that `seq`), plus its own commit. At the edge:
+ * at once.
+ */
+async function settled(gw) {
+  if (!gw.edge) return;
+  const health = async (port) => JSON.parse((await httpGet(port, '/health')).body);
+  const end = Date.now() + 30000;
+  for (;;) {
+    const edge = await health(gw.edge.httpPort);
+    const sink = edge.components.sinks.redis;
+    const relay = await health(gw.httpPort);
+    const seen = relay.relay.gateways[edge.gatewayId];
+    if (sink && sink.lagRecords === 0 && seen && seen.lastSeq >= sink.cursor - 1) break;
+    if (Date.now() > end) throw new Error('timed out: relay did not catch up with the gateway');
+    await sleep(50);
+  }
+  await sleep(100);
+}
+
+/** The gateway (MQTT side) → redis-server streams → a relay (Socket.IO side). */
+async function startRelayed(env, opts) {
+  const redis = await startRedis();
+  const upstream = {
+    REDIS_HOST: '127.0.0.1',
+    REDIS_PORT: String(redis.port),
+    EDGE_GATEWAY_SINKS__REDIS__MODE: 'stream',
+    EDGE_GATEWAY_SINKS__REDIS__DELIVERY__LINGER_MS: '1',
+  };
+  const edge = await startProcess('run', { ...env, ...upstream }, opts);
+  const relay = await startProcess('relay', { ...env, ...upstream, EDGE_GATEWAY_GATEWAY_ID: 'conformance-relay' }, {});
+  gateways.delete(edge);
+  gateways.delete(relay);
+  const gw = {
+    ...relay,
+    mqttPort: edge.mqttPort,
+    publish: edge.publish,
+    publishLines: edge.publishLines,
+    edge,
+    async stop() {
+      gateways.delete(gw);
+      const r = await relay.stop();
+      await edge.stop();
+      await redis.stop();
+      return r;
+    },
+  };
+  gateways.add(gw);
+  return gw;
+}
+
+async function startProcess(command, env = {}, { dataDir, args = [] } = {}) {
   const httpPort = await freePort();
   const mqttPort = await freePort();
   const dir = dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'egw-conf-'));
-  const child = spawn(BIN, ['run', '--data-dir', dir, ...args], {
+  const child = spawn(BIN, [command, '--data-dir', dir, ...args], {
     env: {
       PATH: process.env.PATH,
       HOST: '127.0.0.1',
@@ -243,5 +324,5 @@ function jwt(claims, secret) {
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 module.exports = {
-  BIN, FLAVORS, ISO_MS, startGateway, closeClients, stopGateways, client, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish, until,
+  BIN, FLAVORS, ISO_MS, startGateway, settled, closeClients, stopGateways, client, connect, waitFor, collect, request, jwt, metric, sleep, httpGet, freePort, publish, until,
 };

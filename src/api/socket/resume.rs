@@ -11,8 +11,15 @@
 //! worker read before the emitter broadcast them may come twice; the client drops them by
 //! `seq`. Replay starts at the first subscription, so rooms joined in the same breath (as the
 //! reference client does on `connect`) are all replayed.
+//!
+//! Relay mode (see `relay`): records carry their origin's `gatewayId` and `seq`, which differ
+//! from this replica's own `seq`, so a dashboard that fails over to another replica resumes
+//! with a map `{gatewayId: seq}` of the last `seq` it saw from each gateway (`auth.after`, or
+//! `after=` URL-encoded JSON in the query). The replica replays the newest
+//! `resume_max_records` of its store, skipping what the map says the client has; records
+//! without an origin `seq` cannot be matched and are replayed if in the window.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +49,16 @@ pub type LiveGate = Arc<tokio::sync::Mutex<u64>>;
 /// A resuming client's cursor and the rooms held back until its replay caught up.
 pub struct Resume {
     after: u64,
+    /// Relay mode: the last origin `seq` the client saw per gateway.
+    origins: Option<HashMap<String, u64>>,
     inner: Mutex<Held>,
+}
+
+/// Where a client resumes from: this store's `seq`, or per origin gateway (relay mode).
+#[derive(Debug, Clone, PartialEq)]
+pub enum After {
+    Seq(u64),
+    Origins(HashMap<String, u64>),
 }
 
 #[derive(Default)]
@@ -52,28 +68,64 @@ struct Held {
     done: bool,
 }
 
-/// `after` from the handshake: a number or a string of digits.
-pub fn after_of(value: Option<&Value>) -> Option<u64> {
+/// `after` from the handshake: a number, a string of digits, or an object of gateway → seq.
+pub fn after_of(value: Option<&Value>) -> Option<After> {
     match value? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64().map(After::Seq),
+        Value::String(s) => s.parse().ok().map(After::Seq),
+        Value::Object(map) => {
+            let origins: Option<HashMap<String, u64>> = map
+                .iter()
+                .take(MAX_ORIGINS)
+                .map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect();
+            origins.map(After::Origins)
+        }
         _ => None,
     }
 }
 
-/// The `after` query parameter (socket.io-client v2 has no auth payload).
-pub fn after_in_query(query: Option<&str>) -> Option<u64> {
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("after=")?.parse().ok())
+/// Most gateways in a resume map (a client cannot make us hold an unbounded one).
+const MAX_ORIGINS: usize = 1_024;
+
+/// The `after` query parameter (socket.io-client v2 has no auth payload): digits, or a
+/// URL-encoded JSON object of gateway → seq.
+pub fn after_in_query(query: Option<&str>) -> Option<After> {
+    let raw = query?.split('&').find_map(|kv| kv.strip_prefix("after="))?;
+    if let Ok(seq) = raw.parse() {
+        return Some(After::Seq(seq));
+    }
+    let text = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    let value: Value = serde_json::from_str(&text).ok()?;
+    after_of(Some(&value)).filter(|a| matches!(a, After::Origins(_)))
 }
 
 impl Resume {
-    pub fn new(after: u64) -> Arc<Resume> {
+    pub fn new(after: After) -> Arc<Resume> {
+        let (after, origins) = match after {
+            After::Seq(seq) => (seq, None),
+            After::Origins(map) => (0, Some(map)),
+        };
         Arc::new(Resume {
             after,
+            origins,
             inner: Mutex::new(Held::default()),
         })
+    }
+
+    /// Whether the client still lacks `r` (always, unless its origin map says it has it).
+    fn lacks(&self, r: &StoredRecord) -> bool {
+        let Some(origins) = &self.origins else {
+            return true;
+        };
+        let gateway = r.json.get("gatewayId").and_then(Value::as_str);
+        let seq = r.json.get("seq").and_then(Value::as_u64);
+        match (gateway.and_then(|g| origins.get(g)), seq) {
+            (Some(&seen), Some(seq)) => seq > seen,
+            _ => true,
+        }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -126,7 +178,7 @@ pub fn overflowed(s: &SocketRef, state: &ApiState, seq: u64) {
         return;
     }
     metrics::counter!(t::SOCKETIO_OVERFLOWS).increment(1);
-    let resume = Resume::new(seq.saturating_sub(1));
+    let resume = Resume::new(After::Seq(seq.saturating_sub(1)));
     {
         let mut held = resume.held();
         held.rooms = s.rooms();
@@ -163,22 +215,22 @@ async fn replay_until_live(
     resume: &Resume,
 ) -> Result<(u64, u64), Closed> {
     let config = &state.config.socketio;
-    let mut cursor = start_cursor(state, resume.after).await?;
+    let mut cursor = start_cursor(state, resume).await?;
     let mut pace = Pace::new(config.resume_records_per_sec);
     let mut sent = 0u64;
     let mut first = true;
     loop {
         let chunk = read(state, cursor + 1, CHUNK).await?;
-        if first {
-            first = false;
+        if first && resume.origins.is_none() {
             tell_truncated(s, resume.after, chunk.first().map(|r| r.seq))?;
         }
+        first = false;
         let n = chunk.len();
         let rooms = resume.rooms();
-        for r in &chunk {
+        for r in chunk.iter().filter(|r| resume.lacks(r)) {
             sent += send(s, r, &rooms).await?;
-            cursor = r.seq;
         }
+        cursor = chunk.last().map_or(cursor, |r| r.seq);
         metrics::counter!(t::SOCKETIO_REPLAYED).increment(n as u64);
         pace.wait(n as u64).await;
         if n < CHUNK {
@@ -193,7 +245,9 @@ async fn replay_until_live(
 /// `after`, unless more than `resume_max_records` records follow it (then only the newest
 /// that many are replayed) or it lies beyond what this store ever held (a store recreated
 /// after damage): then from the oldest of the newest `resume_max_records`.
-async fn start_cursor(state: &ApiState, after: u64) -> Result<u64, Closed> {
+/// A client resuming by origin map starts at the oldest of the newest `resume_max_records`.
+async fn start_cursor(state: &ApiState, resume: &Resume) -> Result<u64, Closed> {
+    let after = resume.after;
     let store = state.store.clone();
     let next = tokio::task::spawn_blocking(move || store.next_seq())
         .await
@@ -204,7 +258,7 @@ async fn start_cursor(state: &ApiState, after: u64) -> Result<u64, Closed> {
         })?;
     let newest = next.saturating_sub(1);
     let max = state.config.socketio.resume_max_records;
-    if after > newest || newest - after > max {
+    if after > newest || newest - after > max || resume.origins.is_some() {
         return Ok(newest.saturating_sub(max));
     }
     Ok(after)
@@ -287,7 +341,7 @@ async fn handoff(
         let rooms = resume.rooms();
         let rest = read(state, cursor + 1, (*emitted - cursor) as usize).await?;
         for r in rest.iter().take_while(|r| r.seq <= *emitted) {
-            for event in mine(r, &rooms) {
+            for event in mine(r, &rooms).filter(|_| resume.lacks(r)) {
                 match s.emit(event, &r.json) {
                     Ok(()) => {}
                     Err(SendError::Socket(SocketError::InternalChannelFull)) => {
@@ -339,13 +393,26 @@ mod tests {
 
     #[test]
     fn after_from_auth_and_query() {
-        assert_eq!(after_of(Some(&json!(42))), Some(42));
-        assert_eq!(after_of(Some(&json!("42"))), Some(42));
+        assert_eq!(after_of(Some(&json!(42))), Some(After::Seq(42)));
+        assert_eq!(after_of(Some(&json!("42"))), Some(After::Seq(42)));
         assert_eq!(after_of(Some(&json!(-1))), None);
         assert_eq!(after_of(Some(&json!("x"))), None);
         assert_eq!(after_of(None), None);
-        assert_eq!(after_in_query(Some("EIO=3&after=7&t=x")), Some(7));
+        assert_eq!(
+            after_in_query(Some("EIO=3&after=7&t=x")),
+            Some(After::Seq(7))
+        );
         assert_eq!(after_in_query(Some("EIO=3&after=")), None);
         assert_eq!(after_in_query(None), None);
+        let map = HashMap::from([("gw-a".to_string(), 5), ("gw-b".to_string(), 9)]);
+        assert_eq!(
+            after_of(Some(&json!({"gw-a": 5, "gw-b": 9}))),
+            Some(After::Origins(map.clone()))
+        );
+        assert_eq!(after_of(Some(&json!({"gw-a": "x"}))), None);
+        assert_eq!(
+            after_in_query(Some("EIO=3&after=%7B%22gw-a%22%3A5%2C%22gw-b%22%3A9%7D")),
+            Some(After::Origins(map))
+        );
     }
 }
