@@ -16,7 +16,8 @@
 //! - node-replicas (only when named): the same with the reference service's replicas, as the
 //!   reference deployment scales it.
 //!
-//! `RELAY_BENCH_SECS` sets the length of a step (10 s by default).
+//! `RELAY_BENCH_SECS` sets the length of a step (10 s by default); `RELAY_BENCH_TMPDIR` where
+//! the services' temp dirs (logs, configs, the relay's store) go.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -110,11 +111,15 @@ impl Service {
     }
 }
 
+/// A service's config, logs and (relay) store: under `RELAY_BENCH_TMPDIR` if set (e.g.
+/// /dev/shm, to take the disk out of the relay's figures), else the system's temp dir.
 fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("egw-relaybench-")
-        .tempdir()
-        .expect("create a temp dir")
+    let builder = tempfile::Builder::new().prefix("egw-relaybench-").clone();
+    match std::env::var_os("RELAY_BENCH_TMPDIR") {
+        Some(parent) => builder.tempdir_in(parent),
+        None => builder.tempdir(),
+    }
+    .expect("create a temp dir")
 }
 
 /// Waits until `http` answers /health; Err with the log tail if the process exits first.
