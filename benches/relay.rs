@@ -103,8 +103,9 @@ impl Service {
                 .fold(0.0, |a, b| a + b)
         };
         format!(
-            "; relay so far: records {}, rejected {}, socket.io overflows {}",
-            sum("edge_gateway_relay_records_total"),
+            "; relay so far: records relayed {}, duplicate {}, rejected {}, socket.io overflows {}",
+            sum("edge_gateway_relay_records_total{result=\"relayed\""),
+            sum("edge_gateway_relay_records_total{result=\"duplicate\""),
             sum("edge_gateway_relay_rejected_total"),
             sum("edge_gateway_socketio_overflows_total")
         )
