@@ -353,6 +353,9 @@ struct Dashboards {
     n: usize,
     stop: Arc<AtomicBool>,
     seen: Arc<Latencies>,
+    /// `sensor:all` events per dashboard in this step: lost readings spread over every
+    /// dashboard, or whole dashboards that fell behind or were closed.
+    each: Vec<Arc<AtomicU64>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -360,15 +363,18 @@ impl Dashboards {
     async fn connect(http: SocketAddr, n: usize) -> Dashboards {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Latencies::new());
-        let mut tasks = Vec::with_capacity(n);
+        let (mut tasks, mut each) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
             let mut ws = socketio::connect(http, &["subscribe-all-devices"]).await;
+            let mine = Arc::new(AtomicU64::new(0));
+            each.push(mine.clone());
             let (stop, seen) = (stop.clone(), seen.clone());
             tasks.push(tokio::spawn(async move {
                 let stopped = || stop.load(Ordering::Relaxed);
                 socketio::read_events(&mut ws, stopped, |frame| {
                     if frame.starts_with("42[\"sensor:all\"") {
                         seen.record(latency_ms(frame).unwrap_or(i64::MAX));
+                        mine.fetch_add(1, Ordering::Relaxed);
                     }
                     true
                 })
@@ -379,8 +385,22 @@ impl Dashboards {
             n,
             stop,
             seen,
+            each,
             tasks,
         }
+    }
+
+    fn reset(&self) {
+        self.seen.reset();
+        self.each.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+
+    /// The fewest and most events one dashboard got this step, and how many sockets closed.
+    fn spread(&self) -> String {
+        let counts = self.each.iter().map(|c| c.load(Ordering::Relaxed));
+        let (min, max) = counts.fold((u64::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+        let closed = self.tasks.iter().filter(|t| t.is_finished()).count();
+        format!("; per dashboard {min}..{max}, {closed} closed")
     }
 
     async fn close(self) {
@@ -487,7 +507,7 @@ async fn step(
     secs: u64,
     seq: &mut u64,
 ) -> Step {
-    dash.seen.reset();
+    dash.reset();
     let (cpu_before, started) = (svc.cpu_secs(), Instant::now());
     publish(conn, rate, secs, seq).await;
     let expected = rate as u64 * secs * dash.n as u64;
@@ -507,7 +527,7 @@ async fn step(
         cpu_pct: (svc.cpu_secs() - cpu_before) / started.elapsed().as_secs_f64() * 100.0,
         rss_kib: svc.rss_kib("VmRSS:"),
         load: load_average(),
-        counts: svc.counts(),
+        counts: format!("{}{}", dash.spread(), svc.counts()),
     }
 }
 
