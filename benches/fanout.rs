@@ -29,17 +29,8 @@ use common::binary::GatewayProcess as Gw;
 use common::socketio;
 use edge_gateway::time::{format_ms, now_ms};
 use rumqttc::QoS;
-use support::{Measure, latency_ms, percentile, publish_fanout_load, publisher};
+use support::{Measure, latency_ms, percentile, pin, publish_fanout_load, publisher};
 use tokio::sync::Mutex;
-
-/// Pins every thread of `pid` to `cpu` (a `taskset` CPU list).
-fn pin(pid: u32, cpu: &str) {
-    let out = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
-        .output()
-        .expect("taskset runs");
-    assert!(out.status.success(), "taskset: {out:?}");
-}
 
 fn start_pinned() -> Gw {
     let gw = Gw::start(&[

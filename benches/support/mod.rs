@@ -1,6 +1,6 @@
-//! What only the benchmarks share: measuring the gateway binary (RSS, CPU, metrics) and
-//! rumqttc publishers that flood. Starting processes, HTTP and Socket.IO come from
-//! tests/common, the one home of test support.
+//! What only the benchmarks share: measuring the gateway binary (RSS, CPU, metrics) or any
+//! process (by pid; pinning it to a core) and rumqttc publishers that flood. Starting
+//! processes, HTTP and Socket.IO come from tests/common, the one home of test support.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -29,15 +29,7 @@ impl Measure for GatewayProcess {
     }
 
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.peer.id())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        cpu_secs_of(self.peer.id())
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -77,6 +69,44 @@ impl Measure for GatewayProcess {
         let count = self.metric(&format!("{name}_count"));
         (q(0.5), q(0.99), sum / count * 1000.0)
     }
+}
+
+/// User + system CPU seconds process `pid` has used so far (0 once it is gone).
+pub fn cpu_secs_of(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A `/proc/<pid>/status` figure in KiB, e.g. `VmRSS:` (now) or `VmHWM:` (peak); 0 if absent.
+pub fn status_kib_of(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pins every thread of `pid` to `cpu` (a `taskset` CPU list).
+pub fn pin(pid: u32, cpu: &str) {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .output()
+        .expect("taskset runs");
+    assert!(out.status.success(), "taskset: {out:?}");
 }
 
 /// Receive time − the reading's `timestamp`, in ms, of a `sensor:*` event frame.

@@ -64,8 +64,13 @@ async fn socketio_connect_as(mut ws: Ws, auth: &str, emits: &[&str]) -> Ws {
             .await
             .expect("socket.io connect")
             .expect("websocket");
-        if m.to_text().unwrap_or("").starts_with("40") {
+        let text = m.to_text().unwrap_or("");
+        if text.starts_with("40") {
             break;
+        }
+        // socketioxide pings once at the open: unanswered, the socket closes after ping_timeout.
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
         }
     }
     for e in emits {
