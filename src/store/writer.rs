@@ -253,6 +253,9 @@ pub fn spawn(
             };
             committer.report_recovery();
             committer.start_staging();
+            // Written once, before records arrive, not by the first commit: 8 MiB of a store's
+            // life, not of its first readings' wear figures.
+            keep_reserve(committer.dir(), &committer.limits);
             let mut pending = Pending::default();
             while let Some(first) = committer.next_request(&mut rx, &mut pending) {
                 pending.add(first);
@@ -490,6 +493,14 @@ impl Committer {
                 }
             }
         }
+    }
+
+    fn dir(&self) -> &Path {
+        self.writer
+            .store()
+            .path()
+            .parent()
+            .unwrap_or(Path::new("."))
     }
 
     /// Before a commit of records: works off a backlog over the byte budget, and under disk
