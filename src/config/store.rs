@@ -43,7 +43,7 @@ impl Default for StoreConfig {
         StoreConfig {
             batch_max_records: 4_000,
             commit_interval_ms: 2,
-            durable_commit_interval_ms: 250,
+            durable_commit_interval_ms: 400,
             queue_capacity: 16_384,
             retention_max_age_secs: 30 * 24 * 3600,
             byte_budget_bytes: 256 * 1024 * 1024,
