@@ -751,7 +751,9 @@ async fn a_puback_waits_for_the_durable_commit_while_the_reading_is_already_live
         tokio::time::sleep(Duration::from_millis(20)).await;
         let acks = acked.load(Ordering::SeqCst);
         let live = gw.store().read_from(0, 10_000).unwrap();
-        let live = live.iter().filter(|r| r.device_id.as_deref() == Some("paced-1"));
+        let live = live
+            .iter()
+            .filter(|r| r.device_id.as_deref() == Some("paced-1"));
         let live = live.count() as u64;
         let stored = history(gw.store(), "paced-1").len() as u64;
         assert!(stored >= acks, "{acks} PUBACKed but only {stored} stored");
