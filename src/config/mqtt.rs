@@ -24,7 +24,9 @@ pub struct MqttConfig {
     /// Device credentials; each may publish only for its `devices`.
     pub users: Vec<MqttUser>,
     /// QoS 1 publishes a connection may have waiting for their commit (MQTT 5 Receive
-    /// Maximum); at the cap the connection's socket is not read.
+    /// Maximum); at the cap the connection's socket is not read. It bounds what one connection
+    /// can push per commit (in flight over the commit latency), not memory: that is
+    /// `inflight_bytes_max`.
     pub receive_maximum: u16,
     /// Bytes of publishes waiting for their commit, over all connections; when full, no
     /// socket is read.
@@ -59,7 +61,7 @@ impl Default for MqttConfig {
             subscriber_listen: None,
             allow_anonymous: true,
             users: Vec::new(),
-            receive_maximum: 128,
+            receive_maximum: 1024,
             inflight_bytes_max: 16 * 1024 * 1024,
             connect_timeout_ms: 10_000,
             tls_listen: None,

@@ -9,12 +9,13 @@ use super::{Check, ConfigError};
 pub struct StoreConfig {
     /// Most records in one redb commit.
     pub batch_max_records: usize,
-    /// Longest a record waits for companions before its commit starts.
+    /// Longest a record waits for companions before the writer takes it (stages it, or
+    /// commits it when commits are due).
     pub commit_interval_ms: u64,
-    /// Least time between durable (fsynced) commits while records arrive: commits between
-    /// them are visible at once (dashboards, history) but PUBACKs, accepted counters and sinks
-    /// wait for the next durable one. Fewer fsyncs write less to flash. 0: every commit is
-    /// durable. A device at its in-flight cap makes the commit durable at once.
+    /// Least time between (durable, fsynced) commits while records arrive: records are shown
+    /// at once (dashboards, the subscriber port), but PUBACKs, accepted counters, sinks and
+    /// history wait for their commit. Fewer commits write less to flash. 0: every gathered
+    /// batch is committed at once. A device at its in-flight cap makes the commit come at once.
     pub durable_commit_interval_ms: u64,
     /// Records queued for the writer before ingest applies back-pressure.
     pub queue_capacity: usize,
@@ -42,7 +43,7 @@ impl Default for StoreConfig {
         StoreConfig {
             batch_max_records: 4_000,
             commit_interval_ms: 2,
-            durable_commit_interval_ms: 250,
+            durable_commit_interval_ms: 400,
             queue_capacity: 16_384,
             retention_max_age_secs: 30 * 24 * 3600,
             byte_budget_bytes: 256 * 1024 * 1024,

@@ -592,7 +592,7 @@ fn toml_and_type_errors_never_quote_a_secret() {
 
 #[test]
 fn durable_commit_interval_is_bounded_and_named_with_its_origin() {
-    assert_eq!(Config::default().store.durable_commit_interval_ms, 250);
+    assert_eq!(Config::default().store.durable_commit_interval_ms, 400);
     let f = file("[store]\ndurable_commit_interval_ms = 60000\n");
     let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
     assert!(

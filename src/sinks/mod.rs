@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -115,7 +115,7 @@ pub struct SinkContext {
 pub async fn run<U: Upstream>(mut upstream: U, delivery: DeliveryConfig, ctx: SinkContext) {
     let name = ctx.health.name;
     let sink: Arc<str> = name.into();
-    let mut commits = ctx.hub.subscribe();
+    let mut commits = ctx.store.durable_changes();
     let mut cursor = match initial_cursor(&ctx.store, name) {
         Ok(c) => c,
         Err(e) => {
@@ -220,7 +220,7 @@ async fn next_batch(
     ctx: &SinkContext,
     cursor: u64,
     delivery: &DeliveryConfig,
-    commits: &mut broadcast::Receiver<HubEvent>,
+    commits: &mut watch::Receiver<u64>,
 ) -> Option<Vec<RawRecord>> {
     let batch = match read(&ctx.store, cursor, delivery.batch_max_records).await {
         Ok(b) => b,
@@ -411,26 +411,20 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
     }
 }
 
-/// Waits for the next group commit (or `max`), so an idle sink costs nothing.
+/// Waits for the next commit (or `max`), so an idle sink costs nothing. The store's durable
+/// end, not the hub: records are published on the hub before their commit.
 async fn wait_for_commit(
-    commits: &mut broadcast::Receiver<HubEvent>,
+    commits: &mut watch::Receiver<u64>,
     max: Duration,
     stop: &CancellationToken,
 ) {
-    let deadline = tokio::time::sleep(max);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = &mut deadline => return,
-            event = commits.recv() => match event {
-                Ok(HubEvent::Committed(_)) | Err(broadcast::error::RecvError::Lagged(_)) => return,
-                Ok(HubEvent::System(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => {
-                    sleep_or_stop(max, stop).await;
-                    return;
-                }
-            },
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(max) => {}
+        changed = commits.changed() => {
+            if changed.is_err() {
+                sleep_or_stop(max, stop).await;
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The single writer's transaction: assigns `seq`, appends records with their index entries,
 //! moves sink cursors and applies [`retention`](super::retention), all in one commit.
 
-use redb::{Durability, WriteTransaction};
+use redb::WriteTransaction;
 
 use super::codec::{cost, decode, encode};
 use super::retention::{self, Retention};
@@ -11,10 +11,10 @@ use super::{
 };
 use crate::record::Record;
 
-/// Most records the writer holds in non-durable commits; the next commit after that is
-/// durable. After an unclean stop `next_seq` jumps this far ahead (see
-/// [`StoreWriter::new`]), so no `seq` a dashboard may have seen goes to another record.
-pub const MAX_UNFLUSHED: u64 = 65_536;
+/// Most records the writer holds staged (numbered and shown on the hub, not yet committed);
+/// it commits before it stages more. After an unclean stop `next_seq` jumps this far ahead
+/// (see [`StoreWriter::new`]), so no `seq` a dashboard may have seen goes to another record.
+pub const MAX_STAGED: u64 = 65_536;
 
 /// Outcome of one group commit.
 #[derive(Debug, Default, Clone)]
@@ -45,8 +45,8 @@ pub(super) struct LogState {
 }
 
 impl StoreWriter {
-    /// The writer of `store`. After an unclean stop of a run that may have committed
-    /// non-durably, `next_seq` skips [`MAX_UNFLUSHED`] numbers (recorded durably in
+    /// The writer of `store`. After an unclean stop of a run that may have shown staged
+    /// records on the hub, `next_seq` skips [`MAX_STAGED`] numbers (recorded durably in
     /// `seq_skips` first, so a second crash cannot reuse them either).
     pub fn new(store: Store, gateway_id: String) -> Result<StoreWriter, StoreError> {
         let stats = store.stats()?;
@@ -73,7 +73,7 @@ impl StoreWriter {
 
     fn skip_unflushed(&mut self) -> Result<(), StoreError> {
         let from = self.state.next_seq;
-        let to = from + MAX_UNFLUSHED;
+        let to = from + MAX_STAGED;
         let db = self.store.db()?;
         let txn = db.begin_write()?;
         {
@@ -90,9 +90,10 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Notes durably that this store may now get non-durable commits, before the first one:
-    /// an unclean stop from here on makes the next open skip `seq`s.
-    pub fn allow_non_durable(&mut self) -> Result<(), StoreError> {
+    /// Notes durably that this store's writer may now show records on the hub before their
+    /// commit, before the first one: an unclean stop from here on makes the next open skip
+    /// `seq`s. (The key keeps its old name, `non_durable`, so existing files stay valid.)
+    pub fn allow_staging(&mut self) -> Result<(), StoreError> {
         if self.meta(META_NON_DURABLE)? != 0 {
             return Ok(());
         }
@@ -103,21 +104,9 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Forgets the state of commits that were not durable: after the handle was reopened
-    /// (an I/O error) the file holds only the last durable commit.
-    pub fn reload(&mut self) -> Result<(), StoreError> {
-        let stats = self.store.stats()?;
-        self.state = LogState {
-            next_seq: stats.next_seq,
-            logical_bytes: stats.logical_bytes,
-            readings_from: 0,
-        };
-        Ok(())
-    }
-
     /// Appends `records`, moves sink `cursors` and applies retention in one durable
-    /// transaction. Sequence numbers are assigned here, so they are gap-free and in commit
-    /// order. On error nothing changed.
+    /// transaction (fsynced before it returns). Sequence numbers are assigned here, so they
+    /// are gap-free and in commit order. On error nothing changed.
     pub fn append(
         &mut self,
         records: &[Record],
@@ -125,28 +114,31 @@ impl StoreWriter {
         now_ms: i64,
         retention: Retention,
     ) -> Result<CommitOutcome, StoreError> {
-        self.append_with(records, cursors, now_ms, retention, true)
+        let first_seq = self.state.next_seq;
+        self.append_at(first_seq, records.iter(), cursors, now_ms, retention)
     }
 
-    /// [`Self::append`], durable (fsynced before it returns, and so is every non-durable
-    /// commit before it) or not: a non-durable commit is visible to readers at once but kept
-    /// in memory by redb until the next durable one, and lost in a crash.
-    pub fn append_with(
+    /// The `seq` the next appended record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.state.next_seq
+    }
+
+    /// [`Self::append`] numbering the records from `first_seq`, which the writer may have
+    /// shown on the hub already; a `first_seq` past [`Self::next_seq`] leaves the numbers
+    /// between unused (records given up at shutdown: a loss the sinks count).
+    pub fn append_at<'a>(
         &mut self,
-        records: &[Record],
+        first_seq: u64,
+        records: impl IntoIterator<Item = &'a Record>,
         cursors: &[(&str, u64)],
         now_ms: i64,
         retention: Retention,
-        durable: bool,
     ) -> Result<CommitOutcome, StoreError> {
         let db = self.store.db()?;
-        let mut txn = db.begin_write()?;
-        if !durable {
-            txn.set_durability(Durability::None)
-                .expect("a single-process store allows non-durable commits");
-        }
-        let first_seq = self.state.next_seq;
+        let txn = db.begin_write()?;
         let mut state = self.state;
+        state.next_seq = state.next_seq.max(first_seq);
+        let first_seq = state.next_seq;
         let evicted = {
             let mut tables = LogTables::open(&txn)?;
             write_cursors(&txn, cursors)?;
@@ -157,15 +149,17 @@ impl StoreWriter {
         };
         txn.commit()?;
         self.state = state;
-        if durable {
-            self.store.set_durable_next_seq(state.next_seq);
-        }
+        self.store.set_durable_next_seq(state.next_seq);
         Ok(CommitOutcome {
             first_seq,
             evicted_age: evicted.age,
             evicted_budget: evicted.budget,
             logical_bytes: state.logical_bytes,
         })
+    }
+
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
     }
 
     pub fn store(&self) -> &Store {
@@ -189,10 +183,10 @@ fn write_cursors(txn: &WriteTransaction, cursors: &[(&str, u64)]) -> Result<(), 
 /// Encodes each record at the next `seq` and stores it with its index entries; a status
 /// change also becomes its device's latest status, an alarm transition its alarm's current
 /// state (removed once the alarm is at rest).
-fn insert_records(
+fn insert_records<'a>(
     txn: &WriteTransaction,
     tables: &mut LogTables<'_>,
-    records: &[Record],
+    records: impl IntoIterator<Item = &'a Record>,
     gateway_id: &str,
     state: &mut LogState,
 ) -> Result<(), StoreError> {

@@ -12,10 +12,10 @@
 //! - `alarms`: `alarmId → latest alarm:state JSON` of every alarm not at rest, written with
 //!   the transition in the same commit (see `alarms.rs`).
 //! - `sink_cursors`: `sink name → next seq to send`, each upstream sink's committed position.
-//! - `meta`: `next_seq`, `logical_bytes`, `non_durable` (1 once a writer may have made
-//!   non-durable commits, see [`StoreWriter::allow_non_durable`]).
+//! - `meta`: `next_seq`, `logical_bytes`, `non_durable` (1 once a writer may have shown
+//!   records on the hub before their commit, see [`StoreWriter::allow_staging`]).
 //! - `seq_skips`: `from → to` (exclusive): `seq` ranges never stored, skipped at an unclean
-//!   open because a crashed run may have shown them (non-durable commits) on the hub. Sinks
+//!   open because a crashed run may have shown them (staged records) on the hub. Sinks
 //!   do not count them as dropped.
 //!
 //! This file holds the handle, opening (with the integrity check) and reopening, and the
@@ -43,9 +43,9 @@ pub use registry::StoredDevice;
 pub use retention::Retention;
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, UnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,9 @@ use redb::{
     ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
-use crate::record::RecordKind;
+use tokio::sync::watch;
+
+use crate::record::{Committed, RecordKind};
 use codec::{Decoded, cost, decode_stored, kind_byte};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -157,8 +159,17 @@ struct Inner {
     /// Whether this open read every page (no valid clean-close mark).
     checked_at_open: bool,
     /// Records below this `seq` are durable (their commit was fsynced); set by the writer.
-    /// Sinks forward nothing above it: a non-durable record may vanish in a crash.
-    durable_next_seq: AtomicU64,
+    /// Sinks forward nothing above it. A watch, so sinks wake on a commit.
+    durable_next_seq: watch::Sender<u64>,
+    /// The writer's staged records: numbered and shown on the hub, not yet committed.
+    staged: RwLock<Staged>,
+}
+
+/// Batches the writer staged, oldest first, and the gateway id their rendering needs.
+#[derive(Default)]
+struct Staged {
+    gateway_id: Arc<str>,
+    batches: VecDeque<Arc<[Committed]>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -196,7 +207,8 @@ impl Store {
                 path,
                 recovered_from,
                 checked_at_open,
-                durable_next_seq: AtomicU64::new(0),
+                durable_next_seq: watch::Sender::new(0),
+                staged: RwLock::default(),
             }),
         })
     }
@@ -230,13 +242,54 @@ impl Store {
 
     /// Records with a lower `seq` are durable; 0 until the writer started.
     pub fn durable_next_seq(&self) -> u64 {
-        self.inner.durable_next_seq.load(Ordering::Acquire)
+        *self.inner.durable_next_seq.borrow()
+    }
+
+    /// Changes with every commit: what sinks wait on.
+    pub fn durable_changes(&self) -> watch::Receiver<u64> {
+        self.inner.durable_next_seq.subscribe()
     }
 
     pub(crate) fn set_durable_next_seq(&self, next: u64) {
-        self.inner
-            .durable_next_seq
-            .fetch_max(next, Ordering::AcqRel);
+        self.inner.durable_next_seq.send_if_modified(|now| {
+            let moved = next > *now;
+            *now = (*now).max(next);
+            moved
+        });
+    }
+
+    /// Makes `batch` (numbered by the writer, not yet committed) readable by the catch-up
+    /// reads ([`Store::read_from`], [`Store::read_raw`]) until [`Store::unstage`].
+    pub(crate) fn stage(&self, gateway_id: &Arc<str>, batch: Arc<[Committed]>) {
+        let mut staged = self.inner.staged.write().expect("staged lock poisoned");
+        if staged.gateway_id.is_empty() {
+            staged.gateway_id = gateway_id.clone();
+        }
+        staged.batches.push_back(batch);
+    }
+
+    /// Forgets staged batches below `next_seq`: committed (or given up).
+    pub(crate) fn unstage(&self, next_seq: u64) {
+        let mut staged = self.inner.staged.write().expect("staged lock poisoned");
+        while staged
+            .batches
+            .front()
+            .is_some_and(|b| b.last().is_none_or(|c| c.seq < next_seq))
+        {
+            staged.batches.pop_front();
+        }
+    }
+
+    /// The staged batches holding records at or after `from_seq`, with the gateway id.
+    fn staged_from(&self, from_seq: u64) -> (Arc<str>, Vec<Arc<[Committed]>>) {
+        let staged = self.inner.staged.read().expect("staged lock poisoned");
+        let batches = staged
+            .batches
+            .iter()
+            .filter(|b| b.last().is_some_and(|c| c.seq >= from_seq))
+            .cloned()
+            .collect();
+        (staged.gateway_id.clone(), batches)
     }
 
     /// Where the damaged file found at open now lies, if there was one.

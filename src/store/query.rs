@@ -3,7 +3,7 @@
 
 use redb::{ReadTransaction, ReadableTable};
 
-use super::codec::{Decoded, decode_stored};
+use super::codec::{Decoded, decode_stored, encode};
 use super::{BY_DEVICE, BY_SENSOR, CURSORS, LOG, SKIPS, Store, StoreError};
 use crate::record::RecordKind;
 
@@ -119,23 +119,38 @@ impl Store {
     }
 
     /// The one scan behind the catch-up reads: up to `max` records with `seq >= from_seq`, in
-    /// order, each turned into what the caller needs by `view`.
+    /// order, each turned into what the caller needs by `view`. The log is followed by the
+    /// writer's staged records (shown on the hub, not yet committed), so a consumer catching
+    /// up to the live view finds no hole. The staged ones are taken first: a batch committed
+    /// meanwhile is then in the log, and each `seq` is read once.
     fn scan_log<T>(
         &self,
         from_seq: u64,
         max: usize,
         mut view: impl FnMut(u64, Decoded<'_>) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        self.read(|txn| {
+        let (gateway_id, staged) = self.staged_from(from_seq);
+        let mut next = from_seq;
+        let mut out = self.read(|txn| {
             let log = txn.open_table(LOG)?;
             let mut out = Vec::with_capacity(max.min(8192));
             for entry in log.range(from_seq..)?.take(max) {
                 let (k, v) = entry?;
                 let seq = k.value();
                 out.push(view(seq, decode_stored(seq, v.value())?)?);
+                next = seq + 1;
             }
             Ok(out)
-        })
+        })?;
+        let staged = staged
+            .iter()
+            .flat_map(|b| b.iter())
+            .filter(|c| c.seq >= next);
+        for c in staged.take(max - out.len()) {
+            let raw = encode(&c.record, &gateway_id, c.seq);
+            out.push(view(c.seq, decode_stored(c.seq, &raw)?)?);
+        }
+        Ok(out)
     }
 
     /// A sink's committed cursor: the next `seq` it has to send. `None` for a new sink.
@@ -292,33 +307,41 @@ mod tests {
 
 #[cfg(test)]
 mod tier_tests {
-    use crate::store::append::MAX_UNFLUSHED;
+    use crate::record::Committed;
+    use crate::store::append::MAX_STAGED;
     use crate::store::test_support::{KEEP, reading};
     use crate::store::{Store, StoreWriter};
 
     #[test]
-    fn non_durable_commits_are_read_but_not_forwarded_and_an_unclean_open_skips_their_seqs() {
+    fn staged_records_are_read_but_not_forwarded_and_an_unclean_open_skips_their_seqs() {
         let dir = tempfile::tempdir().unwrap();
         let before_crash = {
             let store = Store::open(dir.path()).unwrap();
             let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
-            w.allow_non_durable().unwrap();
+            w.allow_staging().unwrap();
             w.append(&[reading("d", "t", 1.0, 1)], &[], 1, KEEP)
                 .unwrap();
-            w.append_with(&[reading("d", "t", 2.0, 2)], &[], 2, KEEP, false)
-                .unwrap();
-            assert_eq!(store.read_raw(0, 10).unwrap().len(), 2, "visible at once");
+            let seq = w.next_seq();
+            let staged = Committed {
+                seq,
+                record: reading("d", "t", 2.0, 2),
+            };
+            store.stage(&"gw".into(), vec![staged].into());
+            let all = store.read_raw(0, 10).unwrap();
+            assert_eq!(all.len(), 2, "staged records are read at once");
+            assert_eq!((all[1].seq, all[1].ts_ms), (seq, 2));
+            assert_eq!(store.read_from(seq, 10).unwrap().len(), 1);
             let durable = store.read_raw_durable(0, 10).unwrap();
-            assert_eq!(durable.len(), 1, "sinks see only the durable record");
+            assert_eq!(durable.len(), 1, "sinks see only the committed record");
             assert_eq!(store.durable_next_seq(), durable[0].seq + 1);
-            store.next_seq().unwrap()
+            seq + 1
             // Dropped without a clean close, as after kill -9.
         };
         let store = Store::open(dir.path()).unwrap();
         let mut w = StoreWriter::new(store.clone(), "gw".into()).unwrap();
         let next = store.next_seq().unwrap();
         assert!(
-            next >= before_crash + MAX_UNFLUSHED - 1,
+            next >= before_crash + MAX_STAGED - 1,
             "no seq a dashboard saw is reused: {next}"
         );
         let first = w
@@ -328,7 +351,7 @@ mod tier_tests {
         assert_eq!(first, next);
         let all = store.read_raw(0, 10).unwrap();
         let gaps: u64 = all.windows(2).map(|p| p[1].seq - p[0].seq - 1).sum();
-        assert!(gaps >= MAX_UNFLUSHED - 1);
+        assert!(gaps >= MAX_STAGED - 1);
         assert_eq!(
             store.skipped_between(all[0].seq, first).unwrap(),
             gaps,
@@ -337,7 +360,7 @@ mod tier_tests {
     }
 
     #[test]
-    fn a_store_that_never_committed_non_durably_skips_nothing() {
+    fn a_store_that_never_staged_skips_nothing() {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..2 {
             let store = Store::open(dir.path()).unwrap();

@@ -2,13 +2,12 @@
 //! Whatever arrives at once (a sweep that marks 300k devices offline is one batch) is
 //! committed in slices of at most `store.batch_max_records`, each within the byte budget.
 //!
-//! Two tiers of commit (flash wear, see ARCHITECTURE.md): every group commit is visible to
-//! readers and published on the hub as soon as it returned, but only some are durable
-//! (fsynced): one when `store.durable_commit_interval_ms` has passed since the last durable
-//! one, at once for an urgent barrier (a source that cannot read on until it completes), at
-//! [`MAX_UNFLUSHED`] records, under disk pressure and at shutdown. The others are kept in
-//! memory by redb. A record is accepted (PUBACK barriers, accepted counters, sinks) only once
-//! a durable commit holds it.
+//! Every commit is durable (fsynced), and commits follow a cadence (flash wear, see
+//! ARCHITECTURE.md): records are *staged* as they arrive (numbered, published on the hub and
+//! readable by the catch-up reads) and committed once `store.durable_commit_interval_ms` has
+//! passed since the last commit, at once for an urgent barrier (a source that cannot read on
+//! until it completes), at `batch_max_records` staged records and at shutdown. A record is
+//! accepted (PUBACK barriers, accepted counters, sinks) only once its commit returned.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -20,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::append::MAX_UNFLUSHED;
+use super::append::MAX_STAGED;
 use super::{
     CommitOutcome, DiskPressure, Retention, StoreError, StoreLimits, StoreWriter, keep_reserve,
     release_reserve,
@@ -55,11 +54,14 @@ pub enum WriteRequest {
     },
 }
 
-/// Everything gathered for the next commits: records in arrival order (split into commits
-/// of at most `store.batch_max_records`), and the newest cursor per sink.
+/// Everything gathered for the next commits: records in arrival order, first as received,
+/// then numbered (staged) in chunks of at most `store.batch_max_records`, and the newest
+/// cursor per sink.
 #[derive(Default)]
 struct Pending {
-    records: VecDeque<Record>,
+    fresh: Vec<Record>,
+    staged: VecDeque<Arc<[Committed]>>,
+    staged_len: usize,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
     /// Records added and records taken into slices so far, so each ack token goes with the
@@ -76,7 +78,7 @@ impl Pending {
             WriteRequest::Records(b) => {
                 self.oldest = Some(self.oldest.map_or(b.received, |o| o.min(b.received)));
                 self.added += b.records.len() as u64;
-                self.records.extend(b.records);
+                self.fresh.extend(b.records);
                 let at = self.added;
                 self.acks.extend(b.acks.into_iter().map(|ack| (at, ack)));
             }
@@ -87,54 +89,112 @@ impl Pending {
         }
     }
 
-    /// The next commit: the first `max` records (in order, so per-device order and `seq`
-    /// stay as received) and every cursor; `None` when nothing is left.
-    fn next_slice(&mut self, max: usize) -> Option<Slice> {
-        if self.records.is_empty() && self.cursors.is_empty() && self.acks.is_empty() {
-            return None;
+    /// Records not committed yet.
+    fn len(&self) -> usize {
+        self.fresh.len() + self.staged_len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0 && self.cursors.is_empty() && self.acks.is_empty()
+    }
+
+    fn urgent(&self) -> bool {
+        self.acks.iter().any(|(_, ack)| ack.is_urgent())
+    }
+
+    /// Numbers the fresh records from `first_seq` into chunks of at most `max`; returns the
+    /// new chunks.
+    fn stage(&mut self, first_seq: u64, max: usize) -> Vec<Arc<[Committed]>> {
+        let mut seq = first_seq;
+        let mut fresh = std::mem::take(&mut self.fresh).into_iter().peekable();
+        let mut chunks = Vec::new();
+        while fresh.peek().is_some() {
+            let chunk: Arc<[Committed]> = fresh
+                .by_ref()
+                .take(max.max(1))
+                .map(|record| {
+                    seq += 1;
+                    Committed {
+                        seq: seq - 1,
+                        record,
+                    }
+                })
+                .collect();
+            self.staged_len += chunk.len();
+            self.staged.push_back(chunk.clone());
+            chunks.push(chunk);
         }
-        let n = self.records.len().min(max.max(1));
-        self.taken += n as u64;
+        chunks
+    }
+
+    /// Barriers whose records are all in slices taken so far.
+    fn settled_acks(&mut self) -> Vec<AckToken> {
         let mut acks = Vec::new();
         while self.acks.front().is_some_and(|(at, _)| *at <= self.taken) {
             acks.extend(self.acks.pop_front().map(|(_, ack)| ack));
         }
+        acks
+    }
+
+    /// The next commit: staged chunks up to `max` records (at least one chunk, in order, so
+    /// per-device order and `seq` stay as received) and every cursor; `None` when nothing
+    /// is left to commit.
+    fn next_slice(&mut self, max: usize) -> Option<Slice> {
+        if self.staged.is_empty() && self.cursors.is_empty() {
+            return None;
+        }
+        let mut batches = Vec::new();
+        let mut n = 0;
+        while let Some(chunk) = self.staged.front() {
+            if n > 0 && n + chunk.len() > max {
+                break;
+            }
+            n += chunk.len();
+            batches.extend(self.staged.pop_front());
+        }
+        self.staged_len -= n;
+        self.taken += n as u64;
         Some(Slice {
-            records: self.records.drain(..n).collect(),
+            batches,
             cursors: std::mem::take(&mut self.cursors),
             oldest: self.oldest.take(),
-            urgent: acks.iter().any(AckToken::is_urgent),
-            acks,
-            durable: false,
-            replayed: 0,
+            acks: self.settled_acks(),
         })
     }
 }
 
 /// What one commit holds.
 struct Slice {
-    records: Vec<Record>,
+    /// Staged records, numbered in order from the first one's `seq`.
+    batches: Vec<Arc<[Committed]>>,
     cursors: BTreeMap<Arc<str>, u64>,
     oldest: Option<Instant>,
-    /// PUBACK barriers completed once this commit is durable (see [`AckToken`]).
+    /// PUBACK barriers completed once this commit returned (see [`AckToken`]).
     acks: Vec<AckToken>,
-    /// A barrier whose source waits for it: this commit is made durable.
-    urgent: bool,
-    /// Durable whatever the cadence says (a flush).
-    durable: bool,
-    /// The first `replayed` records were committed before, non-durably, and lost with a
-    /// reopened handle: committed again under their old `seq`, not published again.
-    replayed: usize,
 }
 
 impl Slice {
-    /// The records of a commit that returned, numbered from `first_seq`.
-    fn into_committed(self, first_seq: u64) -> Vec<Committed> {
-        self.records
-            .into_iter()
-            .zip(first_seq..)
-            .map(|(record, seq)| Committed { seq, record })
-            .collect()
+    fn empty() -> Slice {
+        Slice {
+            batches: Vec::new(),
+            cursors: BTreeMap::new(),
+            oldest: None,
+            acks: Vec::new(),
+        }
+    }
+
+    fn first_seq(&self) -> Option<u64> {
+        self.batches.iter().find_map(|b| b.first()).map(|c| c.seq)
+    }
+
+    fn records(&self) -> impl Iterator<Item = &Record> {
+        self.batches
+            .iter()
+            .flat_map(|b| b.iter().map(|c| &c.record))
+    }
+
+    fn len(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
     }
 }
 
@@ -169,13 +229,15 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let linger = Duration::from_millis(config.commit_interval_ms);
     let max_records = config.batch_max_records.max(1);
-    let durable_interval = Duration::from_millis(config.durable_commit_interval_ms);
+    let interval = Duration::from_millis(config.durable_commit_interval_ms);
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
             let _runtime = runtime.enter();
             let mut committer = Committer {
                 retention: retention(&config),
+                gateway_id: writer.gateway_id().into(),
+                next_free: writer.next_seq(),
                 writer,
                 hub,
                 health,
@@ -186,19 +248,24 @@ pub fn spawn(
                 making_room: false,
                 stopping_since: None,
                 gave_up: false,
-                tiers: Tiers::new(durable_interval),
+                cadence: Cadence::new(interval),
+                max_records,
             };
             committer.report_recovery();
-            committer.start_tiers();
+            committer.start_staging();
+            // Written once, before records arrive, not by the first commit: 8 MiB of a store's
+            // life, not of its first readings' wear figures.
+            keep_reserve(committer.dir(), &committer.limits);
             let mut pending = Pending::default();
-            while let Some(first) = committer.next_request(&mut rx) {
+            while let Some(first) = committer.next_request(&mut rx, &mut pending) {
                 pending.add(first);
                 gather(&runtime, &mut rx, &mut pending, linger, max_records);
-                while let Some(slice) = pending.next_slice(max_records) {
-                    committer.commit_with_retry(slice, &rx);
+                committer.stage(&mut pending);
+                if committer.commit_due(&pending, &rx) {
+                    committer.commit_all(&mut pending, &rx);
                 }
             }
-            committer.make_durable(&rx);
+            committer.commit_all(&mut pending, &rx);
             if committer.gave_up {
                 tracing::warn!("store writer stopped; records were given up at shutdown");
             } else {
@@ -227,7 +294,7 @@ fn gather(
     max_records: usize,
 ) {
     let deadline = Instant::now() + linger;
-    while pending.records.len() < max_records {
+    while pending.len() < max_records {
         match rx.try_recv() {
             Ok(r) => pending.add(r),
             Err(mpsc::error::TryRecvError::Empty) => {
@@ -248,6 +315,10 @@ fn gather(
 /// The writer thread's state between commits.
 struct Committer {
     writer: StoreWriter,
+    gateway_id: Arc<str>,
+    /// The `seq` the next staged record gets: ahead of the writer's by the staged records,
+    /// and never behind a number once shown (records given up at shutdown keep theirs).
+    next_free: u64,
     hub: Hub,
     health: Arc<Health>,
     /// As configured; the byte budget may be tightened per commit under disk pressure.
@@ -262,159 +333,121 @@ struct Committer {
     stopping_since: Option<Instant>,
     /// Records were given up at shutdown: later ones get one attempt each.
     gave_up: bool,
-    tiers: Tiers,
+    cadence: Cadence,
+    max_records: usize,
 }
 
-/// The durable tier: what non-durable commits hold until the next durable one.
-struct Tiers {
-    /// `store.durable_commit_interval_ms`; zero: every commit is durable.
+/// When commits are made, and whether records are published before theirs.
+struct Cadence {
+    /// `store.durable_commit_interval_ms`; zero: every gathered batch is committed at once.
     interval: Duration,
-    last_durable: Instant,
-    /// Records of the non-durable commits since the last durable one, to be committed again
-    /// if the handle is reopened (which loses them), and counted as accepted once durable.
-    unflushed: Vec<Record>,
-    /// Barriers of those commits, completed by the next durable commit.
-    waiting: Vec<AckToken>,
-    /// Unflushed records lost with a reopened handle, committed again (durably) first.
-    replay: Vec<Record>,
-    /// The writer's state must be read back from the file before the next commit.
-    reload: bool,
+    /// When the last commit began.
+    last_commit: Instant,
+    /// Records are published when staged (else once committed): the store has noted that a
+    /// crash may leave `seq`s shown but never stored.
+    staging: bool,
     /// When `edge_gateway_store_write_bytes_total` was last updated.
     write_bytes_at: Option<Instant>,
 }
 
-impl Tiers {
-    fn new(interval: Duration) -> Tiers {
-        Tiers {
+impl Cadence {
+    fn new(interval: Duration) -> Cadence {
+        Cadence {
             interval,
-            last_durable: Instant::now(),
-            unflushed: Vec::new(),
-            waiting: Vec::new(),
-            replay: Vec::new(),
-            reload: false,
+            last_commit: Instant::now(),
+            staging: false,
             write_bytes_at: None,
         }
     }
 
-    /// Nothing waits for a durable commit.
-    fn all_durable(&self) -> bool {
-        self.unflushed.is_empty() && self.waiting.is_empty() && self.replay.is_empty()
-    }
-
     fn due(&self) -> bool {
-        self.last_durable.elapsed() >= self.interval
+        self.last_commit.elapsed() >= self.interval
     }
 
-    /// How long the writer may wait for work before the cadence's durable commit is due.
-    fn due_in(&self) -> Option<Duration> {
-        (!self.all_durable())
-            .then(|| (self.last_durable + self.interval).saturating_duration_since(Instant::now()))
+    /// How long the writer may wait for work before the cadence's commit of `pending` is due.
+    fn due_in(&self, pending: &Pending) -> Option<Duration> {
+        (!pending.is_empty())
+            .then(|| (self.last_commit + self.interval).saturating_duration_since(Instant::now()))
     }
 }
 
 impl Committer {
-    /// Notes in the store that non-durable commits may follow; without that note (the store
-    /// fails) every commit stays durable.
-    fn start_tiers(&mut self) {
-        if self.tiers.interval.is_zero() {
+    /// Notes in the store that records may be shown before their commit; without that note
+    /// (the store fails) records are published once committed.
+    fn start_staging(&mut self) {
+        if self.cadence.interval.is_zero() {
             return;
         }
-        if let Err(e) = self.writer.allow_non_durable() {
-            tracing::warn!(error = %e, "cannot prepare the store for non-durable commits; every commit is durable");
-            self.tiers.interval = Duration::ZERO;
-        }
-    }
-
-    /// The next request, or `None` once every sender is gone. While non-durable commits wait,
-    /// it waits only until the cadence's durable commit is due, and makes it.
-    fn next_request(&mut self, rx: &mut mpsc::Receiver<WriteRequest>) -> Option<WriteRequest> {
-        loop {
-            let Some(wait) = self.tiers.due_in() else {
-                return self.runtime.block_on(rx.recv());
-            };
-            match self.runtime.block_on(tokio::time::timeout(wait, rx.recv())) {
-                Ok(request) => return request,
-                Err(_) => self.make_durable(rx),
+        match self.writer.allow_staging() {
+            Ok(()) => self.cadence.staging = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prepare the store for staging; records are published once committed")
             }
         }
     }
 
-    /// A durable commit, if any non-durable one waits for it.
-    fn make_durable(&mut self, rx: &mpsc::Receiver<WriteRequest>) {
-        if !self.tiers.all_durable() {
-            self.commit_with_retry(Slice::flush(), rx);
+    /// The next request, or `None` once every sender is gone. While records wait, it waits
+    /// only until the cadence's commit is due, and makes it.
+    fn next_request(
+        &mut self,
+        rx: &mut mpsc::Receiver<WriteRequest>,
+        pending: &mut Pending,
+    ) -> Option<WriteRequest> {
+        loop {
+            let Some(wait) = self.cadence.due_in(pending) else {
+                return self.runtime.block_on(rx.recv());
+            };
+            match self.runtime.block_on(tokio::time::timeout(wait, rx.recv())) {
+                Ok(request) => return request,
+                Err(_) => self.commit_all(pending, rx),
+            }
         }
     }
 
-    /// Whether `slice` is committed durably (see the module doc).
-    fn durable(&self, slice: &Slice, rx: &mpsc::Receiver<WriteRequest>) -> bool {
-        let unflushed = self.tiers.unflushed.len() + slice.records.len();
-        slice.durable
-            || slice.urgent
-            || self.tiers.interval.is_zero()
-            || self.tiers.due()
-            || !self.tiers.replay.is_empty()
-            || unflushed as u64 >= MAX_UNFLUSHED
-            || self.making_room
-            || self.pressure.is_full()
+    /// Numbers what was gathered, and publishes it when staging; completes the barriers
+    /// whose records are all committed.
+    fn stage(&mut self, pending: &mut Pending) {
+        let first = self.next_free.max(self.writer.next_seq());
+        let chunks = pending.stage(first, self.max_records);
+        self.next_free = first + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        if self.cadence.staging {
+            for chunk in chunks {
+                self.writer.store().stage(&self.gateway_id, chunk.clone());
+                self.hub.publish(HubEvent::Committed(chunk));
+            }
+        }
+        let settled = pending.settled_acks();
+        self.complete(settled);
+    }
+
+    /// Whether `pending` is committed now (see the module doc).
+    fn commit_due(&self, pending: &Pending, rx: &mpsc::Receiver<WriteRequest>) -> bool {
+        self.cadence.due()
+            || pending.urgent()
+            || pending.len() >= self.max_records.min(MAX_STAGED as usize)
             || rx.is_closed()
             || self.stop.is_cancelled()
     }
 
-    /// Barriers with nothing new to commit: completed at once when everything before them is
-    /// durable, else with the next durable commit (made now when urgent or due).
-    fn barriers_only(&mut self, slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
-        if self.tiers.all_durable() {
-            self.complete(slice.acks);
-            return;
+    /// Commits everything pending, in slices.
+    fn commit_all(&mut self, pending: &mut Pending, rx: &mpsc::Receiver<WriteRequest>) {
+        self.cadence.last_commit = Instant::now();
+        while let Some(slice) = pending.next_slice(self.max_records) {
+            self.commit_with_retry(slice, rx);
         }
-        let now = slice.urgent || self.durable(&slice, rx);
-        self.tiers.waiting.extend(slice.acks);
-        if now {
-            self.make_durable(rx);
-        }
+        let settled = pending.settled_acks();
+        self.complete(settled);
     }
 
-    /// After a failed commit: an I/O error poisons redb's handle, and reopening it loses the
-    /// non-durable commits, so their records are committed again (under the same `seq`s, from
-    /// the state read back from the file) before anything else.
-    fn after_failure(&mut self, err: &StoreError) {
-        if err.needs_reopen() && !self.tiers.unflushed.is_empty() {
-            let mut lost = std::mem::take(&mut self.tiers.unflushed);
-            lost.append(&mut self.tiers.replay);
-            self.tiers.replay = lost;
-            self.tiers.reload = true;
-        }
-    }
-
-    /// Puts records to replay in front of `slice`; reads the writer's state back first.
-    fn prepare_replay(&mut self, slice: &mut Slice) -> Result<(), StoreError> {
-        if self.tiers.reload {
-            self.writer.reload()?;
-            self.tiers.reload = false;
-        }
-        if !self.tiers.replay.is_empty() {
-            let replay = std::mem::take(&mut self.tiers.replay);
-            slice.replayed += replay.len();
-            slice.records.splice(0..0, replay);
-        }
-        Ok(())
-    }
-
-    /// After a durable commit: everything before it is accepted.
-    fn on_durable(&mut self) {
-        self.tiers.last_durable = Instant::now();
+    /// After a commit: the write-bytes counter, read at most once a second.
+    fn after_commit(&mut self) {
         metrics::counter!(t::STORE_DURABLE_COMMITS).increment(1);
-        count_accepted(&self.tiers.unflushed);
-        self.tiers.unflushed.clear();
-        let waiting = std::mem::take(&mut self.tiers.waiting);
-        self.complete(waiting);
         let stale = self
-            .tiers
+            .cadence
             .write_bytes_at
             .is_none_or(|at| at.elapsed() >= WRITE_BYTES_EVERY);
         if stale || self.stop.is_cancelled() {
-            self.tiers.write_bytes_at = Some(Instant::now());
+            self.cadence.write_bytes_at = Some(Instant::now());
             if let Some(bytes) = process_write_bytes() {
                 metrics::counter!(t::STORE_WRITE_BYTES).absolute(bytes);
             }
@@ -436,43 +469,38 @@ impl Committer {
     /// Commits `slice`, retrying until it succeeds or, once shutdown began, until
     /// `limits.shutdown_retry_ms` has passed. Nothing is acknowledged before its commit
     /// returned.
-    fn commit_with_retry(&mut self, mut slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
-        if slice.is_only_barriers() && self.tiers.replay.is_empty() {
-            self.barriers_only(slice, rx);
-            return;
-        }
+    fn commit_with_retry(&mut self, slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let retention = self.prepare();
             let started = Instant::now();
-            let result = self
-                .prepare_replay(&mut slice)
-                .and_then(|()| self.attempt(&slice, retention, self.durable(&slice, rx)));
-            match result {
-                Ok((outcome, durable)) => {
+            match self.attempt(&slice, retention) {
+                Ok(outcome) => {
                     self.pressure.set_full(false);
-                    self.on_committed(slice, &outcome, started, durable);
+                    self.on_committed(slice, &outcome, started);
                     return;
                 }
                 Err(err) => {
                     if err.is_disk_full() {
                         self.pressure.set_full(true);
                     }
-                    self.after_failure(&err);
-                    on_failed(
-                        &self.writer,
-                        &err,
-                        slice.records.len(),
-                        &self.hub,
-                        &self.health,
-                    );
-                    if self.give_up_at_shutdown(rx, slice.records.len()) {
+                    on_failed(&self.writer, &err, slice.len(), &self.hub, &self.health);
+                    if self.give_up_at_shutdown(rx, slice.len()) {
+                        self.writer.store().unstage(self.next_free);
                         return;
                     }
                     wait_to_retry(backoff.next_delay(), &self.runtime, &self.stop);
                 }
             }
         }
+    }
+
+    fn dir(&self) -> &Path {
+        self.writer
+            .store()
+            .path()
+            .parent()
+            .unwrap_or(Path::new("."))
     }
 
     /// Before a commit of records: works off a backlog over the byte budget, and under disk
@@ -541,17 +569,9 @@ impl Committer {
                 ..self.retention
             };
             let started = Instant::now();
-            if !self.tiers.replay.is_empty() {
-                // Lost records go back first, in the commit that follows.
-                return;
-            }
-            // Durable: a non-durable commit cannot reuse the pages it frees.
-            let result = self
-                .prepare_replay(&mut Slice::empty())
-                .and_then(|()| self.attempt(&Slice::empty(), retention, true));
-            match result {
-                Ok((outcome, durable)) => {
-                    self.on_committed(Slice::empty(), &outcome, started, durable);
+            match self.attempt(&Slice::empty(), retention) {
+                Ok(outcome) => {
+                    self.on_committed(Slice::empty(), &outcome, started);
                     if outcome.evicted_age + outcome.evicted_budget == 0 {
                         return;
                     }
@@ -561,7 +581,6 @@ impl Committer {
                     if err.is_disk_full() {
                         self.pressure.set_full(true);
                     }
-                    self.after_failure(&err);
                     if err.needs_reopen()
                         && let Err(e) = self.writer.store().reopen()
                     {
@@ -573,55 +592,42 @@ impl Committer {
         }
     }
 
-    /// One commit, marked in health so the watchdog sees a wedged writer; with whether it was
-    /// durable.
+    /// One commit, marked in health so the watchdog sees a wedged writer. The records keep
+    /// the `seq`s they were staged with.
     fn attempt(
         &mut self,
         slice: &Slice,
         retention: Retention,
-        durable: bool,
-    ) -> Result<(CommitOutcome, bool), StoreError> {
+    ) -> Result<CommitOutcome, StoreError> {
         let cursors: Vec<(&str, u64)> = slice
             .cursors
             .iter()
             .map(|(sink, next)| (&**sink, *next))
             .collect();
+        let first = slice.first_seq().unwrap_or(self.writer.next_seq());
         self.health.writer_entered_commit();
-        let result =
-            self.writer
-                .append_with(&slice.records, &cursors, now_ms(), retention, durable);
+        let result = self
+            .writer
+            .append_at(first, slice.records(), &cursors, now_ms(), retention);
         self.health.writer_left_commit();
-        result.map(|outcome| (outcome, durable))
+        debug_assert!(result.as_ref().is_ok_and(|o| o.first_seq == first) || result.is_err());
+        result
     }
 
-    /// After the commit returned: its barriers (completed if it is durable), its figures, a
-    /// recovery notice if the store had failed, then the committed records on the hub.
-    fn on_committed(
-        &mut self,
-        mut slice: Slice,
-        outcome: &CommitOutcome,
-        started: Instant,
-        durable: bool,
-    ) {
-        self.tiers.waiting.extend(std::mem::take(&mut slice.acks));
-        let replayed = slice.replayed;
+    /// After the commit returned: its barriers, its figures, a recovery notice if the store
+    /// had failed, then its records on the hub (unless they were published when staged).
+    fn on_committed(&mut self, slice: Slice, outcome: &CommitOutcome, started: Instant) {
         let elapsed = started.elapsed();
-        let count = slice.records.len();
+        let count = slice.len();
         metrics::histogram!(t::COMMIT_SECONDS).record(elapsed.as_secs_f64());
         metrics::histogram!(t::COMMIT_BATCH_RECORDS).record(count as f64);
         if let Some(oldest) = slice.oldest {
             metrics::histogram!(t::RECEIVE_TO_COMMIT_SECONDS)
                 .record(oldest.elapsed().as_secs_f64());
         }
-        let committed = slice.into_committed(outcome.first_seq);
-        if durable {
-            count_accepted(committed.iter().map(|c| &c.record));
-            self.on_durable();
-        } else {
-            self.tiers
-                .unflushed
-                .extend(committed.iter().map(|c| c.record.clone()));
-        }
+        count_accepted(slice.records());
+        self.after_commit();
+        self.complete(slice.acks);
         let budget_reason = if self.making_room { "disk" } else { "budget" };
         record_store_figures(outcome, budget_reason, &self.health);
         if self.health.set_store_ok() {
@@ -632,9 +638,12 @@ impl Committer {
                 "Store recovered: readings are being stored again".into(),
             ))));
         }
-        if committed.len() > replayed {
-            let fresh: Vec<Committed> = committed.into_iter().skip(replayed).collect();
-            self.hub.publish(HubEvent::Committed(fresh.into()));
+        if self.cadence.staging {
+            self.writer.store().unstage(self.writer.next_seq());
+        } else {
+            for batch in slice.batches {
+                self.hub.publish(HubEvent::Committed(batch));
+            }
         }
     }
 
@@ -665,32 +674,6 @@ impl Committer {
             "giving up on unacknowledged records at shutdown: the store keeps failing"
         );
         true
-    }
-}
-
-impl Slice {
-    fn empty() -> Slice {
-        Slice {
-            records: Vec::new(),
-            cursors: BTreeMap::new(),
-            oldest: None,
-            acks: Vec::new(),
-            urgent: false,
-            durable: false,
-            replayed: 0,
-        }
-    }
-
-    /// An empty durable commit: makes the non-durable ones before it durable.
-    fn flush() -> Slice {
-        Slice {
-            durable: true,
-            ..Slice::empty()
-        }
-    }
-
-    fn is_only_barriers(&self) -> bool {
-        self.records.is_empty() && self.cursors.is_empty() && !self.durable
     }
 }
 
@@ -772,4 +755,48 @@ fn on_failed(writer: &StoreWriter, err: &StoreError, count: usize, hub: &Hub, he
 
 fn is_fatal(err: &StoreError) -> bool {
     matches!(err, StoreError::Corrupt { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::AckCursor;
+    use crate::store::test_support::reading;
+
+    fn batch(n: usize, acks: Vec<AckToken>) -> WriteRequest {
+        WriteRequest::Records(WriteBatch {
+            records: (0..n).map(|i| reading("d", "t", i as f64, 1)).collect(),
+            received: Instant::now(),
+            acks,
+        })
+    }
+
+    #[test]
+    fn staged_records_keep_their_numbers_and_barriers_wait_for_their_slice() {
+        let cursor = Arc::new(AckCursor::default());
+        let mut pending = Pending::default();
+        pending.add(batch(5, vec![cursor.token(1, None, false)]));
+        let chunks = pending.stage(100, 2);
+        let seqs: Vec<Vec<u64>> = chunks
+            .iter()
+            .map(|c| c.iter().map(|r| r.seq).collect())
+            .collect();
+        assert_eq!(seqs, [vec![100, 101], vec![102, 103], vec![104]]);
+        pending.add(batch(1, vec![cursor.token(2, None, true)]));
+        assert!(pending.urgent());
+        assert!(pending.settled_acks().is_empty(), "nothing committed yet");
+        pending.stage(105, 2);
+        let first = pending.next_slice(4).unwrap();
+        assert_eq!(first.first_seq(), Some(100));
+        assert_eq!(first.len(), 4);
+        assert!(
+            first.acks.is_empty(),
+            "the first barrier covers record 104 too"
+        );
+        let second = pending.next_slice(4).unwrap();
+        assert_eq!((second.first_seq(), second.len()), (Some(104), 2));
+        assert_eq!(second.acks.len(), 2);
+        assert!(pending.next_slice(4).is_none());
+        assert!(pending.is_empty());
+    }
 }

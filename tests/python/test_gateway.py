@@ -104,10 +104,10 @@ def test_resume_from_the_last_seq_seen(gateway):
 
 @pytest.mark.parametrize("durable_every_commit", [True, False])
 def test_kill_9_loses_nothing_that_was_broadcast(gateway, durable_every_commit):
-    """Readings are broadcast only after their redb commit. With every commit durable
-    (store.durable_commit_interval_ms = 0) every one a dashboard saw must be in history after
-    kill -9 and a restart, exactly once. With the default cadence the last non-durable ones may
-    be gone, but no seq a dashboard saw is given to a different reading."""
+    """With store.durable_commit_interval_ms = 0 readings are broadcast only after their
+    commit: every one a dashboard saw must be in history after kill -9 and a restart, exactly
+    once. With the default cadence readings are broadcast when staged, before their commit: the
+    last ones may be gone, but no seq a dashboard saw is given to a different reading."""
     env = {"EDGE_GATEWAY_STORE__DURABLE_COMMIT_INTERVAL_MS": "0"} if durable_every_commit else {}
     gw = gateway(env=env)
     sio = client(gw)
