@@ -181,6 +181,8 @@ def test_simulator_publishes_through_mqtt(gateway):
         sensor_types = {r["sensorType"] for r in sio.events["sensor:all"]}
     assert devices == {f"sim-device-00{i}" for i in range(1, 6)}
     assert {"temperature", "humidity", "pressure", "vibration"} <= sensor_types
+    # History holds committed readings: it lags live events by up to one commit interval.
+    wait_until(lambda: history(sio, deviceId="sim-device-001"), timeout=10, what="history")
     data = history(sio, deviceId="sim-device-001")
     assert data and all(r["deviceId"] == "sim-device-001" for r in data)
     sio.disconnect()
