@@ -487,8 +487,28 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
             ],
         )
         .unwrap();
+    let now = edge_gateway::time::format_ms(edge_gateway::time::now_ms());
+    let status_of_1 = serde_json::json!({
+        "deviceId": "press-1", "status": "online", "timestamp": now, "location": "hall",
+        "gatewayId": "gw-x", "seq": 2
+    });
+    let reading_of_2 = serde_json::json!({
+        "deviceId": "press-2", "sensorType": "temperature", "value": 20.5, "unit": "C",
+        "timestamp": now, "status": "normal", "location": "hall", "gatewayId": "gw-x", "seq": 3
+    });
+    for (stream, seq, data) in [
+        ("device-status", "2", status_of_1),
+        ("sensor-readings", "3", reading_of_2),
+    ] {
+        let fields = [
+            ("gatewayId", "gw-x"),
+            ("seq", seq),
+            ("data", &data.to_string()),
+        ];
+        let _: String = conn.xadd(stream, "*", &fields).unwrap();
+    }
     common::eventually("the alarm relayed", Duration::from_secs(30), || {
-        (replica.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(1)).then_some(())
+        (replica.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(3)).then_some(())
     })
     .await;
 
@@ -500,13 +520,40 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
             .of("relay:gateways")
             .iter()
             .any(|g| {
-                g["gateways"]["gw-x"]["lastSeq"] == 1 && g["gateways"]["gw-x"]["alive"] == true
+                g["gateways"]["gw-x"]["lastSeq"] == 3 && g["gateways"]["gw-x"]["alive"] == true
             })
             .then_some(())
     })
     .await;
 
+    // The replica counts the relayed devices and alarms as the edge counts its own.
+    common::eventually(
+        "system:status with the relayed counts",
+        Duration::from_secs(30),
+        || {
+            status
+                .of("system:status")
+                .iter()
+                .any(|s| {
+                    let m = &s["metrics"];
+                    m["totalDevices"] == 2 && m["activeDevices"] == 2 && m["activeAlerts"] == 1
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
     let mut ws = socketio::connect(replica.addr(), &[]).await;
+    // The replica's current alarms, from the relayed transition, with its origin.
+    let current = emit_with_ack(&mut ws, "get:alarms", serde_json::json!({})).await;
+    assert_eq!(current["success"], true, "{current}");
+    let alarms = current["data"].as_array().expect("data");
+    assert_eq!(alarms.len(), 1, "{current}");
+    assert_eq!(alarms[0]["alarmId"], "press-1/temperature/threshold");
+    assert_eq!(
+        (&alarms[0]["gatewayId"], &alarms[0]["seq"]),
+        (&"gw-x".into(), &1.into())
+    );
     let reply = emit_with_ack(
         &mut ws,
         "alarm:ack",

@@ -12,6 +12,7 @@
 mod dedup;
 mod intake;
 mod parse;
+mod view;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -94,7 +95,7 @@ impl Relay {
             &config,
             &store,
             write_tx,
-            figures,
+            (figures, health.clone()),
             owners.clone(),
             &feed_stop,
         )?;
@@ -170,7 +171,7 @@ fn spawn_feed(
     config: &Config,
     store: &Store,
     writer: mpsc::Sender<crate::store::writer::WriteRequest>,
-    figures: Arc<RelayFigures>,
+    (figures, health): (Arc<RelayFigures>, Arc<Health>),
     owners: AlarmOwners,
     stop: &CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, JoinHandle<()>), GatewayError> {
@@ -209,6 +210,8 @@ fn spawn_feed(
         dedup: restore_dedup(store, config.relay.max_gateways)?,
         figures,
         owners,
+        view: view::View::new(config.devices.max_devices, MAX_ALARM_OWNERS),
+        health,
         read_batch: config.relay.read_batch,
         window: (
             (config.store.retention_max_age_secs as i64).saturating_mul(1000),
