@@ -641,3 +641,52 @@ async fn kafka_source_reads_every_partition_and_resumes_after_kill() {
     caught_up(&relay, &last).await;
     check_restarted_has(&relay, &readings, &["gw-k"]).await;
 }
+
+/// The feed over TLS: a gateway's Redis sink → redis-server on its TLS port → a relay with
+/// `[sinks.redis] tls = true` and the CA → a Socket.IO dashboard on the relay gets the readings
+/// with their origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_reach_a_relay_over_tls_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::certs::Certs::make();
+    let redis = common::tls_peers::TlsRedis::start(&certs.pair("server"), &certs.ca(), false);
+    let (port, ca) = (redis.tls_port.to_string(), certs.ca().display().to_string());
+    let tls = [
+        ("REDIS_HOST", "127.0.0.1"),
+        ("REDIS_PORT", port.as_str()),
+        ("EDGE_GATEWAY_SINKS__REDIS__MODE", "stream"),
+        ("EDGE_GATEWAY_SINKS__REDIS__TLS", "true"),
+        ("EDGE_GATEWAY_SINKS__REDIS__CA_FILE", ca.as_str()),
+    ];
+    let feed = tls.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let replica = Replica::start_on(dir.path(), 0, feed.collect());
+    let dashboard =
+        common::SocketIoEvents::connect_and_emit(replica.addr(), &["subscribe-all-devices"]).await;
+    let mut env = tls.to_vec();
+    env.extend([
+        ("EDGE_GATEWAY_GATEWAY_ID", "gw-tls"),
+        ("EDGE_GATEWAY_SINKS__REDIS__DELIVERY__LINGER_MS", "1"),
+        ("EDGE_GATEWAY_SIMULATOR__DEVICES", "2"),
+        ("EDGE_GATEWAY_SIMULATOR__INTERVAL_MS", "200"),
+    ]);
+    let _gateway = GatewayProcess::start(&env);
+    common::eventually(
+        "readings from gw-tls on the relay",
+        Duration::from_secs(60),
+        || {
+            let from_gateway = dashboard
+                .of("sensor:all")
+                .iter()
+                .filter(|r| r["gatewayId"] == "gw-tls" && r["seq"].is_u64())
+                .count();
+            (from_gateway >= 5).then_some(())
+        },
+    )
+    .await;
+    assert!(redis.stream_len("sensor-readings") >= 5);
+    let health = replica.health();
+    assert_eq!(
+        health["relay"]["gateways"]["gw-tls"]["duplicates"], 0,
+        "{health}"
+    );
+}
