@@ -577,6 +577,41 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
     assert_eq!(command["alarmId"], "press-1/temperature/threshold");
     assert_eq!(command["comment"], "seen");
     assert!(command["commandId"].is_string(), "{command}");
+
+    // Killed and restarted on its store: the alarm is still current, counted, and owned.
+    let mut replica = replica;
+    replica.peer.kill();
+    replica.restart();
+    let status =
+        common::SocketIoEvents::connect_and_emit(replica.addr(), &["subscribe-system"]).await;
+    common::eventually(
+        "activeAlerts after the restart",
+        Duration::from_secs(30),
+        || {
+            status
+                .of("system:status")
+                .iter()
+                .any(|s| s["metrics"]["activeAlerts"] == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut ws = socketio::connect(replica.addr(), &[]).await;
+    let current = emit_with_ack(&mut ws, "get:alarms", serde_json::json!({})).await;
+    assert_eq!(
+        current["data"].as_array().map(Vec::len),
+        Some(1),
+        "{current}"
+    );
+    let reply = emit_with_ack(
+        &mut ws,
+        "alarm:ack",
+        serde_json::json!({"alarmId": "press-1/temperature/threshold", "comment": "again"}),
+    )
+    .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    let sent: redis::streams::StreamRangeReply = conn.xrange_all("gateway-commands:gw-x").unwrap();
+    assert_eq!(sent.ids.len(), 2);
 }
 
 /// The Kafka source: a gateway's Kafka sink → tansu (partitioned topics) → a relay reading every

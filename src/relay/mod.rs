@@ -204,13 +204,15 @@ fn spawn_feed(
             stop,
         ));
     }
+    let mut view = view::View::new(config.devices.max_devices, MAX_ALARM_OWNERS);
+    restore_alarms(store, &owners, &mut view)?;
     let intake = intake::Intake {
         rx: feed_rx,
         writer,
         dedup: restore_dedup(store, config.relay.max_gateways)?,
         figures,
         owners,
-        view: view::View::new(config.devices.max_devices, MAX_ALARM_OWNERS),
+        view,
         health,
         read_batch: config.relay.read_batch,
         window: (
@@ -263,6 +265,25 @@ fn restore_dedup(store: &Store, max_gateways: usize) -> Result<dedup::Dedup, Gat
         dedup.restore(gateway, floor);
     }
     Ok(dedup)
+}
+
+/// The current alarms kept in the store: who owns each (so actions on them still go down
+/// after a restart) and which are active.
+fn restore_alarms(
+    store: &Store,
+    owners: &AlarmOwners,
+    view: &mut view::View,
+) -> Result<(), GatewayError> {
+    let mut owners = owners.lock().expect("owners lock poisoned");
+    for alarm in store.restore_alarms()? {
+        view.note_alarm(&alarm.to_string());
+        if let (Some(id), Some(gateway)) = (alarm["alarmId"].as_str(), alarm["gatewayId"].as_str())
+            && owners.len() < MAX_ALARM_OWNERS
+        {
+            owners.insert(id.to_string(), gateway.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Central alarm actions go to the gateway that owns the alarm (its command stream); the

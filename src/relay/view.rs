@@ -86,7 +86,8 @@ impl View {
         }
     }
 
-    fn note_alarm(&mut self, json: &str) {
+    /// Counts an alarm's latest `alarm:state` (relayed, or as kept in the store).
+    pub fn note_alarm(&mut self, json: &str) {
         let Ok(a) = serde_json::from_str::<Alarm<'_>>(json) else {
             return;
         };
