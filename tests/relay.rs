@@ -487,8 +487,28 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
             ],
         )
         .unwrap();
+    let now = edge_gateway::time::format_ms(edge_gateway::time::now_ms());
+    let status_of_1 = serde_json::json!({
+        "deviceId": "press-1", "status": "online", "timestamp": now, "location": "hall",
+        "gatewayId": "gw-x", "seq": 2
+    });
+    let reading_of_2 = serde_json::json!({
+        "deviceId": "press-2", "sensorType": "temperature", "value": 20.5, "unit": "C",
+        "timestamp": now, "status": "normal", "location": "hall", "gatewayId": "gw-x", "seq": 3
+    });
+    for (stream, seq, data) in [
+        ("device-status", "2", status_of_1),
+        ("sensor-readings", "3", reading_of_2),
+    ] {
+        let fields = [
+            ("gatewayId", "gw-x"),
+            ("seq", seq),
+            ("data", &data.to_string()),
+        ];
+        let _: String = conn.xadd(stream, "*", &fields).unwrap();
+    }
     common::eventually("the alarm relayed", Duration::from_secs(30), || {
-        (replica.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(1)).then_some(())
+        (replica.health()["relay"]["gateways"]["gw-x"]["lastSeq"].as_u64() == Some(3)).then_some(())
     })
     .await;
 
@@ -500,13 +520,40 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
             .of("relay:gateways")
             .iter()
             .any(|g| {
-                g["gateways"]["gw-x"]["lastSeq"] == 1 && g["gateways"]["gw-x"]["alive"] == true
+                g["gateways"]["gw-x"]["lastSeq"] == 3 && g["gateways"]["gw-x"]["alive"] == true
             })
             .then_some(())
     })
     .await;
 
+    // The replica counts the relayed devices and alarms as the edge counts its own.
+    common::eventually(
+        "system:status with the relayed counts",
+        Duration::from_secs(30),
+        || {
+            status
+                .of("system:status")
+                .iter()
+                .any(|s| {
+                    let m = &s["metrics"];
+                    m["totalDevices"] == 2 && m["activeDevices"] == 2 && m["activeAlerts"] == 1
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
     let mut ws = socketio::connect(replica.addr(), &[]).await;
+    // The replica's current alarms, from the relayed transition, with its origin.
+    let current = emit_with_ack(&mut ws, "get:alarms", serde_json::json!({})).await;
+    assert_eq!(current["success"], true, "{current}");
+    let alarms = current["data"].as_array().expect("data");
+    assert_eq!(alarms.len(), 1, "{current}");
+    assert_eq!(alarms[0]["alarmId"], "press-1/temperature/threshold");
+    assert_eq!(
+        (&alarms[0]["gatewayId"], &alarms[0]["seq"]),
+        (&"gw-x".into(), &1.into())
+    );
     let reply = emit_with_ack(
         &mut ws,
         "alarm:ack",
@@ -530,6 +577,41 @@ async fn central_alarm_ack_goes_down_to_its_gateway() {
     assert_eq!(command["alarmId"], "press-1/temperature/threshold");
     assert_eq!(command["comment"], "seen");
     assert!(command["commandId"].is_string(), "{command}");
+
+    // Killed and restarted on its store: the alarm is still current, counted, and owned.
+    let mut replica = replica;
+    replica.peer.kill();
+    replica.restart();
+    let status =
+        common::SocketIoEvents::connect_and_emit(replica.addr(), &["subscribe-system"]).await;
+    common::eventually(
+        "activeAlerts after the restart",
+        Duration::from_secs(30),
+        || {
+            status
+                .of("system:status")
+                .iter()
+                .any(|s| s["metrics"]["activeAlerts"] == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut ws = socketio::connect(replica.addr(), &[]).await;
+    let current = emit_with_ack(&mut ws, "get:alarms", serde_json::json!({})).await;
+    assert_eq!(
+        current["data"].as_array().map(Vec::len),
+        Some(1),
+        "{current}"
+    );
+    let reply = emit_with_ack(
+        &mut ws,
+        "alarm:ack",
+        serde_json::json!({"alarmId": "press-1/temperature/threshold", "comment": "again"}),
+    )
+    .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    let sent: redis::streams::StreamRangeReply = conn.xrange_all("gateway-commands:gw-x").unwrap();
+    assert_eq!(sent.ids.len(), 2);
 }
 
 /// The Kafka source: a gateway's Kafka sink → tansu (partitioned topics) → a relay reading every
@@ -593,4 +675,53 @@ async fn kafka_source_reads_every_partition_and_resumes_after_kill() {
     }
     caught_up(&relay, &last).await;
     check_restarted_has(&relay, &readings, &["gw-k"]).await;
+}
+
+/// The feed over TLS: a gateway's Redis sink → redis-server on its TLS port → a relay with
+/// `[sinks.redis] tls = true` and the CA → a Socket.IO dashboard on the relay gets the readings
+/// with their origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_reach_a_relay_over_tls_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::certs::Certs::make();
+    let redis = common::tls_peers::TlsRedis::start(&certs.pair("server"), &certs.ca(), false);
+    let (port, ca) = (redis.tls_port.to_string(), certs.ca().display().to_string());
+    let tls = [
+        ("REDIS_HOST", "127.0.0.1"),
+        ("REDIS_PORT", port.as_str()),
+        ("EDGE_GATEWAY_SINKS__REDIS__MODE", "stream"),
+        ("EDGE_GATEWAY_SINKS__REDIS__TLS", "true"),
+        ("EDGE_GATEWAY_SINKS__REDIS__CA_FILE", ca.as_str()),
+    ];
+    let feed = tls.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let replica = Replica::start_on(dir.path(), 0, feed.collect());
+    let dashboard =
+        common::SocketIoEvents::connect_and_emit(replica.addr(), &["subscribe-all-devices"]).await;
+    let mut env = tls.to_vec();
+    env.extend([
+        ("EDGE_GATEWAY_GATEWAY_ID", "gw-tls"),
+        ("EDGE_GATEWAY_SINKS__REDIS__DELIVERY__LINGER_MS", "1"),
+        ("EDGE_GATEWAY_SIMULATOR__DEVICES", "2"),
+        ("EDGE_GATEWAY_SIMULATOR__INTERVAL_MS", "200"),
+    ]);
+    let _gateway = GatewayProcess::start(&env);
+    common::eventually(
+        "readings from gw-tls on the relay",
+        Duration::from_secs(60),
+        || {
+            let from_gateway = dashboard
+                .of("sensor:all")
+                .iter()
+                .filter(|r| r["gatewayId"] == "gw-tls" && r["seq"].is_u64())
+                .count();
+            (from_gateway >= 5).then_some(())
+        },
+    )
+    .await;
+    assert!(redis.stream_len("sensor-readings") >= 5);
+    let health = replica.health();
+    assert_eq!(
+        health["relay"]["gateways"]["gw-tls"]["duplicates"], 0,
+        "{health}"
+    );
 }

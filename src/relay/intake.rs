@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 
 use super::dedup::{Dedup, Verdict};
 use super::parse::{Parsed, parse};
+use super::view::View;
 use super::{AlarmOwners, FLOOR_PREFIX, MAX_ALARM_OWNERS, POSITION_PREFIX};
-use crate::health::RelayFigures;
+use crate::health::{Health, RelayFigures};
 use crate::ingest::AckCursor;
 use crate::record::{Record, RecordKind};
 use crate::sinks::FeedMessage;
@@ -28,6 +29,9 @@ pub(super) struct Intake {
     pub dedup: Dedup,
     pub figures: Arc<RelayFigures>,
     pub owners: AlarmOwners,
+    /// Devices, alarms and readings counted for `system:status`, published to `health`.
+    pub view: View,
+    pub health: Arc<Health>,
     pub read_batch: usize,
     /// Timestamps outside [now − .0, now + .1] are replaced by the receive time.
     pub window: (i64, i64),
@@ -46,6 +50,7 @@ impl Intake {
             let n = tokio::select! {
                 n = self.rx.recv_many(&mut buf, self.read_batch) => n,
                 _ = tokio::time::sleep(KEEP_INTERVAL) => {
+                    self.view.publish(&self.health, now_ms());
                     if !self.flush_kept(&acks, &mut keep).await { break; }
                     continue;
                 }
@@ -114,6 +119,7 @@ impl Intake {
             match parsed {
                 Ok(p) => {
                     if let Some(record) = self.admit(p, now, m.position, &mut cursors) {
+                        self.view.note(&record, now);
                         records.push(record);
                     }
                 }
@@ -123,6 +129,7 @@ impl Intake {
                 }
             }
         }
+        self.view.publish(&self.health, now);
         (records, cursors.into_iter().collect())
     }
 

@@ -12,6 +12,7 @@
 mod dedup;
 mod intake;
 mod parse;
+mod view;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -94,7 +95,7 @@ impl Relay {
             &config,
             &store,
             write_tx,
-            figures,
+            (figures, health.clone()),
             owners.clone(),
             &feed_stop,
         )?;
@@ -170,7 +171,7 @@ fn spawn_feed(
     config: &Config,
     store: &Store,
     writer: mpsc::Sender<crate::store::writer::WriteRequest>,
-    figures: Arc<RelayFigures>,
+    (figures, health): (Arc<RelayFigures>, Arc<Health>),
     owners: AlarmOwners,
     stop: &CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, JoinHandle<()>), GatewayError> {
@@ -203,12 +204,16 @@ fn spawn_feed(
             stop,
         ));
     }
+    let mut view = view::View::new(config.devices.max_devices, MAX_ALARM_OWNERS);
+    restore_alarms(store, &owners, &mut view)?;
     let intake = intake::Intake {
         rx: feed_rx,
         writer,
         dedup: restore_dedup(store, config.relay.max_gateways)?,
         figures,
         owners,
+        view,
+        health,
         read_batch: config.relay.read_batch,
         window: (
             (config.store.retention_max_age_secs as i64).saturating_mul(1000),
@@ -260,6 +265,25 @@ fn restore_dedup(store: &Store, max_gateways: usize) -> Result<dedup::Dedup, Gat
         dedup.restore(gateway, floor);
     }
     Ok(dedup)
+}
+
+/// The current alarms kept in the store: who owns each (so actions on them still go down
+/// after a restart) and which are active.
+fn restore_alarms(
+    store: &Store,
+    owners: &AlarmOwners,
+    view: &mut view::View,
+) -> Result<(), GatewayError> {
+    let mut owners = owners.lock().expect("owners lock poisoned");
+    for alarm in store.restore_alarms()? {
+        view.note_alarm(&alarm.to_string());
+        if let (Some(id), Some(gateway)) = (alarm["alarmId"].as_str(), alarm["gatewayId"].as_str())
+            && owners.len() < MAX_ALARM_OWNERS
+        {
+            owners.insert(id.to_string(), gateway.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Central alarm actions go to the gateway that owns the alarm (its command stream); the

@@ -155,4 +155,44 @@ mod tests {
             "the older alarm transition outlives a reading"
         );
     }
+
+    fn relayed(alarm_id: &str, state: &str, seq: u64) -> crate::record::Record {
+        let json = format!(
+            r#"{{"alarmId":"{alarm_id}","deviceId":"d","sensorType":"t","state":"{state}","chattering":false,"gatewayId":"gw-a","seq":{seq}}}"#
+        );
+        crate::record::Record::Relayed(Box::new(crate::record::Relayed {
+            kind: RecordKind::Alarm,
+            device_id: Some("d".into()),
+            sensor_type: Some("t".into()),
+            ts_ms: 1,
+            json: serde_json::value::RawValue::from_string(json).unwrap(),
+        }))
+    }
+
+    #[test]
+    fn relayed_transitions_keep_the_replicas_table_with_their_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(dir.path()).unwrap();
+        let mut w = StoreWriter::new(store.clone(), "relay".into()).unwrap();
+        let batch = [
+            relayed("a/t/hi", "active_unacked", 7),
+            relayed("b/t/hi", "active_unacked", 8),
+        ];
+        w.append(&batch, &[], 1, KEEP).unwrap();
+        w.append(&[relayed("a/t/hi", "active_acked", 9)], &[], 2, KEEP)
+            .unwrap();
+        let now = store.current_alarms(|_| true, 10).unwrap();
+        assert_eq!(now.seq, 3);
+        assert_eq!(now.alarms.len(), 2);
+        assert_eq!(now.alarms[0]["state"], "active_acked");
+        assert_eq!(
+            (&now.alarms[0]["gatewayId"], &now.alarms[0]["seq"]),
+            (&"gw-a".into(), &9.into())
+        );
+        w.append(&[relayed("b/t/hi", "normal", 10)], &[], 3, KEEP)
+            .unwrap();
+        let left = store.restore_alarms().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["alarmId"], "a/t/hi");
+    }
 }

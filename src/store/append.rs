@@ -9,7 +9,7 @@ use super::{
     ALARMS, CURSORS, DEVICES, LogTables, META, META_BYTES, META_NEXT_SEQ, META_NON_DURABLE, SKIPS,
     Store, StoreError,
 };
-use crate::record::Record;
+use crate::record::{Record, RecordKind};
 
 /// Most records the writer holds staged (numbered and shown on the hub, not yet committed);
 /// it commits before it stages more. After an unclean stop `next_seq` jumps this far ahead
@@ -208,9 +208,38 @@ fn insert_records<'a>(
             Record::Alarm(a) => {
                 alarms.insert(a.alarm_id.as_str(), d.json)?;
             }
+            Record::Relayed(r) if r.kind == RecordKind::Alarm => {
+                relayed_alarm(&mut alarms, r.json.get(), d.json)?;
+            }
             _ => {}
         }
         state.next_seq += 1;
+    }
+    Ok(())
+}
+
+/// A relayed `alarm:state` (its schema checked by the relay) moves the replica's
+/// current-alarm row as the gateway's own transition moved the gateway's.
+fn relayed_alarm(
+    alarms: &mut redb::Table<'_, &str, &[u8]>,
+    json: &str,
+    stored: &[u8],
+) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Transition<'a> {
+        #[serde(rename = "alarmId", borrow)]
+        alarm_id: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        state: std::borrow::Cow<'a, str>,
+        chattering: bool,
+    }
+    let Ok(t) = serde_json::from_str::<Transition<'_>>(json) else {
+        return Ok(());
+    };
+    if t.state == "normal" && !t.chattering {
+        alarms.remove(&*t.alarm_id)?;
+    } else {
+        alarms.insert(&*t.alarm_id, stored)?;
     }
     Ok(())
 }
