@@ -70,6 +70,9 @@ struct Pending {
     taken: u64,
     /// Ack tokens and the `added` count when each arrived.
     acks: VecDeque<(u64, AckToken)>,
+    /// An alarm transition waits: committed at once (rare, and operators, `get:alarms` and
+    /// the upstream alarm lane should not wait out the cadence for it).
+    alarm: bool,
 }
 
 impl Pending {
@@ -78,6 +81,7 @@ impl Pending {
             WriteRequest::Records(b) => {
                 self.oldest = Some(self.oldest.map_or(b.received, |o| o.min(b.received)));
                 self.added += b.records.len() as u64;
+                self.alarm |= b.records.iter().any(|r| r.kind() == RecordKind::Alarm);
                 self.fresh.extend(b.records);
                 let at = self.added;
                 self.acks.extend(b.acks.into_iter().map(|ack| (at, ack)));
@@ -99,7 +103,7 @@ impl Pending {
     }
 
     fn urgent(&self) -> bool {
-        self.acks.iter().any(|(_, ack)| ack.is_urgent())
+        self.alarm || self.acks.iter().any(|(_, ack)| ack.is_urgent())
     }
 
     /// Numbers the fresh records from `first_seq` into chunks of at most `max`; returns the
@@ -154,6 +158,7 @@ impl Pending {
         }
         self.staged_len -= n;
         self.taken += n as u64;
+        self.alarm &= !self.fresh.is_empty() || self.staged_len != 0;
         Some(Slice {
             batches,
             cursors: std::mem::take(&mut self.cursors),
@@ -769,6 +774,23 @@ mod tests {
             received: Instant::now(),
             acks,
         })
+    }
+
+    #[test]
+    fn an_alarm_transition_is_committed_at_once_then_the_cadence_resumes() {
+        let mut pending = Pending::default();
+        pending.add(batch(3, vec![]));
+        assert!(!pending.urgent(), "readings wait for the cadence");
+        pending.add(WriteRequest::Records(WriteBatch {
+            records: vec![super::super::test_support::alarm("active_unacked", 1)],
+            received: Instant::now(),
+            acks: vec![],
+        }));
+        assert!(pending.urgent());
+        pending.stage(1, 100);
+        while pending.next_slice(100).is_some() {}
+        pending.add(batch(1, vec![]));
+        assert!(!pending.urgent(), "committed: readings wait again");
     }
 
     #[test]
