@@ -813,6 +813,32 @@ async fn publish_command(redis: &RedisServer, channel: &str, message: &str) {
     .await;
 }
 
+/// A device's reading over its threshold, PUBACKed, and the raise seen upstream: the MQTT
+/// client (kept connected while the caller needs it) and the alarm's id.
+async fn raise_upstream(
+    mqtt: std::net::SocketAddr,
+    device: &str,
+    redis: &RedisServer,
+) -> (rumqttc::AsyncClient, String) {
+    let (client, mut acks) = mqtt_client(mqtt, &format!("{device}-client")).await;
+    client
+        .publish(
+            format!("sensors/{device}/temperature"),
+            QoS::AtLeastOnce,
+            false,
+            "40",
+        )
+        .await
+        .unwrap();
+    acks.wait_for(|a| *a >= 1).await.unwrap();
+    let id = format!("{device}/temperature/threshold");
+    eventually("raise upstream", Duration::from_secs(20), || {
+        (!upstream_transitions(redis, &id).is_empty()).then_some(())
+    })
+    .await;
+    (client, id)
+}
+
 /// Every transition of `alarm_id` in the `alarm-events` stream as (transition, state, user).
 fn upstream_transitions(redis: &RedisServer, alarm_id: &str) -> Vec<(String, String, Value)> {
     redis
@@ -844,17 +870,8 @@ async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstr
         .iter()
         .map(|r| central(&gw, r))
         .collect();
-    let (client, mut acks) = mqtt_client(mqtt, "central").await;
-    client
-        .publish("sensors/cen-1/temperature", QoS::AtLeastOnce, false, "40")
-        .await
-        .unwrap();
-    acks.wait_for(|a| *a >= 1).await.unwrap();
-    let id = "cen-1/temperature/threshold";
-    eventually("raise upstream", Duration::from_secs(20), || {
-        (!upstream_transitions(&redis, id).is_empty()).then_some(())
-    })
-    .await;
+    let (_client, id) = raise_upstream(mqtt, "cen-1", &redis).await;
+    let id = id.as_str();
 
     let channel = "gateway-commands:test-gw";
     // Junk and an unknown alarm are counted and never applied.
@@ -946,17 +963,8 @@ async fn a_central_ack_added_to_the_stream_while_stopped_is_applied_once_after_s
         .iter()
         .map(|r| central(&gw, r))
         .collect();
-    let (client, mut acks) = mqtt_client(mqtt, "stream-cmd").await;
-    client
-        .publish("sensors/str-1/temperature", QoS::AtLeastOnce, false, "40")
-        .await
-        .unwrap();
-    acks.wait_for(|a| *a >= 1).await.unwrap();
-    let id = "str-1/temperature/threshold";
-    eventually("raise upstream", Duration::from_secs(20), || {
-        (!upstream_transitions(&redis, id).is_empty()).then_some(())
-    })
-    .await;
+    let (client, id) = raise_upstream(mqtt, "str-1", &redis).await;
+    let id = id.as_str();
     drop(client);
     gw.stop().await.unwrap();
 
