@@ -344,6 +344,21 @@ impl Store {
         self.read(|txn| Ok(meta_value(&txn.open_table(META)?, META_NEXT_SEQ)?.max(1)))
     }
 
+    /// The `seq` after the newest record shown live: staged records included, so a client
+    /// resuming from what it saw is not taken for one with a cursor from another store.
+    pub fn live_next_seq(&self) -> Result<u64, StoreError> {
+        // Staged first: a commit in between only moves the committed end past it.
+        let staged = {
+            let staged = self.inner.staged.read().expect("staged lock poisoned");
+            staged
+                .batches
+                .back()
+                .and_then(|b| b.last())
+                .map_or(0, |c| c.seq + 1)
+        };
+        Ok(self.next_seq()?.max(staged))
+    }
+
     /// Runs `f` in a read transaction. redb answers some damage it meets mid-read with a
     /// panic (`unreachable!`, a failed assertion) rather than an error; caught here, it fails
     /// this one read with [`StoreError::Damaged`] and everything else keeps serving. The read

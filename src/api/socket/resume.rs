@@ -298,7 +298,7 @@ async fn send_chunk(
 async fn start_cursor(state: &ApiState, resume: &Resume) -> Result<u64, Closed> {
     let after = resume.after;
     let store = state.store.clone();
-    let next = tokio::task::spawn_blocking(move || store.next_seq())
+    let next = tokio::task::spawn_blocking(move || store.live_next_seq())
         .await
         .map_err(|_| Closed)?
         .map_err(|e| {
