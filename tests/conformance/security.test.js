@@ -186,7 +186,12 @@ test('malformed MQTT payloads are counted by reason and good readings keep flowi
   const good = h.waitFor(s, 'sensor:all', (x) => x.deviceId === 'mal');
   gw.publish('sensors/mal/temperature', '{"value": 19.5}', 0);
   assert.equal((await good).value, 19.5);
-  const m = await gw.metrics();
+  // Live at once; counted as accepted once its durable commit returned (the cadence).
+  let m = await gw.metrics();
+  for (let i = 0; i < 100 && h.metric(m, 'edge_gateway_readings_accepted_total') < 1; i++) {
+    await h.sleep(50);
+    m = await gw.metrics();
+  }
   const count = (reason) => h.metric(m, `edge_gateway_readings_rejected_total{reason="${reason}"}`);
   assert.equal(count('bad_json'), 1);
   assert.equal(count('bad_value'), 3);
