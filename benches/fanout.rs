@@ -331,17 +331,9 @@ async fn replay() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = support::bench_names();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
-    pin(std::process::id(), "1");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::load_runtime();
     rt.block_on(async {
         if want("idle") {
             idle(1_000).await;

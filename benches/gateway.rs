@@ -411,10 +411,7 @@ async fn idle(clients: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = support::bench_names();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     let rounds = std::env::args()
         .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse().ok()))

@@ -634,22 +634,14 @@ async fn measure(
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = support::bench_names();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     let secs = std::env::var("RELAY_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     // Children (redis-server, HAProxy) inherit core 1; the services are moved to core 0.
-    pin(std::process::id(), "1");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::load_runtime();
     rt.block_on(async {
         let redis = RedisServer::start(None);
         let mut rows = Vec::new();

@@ -109,6 +109,26 @@ pub fn pin(pid: u32, cpu: &str) {
     assert!(out.status.success(), "taskset: {out:?}");
 }
 
+/// The parts a bench was asked to run: its command-line words, options (`--…`) left out.
+pub fn bench_names() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect()
+}
+
+/// Pins this process (the load: clients, publisher, and the peers it starts, which inherit
+/// the pinning) to core 1 and returns the one-worker runtime the load runs on; the service
+/// under test is pinned to core 0 when it starts.
+pub fn load_runtime() -> tokio::runtime::Runtime {
+    pin(std::process::id(), "1");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Receive time − the reading's `timestamp`, in ms, of a `sensor:*` event frame.
 pub fn latency_ms(frame: &str) -> Option<i64> {
     let now = now_ms();
