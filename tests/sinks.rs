@@ -813,6 +813,26 @@ async fn publish_command(redis: &RedisServer, channel: &str, message: &str) {
     .await;
 }
 
+/// Waits until the alarm's raise and an ack by `ops-centre` (the central operator) are
+/// upstream, and that they are all there is.
+async fn acked_centrally_upstream(redis: &RedisServer, id: &str, within: Duration) {
+    eventually("the central ack back upstream", within, || {
+        (upstream_transitions(redis, id).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        upstream_transitions(redis, id),
+        [
+            ("raise".into(), "active_unacked".into(), Value::Null),
+            (
+                "ack".into(),
+                "active_acked".into(),
+                Value::from("ops-centre")
+            ),
+        ]
+    );
+}
+
 /// A device's reading over its threshold, PUBACKed, and the raise seen upstream: the MQTT
 /// client (kept connected while the caller needs it) and the alarm's id.
 async fn raise_upstream(
@@ -888,23 +908,7 @@ async fn a_central_ack_through_redis_is_applied_at_the_edge_and_comes_back_upstr
         r#"{"command":"ack","alarmId":"cen-1/temperature/threshold","user":"ops-centre","comment":"seen centrally"}"#,
     )
     .await;
-    eventually(
-        "the central ack back upstream",
-        Duration::from_secs(20),
-        || (upstream_transitions(&redis, id).len() == 2).then_some(()),
-    )
-    .await;
-    assert_eq!(
-        upstream_transitions(&redis, id),
-        [
-            ("raise".into(), "active_unacked".into(), Value::Null),
-            (
-                "ack".into(),
-                "active_acked".into(),
-                Value::from("ops-centre")
-            ),
-        ]
-    );
+    acked_centrally_upstream(&redis, id, Duration::from_secs(20)).await;
     let current = gw.store().current_alarms(|_| true, 10).unwrap();
     assert_eq!(current.alarms[0]["state"], "active_acked");
     assert_eq!(current.alarms[0]["comment"], "seen centrally");
@@ -979,21 +983,7 @@ async fn a_central_ack_added_to_the_stream_while_stopped_is_applied_once_after_s
     );
     xadd(&redis, stream, &[("payload", "no data field")]);
     let gw = start(config.clone(), dir.path()).await;
-    eventually("the ack upstream", Duration::from_secs(30), || {
-        (upstream_transitions(&redis, id).len() == 2).then_some(())
-    })
-    .await;
-    assert_eq!(
-        upstream_transitions(&redis, id),
-        [
-            ("raise".into(), "active_unacked".into(), Value::Null),
-            (
-                "ack".into(),
-                "active_acked".into(),
-                Value::from("ops-centre")
-            ),
-        ]
-    );
+    acked_centrally_upstream(&redis, id, Duration::from_secs(30)).await;
     eventually("the broken entry counted", Duration::from_secs(10), || {
         (central(&gw, "malformed") == base[1] + 1.0).then_some(())
     })
