@@ -10,29 +10,25 @@ command -v systemd-analyze >/dev/null || { echo "check-systemd: systemd-analyze 
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# verify checks that ExecStart exists: point it at the built binary.
-sed "s|^ExecStart=/usr/bin/edge-gateway|ExecStart=$bin|" systemd/edge-gateway.service > "$work/edge-gateway.service"
+# verify_unit FILE AS MATCH: systemd-analyze verify of systemd/FILE installed as AS, with
+# ExecStart pointed at the built binary (verify checks that it exists). Offline verify in a
+# container cannot see the host's units: only lines naming ours (MATCH) count as problems.
+verify_unit() {
+  sed "s|^ExecStart=/usr/bin/edge-gateway|ExecStart=$bin|" "systemd/$1" > "$work/$2"
+  local out problems
+  out=$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify "$work/$2" 2>&1 || true)
+  problems=$(printf '%s\n' "$out" | grep -F "$3" || true)
+  if [ -n "$problems" ]; then
+    printf '%s\n' "$out"
+    echo "check-systemd: systemd-analyze verify found problems in $1" >&2
+    exit 1
+  fi
+  echo "check-systemd: systemd-analyze verify $1: ok"
+}
 
-out=$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify "$work/edge-gateway.service" 2>&1 || true)
-# Offline verify in a container cannot see the host's units; only problems with ours count.
-problems=$(printf '%s\n' "$out" | grep -F "edge-gateway.service" || true)
-if [ -n "$problems" ]; then
-  printf '%s\n' "$out"
-  echo "check-systemd: systemd-analyze verify found problems" >&2
-  exit 1
-fi
-echo "check-systemd: systemd-analyze verify: ok"
-
+verify_unit edge-gateway.service edge-gateway.service edge-gateway.service
 # The relay replicas' template unit, verified as instance 1.
-sed "s|^ExecStart=/usr/bin/edge-gateway|ExecStart=$bin|" "systemd/edge-gateway-relay@.service" > "$work/edge-gateway-relay@1.service"
-out=$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify "$work/edge-gateway-relay@1.service" 2>&1 || true)
-problems=$(printf '%s\n' "$out" | grep -F "edge-gateway-relay@" || true)
-if [ -n "$problems" ]; then
-  printf '%s\n' "$out"
-  echo "check-systemd: systemd-analyze verify found problems in the relay unit" >&2
-  exit 1
-fi
-echo "check-systemd: systemd-analyze verify (relay unit): ok"
+verify_unit edge-gateway-relay@.service edge-gateway-relay@1.service edge-gateway-relay@
 
 security=$(systemd-analyze security --offline=true --no-pager "$work/edge-gateway.service" 2>&1 || true)
 printf '%s\n' "$security" | grep -E "^✗|^→|Overall exposure" | sed 's/^/  /'
