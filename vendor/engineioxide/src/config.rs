@@ -84,6 +84,13 @@ pub struct EngineIoConfig {
     /// to prevent memory eating by a malicious user.
     pub ws_max_frame_size: usize,
 
+    /// The websocket writer writes to the socket once this many bytes are queued (and when it
+    /// has nothing more queued). Patched in (see PATCHES.md): tungstenite's default is 128 KiB,
+    /// and its write buffer keeps its largest capacity for the connection's lifetime.
+    ///
+    /// Defaults to 4 KiB.
+    pub ws_write_buffer_size: usize,
+
     /// Allowed transports on this server
     /// It is represented as a bitfield to allow to combine any number of transports easily
     pub transports: u8,
@@ -101,6 +108,7 @@ impl Default for EngineIoConfig {
             ws_read_buffer_size: 4096,
             ws_max_message_size: 64 << 20,
             ws_max_frame_size: 16 << 20,
+            ws_write_buffer_size: 4096,
             transports: TransportType::Polling as u8 | TransportType::Websocket as u8,
         }
     }
@@ -236,6 +244,13 @@ impl EngineIoConfigBuilder {
     /// to prevent memory eating by a malicious user.
     pub fn ws_max_frame_size(mut self, ws_max_frame_size: usize) -> Self {
         self.config.ws_max_frame_size = ws_max_frame_size;
+        self
+    }
+
+    /// The websocket writer writes to the socket once this many bytes are queued (and when it
+    /// has nothing more queued). Defaults to 4 KiB.
+    pub fn ws_write_buffer_size(mut self, ws_write_buffer_size: usize) -> Self {
+        self.config.ws_write_buffer_size = ws_write_buffer_size;
         self
     }
 
