@@ -165,15 +165,17 @@ fn query_token(query: Option<&str>) -> Option<String> {
     })
 }
 
-/// Per-socket event budget (RATE_LIMIT_* per socket).
-#[derive(Clone)]
-struct EventLimit {
-    window: Arc<Mutex<Window>>,
+/// What one socket's event handlers share: the API state and the socket's own event budget
+/// (RATE_LIMIT_* per socket), in one allocation per socket that each handler holds by `Arc`
+/// (a copy of the state in each of the 12 handlers cost ~1 KiB per idle client).
+struct Events {
+    state: ApiState,
+    window: Mutex<Window>,
     length: Duration,
     max: u32,
 }
 
-impl EventLimit {
+impl Events {
     fn allow(&self) -> bool {
         let ok = self
             .window
@@ -223,30 +225,29 @@ fn connected(s: SocketRef, state: ApiState) {
 
 /// The client events, with the socket's own event budget.
 fn register_handlers(s: &SocketRef, state: &ApiState) {
-    let limit = EventLimit {
-        window: Arc::new(Mutex::new(Window::new())),
+    let ev = Arc::new(Events {
+        state: state.clone(),
+        window: Mutex::new(Window::new()),
         length: Duration::from_millis(state.config.rate_limit.window_ms),
         max: state.config.rate_limit.max_requests,
-    };
-
-    on_room_events(s, &limit, state);
-    on_ping(s, limit.clone());
-    on_history(s, limit.clone(), state.clone());
-    on_alarm_events(s, &limit, state);
-    on_disconnect(s, state.clone());
+    });
+    on_room_events(s, &ev);
+    on_ping(s, ev.clone());
+    on_history(s, ev.clone());
+    on_alarm_events(s, &ev);
+    on_disconnect(s, ev);
 }
 
 /// `subscribe:device` / `unsubscribe:device` with a device id, and the fixed rooms.
-fn on_room_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
-    let room_event = |prefix: &'static str, join: bool, limit: EventLimit, state: ApiState| {
+fn on_room_events(s: &SocketRef, ev: &Arc<Events>) {
+    let room_event = |prefix: &'static str, join: bool, ev: Arc<Events>| {
         move |s: SocketRef,
               TryData(id): TryData<Value>,
               WantsAck(wants_ack): WantsAck,
               ack: AckSender| {
-            let limit = limit.clone();
-            let state = state.clone();
+            let ev = ev.clone();
             async move {
-                if !limit.allow() {
+                if !ev.allow() {
                     return rate_limited(ack);
                 }
                 let id = match id {
@@ -265,7 +266,7 @@ fn on_room_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
                 }
                 let room = Room::Owned(format!("{prefix}{id}"));
                 if join {
-                    join_room(&s, &state, room)
+                    join_room(&s, &ev.state, room)
                 } else {
                     leave_room(&s, room)
                 }
@@ -273,39 +274,29 @@ fn on_room_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
             }
         }
     };
-    s.on(
-        "subscribe:device",
-        room_event("device:", true, limit.clone(), state.clone()),
-    );
+    s.on("subscribe:device", room_event("device:", true, ev.clone()));
     s.on(
         "unsubscribe:device",
-        room_event("device:", false, limit.clone(), state.clone()),
+        room_event("device:", false, ev.clone()),
     );
 
-    let fixed_room = |room: &'static str, limit: EventLimit, state: ApiState| {
+    let fixed_room = |room: &'static str, ev: Arc<Events>| {
         move |s: SocketRef, ack: AckSender| {
-            let limit = limit.clone();
-            let state = state.clone();
+            let ev = ev.clone();
             async move {
-                if !limit.allow() {
+                if !ev.allow() {
                     return rate_limited(ack);
                 }
-                join_room(&s, &state, Room::Borrowed(room));
+                join_room(&s, &ev.state, Room::Borrowed(room));
             }
         }
     };
     s.on(
         "subscribe-all-devices",
-        fixed_room("all-devices", limit.clone(), state.clone()),
+        fixed_room("all-devices", ev.clone()),
     );
-    s.on(
-        "subscribe-system",
-        fixed_room("system-status", limit.clone(), state.clone()),
-    );
-    s.on(
-        "subscribe-alerts",
-        fixed_room("alerts", limit.clone(), state.clone()),
-    );
+    s.on("subscribe-system", fixed_room("system-status", ev.clone()));
+    s.on("subscribe-alerts", fixed_room("alerts", ev.clone()));
 }
 
 /// Joins `room`, unless the client is resuming: then the room is held until its replay
@@ -326,11 +317,11 @@ fn leave_room(s: &SocketRef, room: Room) {
     s.leave(room);
 }
 
-fn on_ping(s: &SocketRef, limit: EventLimit) {
+fn on_ping(s: &SocketRef, ev: Arc<Events>) {
     s.on("ping", move |s: SocketRef, ack: AckSender| {
-        let limit = limit.clone();
+        let ev = ev.clone();
         async move {
-            if !limit.allow() {
+            if !ev.allow() {
                 return rate_limited(ack);
             }
             let _ = s.emit("pong", &NO_ARGS);
@@ -338,17 +329,16 @@ fn on_ping(s: &SocketRef, limit: EventLimit) {
     });
 }
 
-fn on_history(s: &SocketRef, limit: EventLimit, state: ApiState) {
+fn on_history(s: &SocketRef, ev: Arc<Events>) {
     s.on(
         "get:history",
         move |TryData(params): TryData<Value>, ack: AckSender| {
-            let state = state.clone();
-            let limit = limit.clone();
+            let ev = ev.clone();
             async move {
-                if !limit.allow() {
+                if !ev.allow() {
                     return rate_limited(ack);
                 }
-                let reply = history(&state, params.ok()).await;
+                let reply = history(&ev.state, params.ok()).await;
                 let _ = ack.send(&reply);
             }
         },
@@ -356,17 +346,18 @@ fn on_history(s: &SocketRef, limit: EventLimit, state: ApiState) {
 }
 
 /// `alarm:ack`, `alarm:shelve`, `alarm:unshelve` and `get:alarms` (see `alarms.rs`).
-fn on_alarm_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
+fn on_alarm_events(s: &SocketRef, ev: &Arc<Events>) {
     use super::alarms::{ActionEvent, handle_action, list};
-    let action = |event: ActionEvent, limit: EventLimit, state: ApiState| {
+    let action = |event: ActionEvent, ev: Arc<Events>| {
         move |s: SocketRef, TryData(params): TryData<Value>, ack: AckSender| {
-            let (limit, state) = (limit.clone(), state.clone());
+            let ev = ev.clone();
             async move {
-                if !limit.allow() {
+                if !ev.allow() {
                     return rate_limited(ack);
                 }
                 let user = s.extensions.get::<User>().and_then(|u| u.0);
-                let reply = handle_action(&state.alarms, event, params.ok().as_ref(), user).await;
+                let reply =
+                    handle_action(&ev.state.alarms, event, params.ok().as_ref(), user).await;
                 let _ = ack.send(&reply);
             }
         }
@@ -376,27 +367,27 @@ fn on_alarm_events(s: &SocketRef, limit: &EventLimit, state: &ApiState) {
         ("alarm:shelve", ActionEvent::Shelve),
         ("alarm:unshelve", ActionEvent::Unshelve),
     ] {
-        s.on(name, action(event, limit.clone(), state.clone()));
+        s.on(name, action(event, ev.clone()));
     }
-    let (limit, state) = (limit.clone(), state.clone());
+    let ev = ev.clone();
     s.on(
         "get:alarms",
         move |TryData(params): TryData<Value>, ack: AckSender| {
-            let (limit, state) = (limit.clone(), state.clone());
+            let ev = ev.clone();
             async move {
-                if !limit.allow() {
+                if !ev.allow() {
                     return rate_limited(ack);
                 }
-                let _ = ack.send(&list(&state.store, params.ok().as_ref()).await);
+                let _ = ack.send(&list(&ev.state.store, params.ok().as_ref()).await);
             }
         },
     );
 }
 
-fn on_disconnect(s: &SocketRef, state: ApiState) {
+fn on_disconnect(s: &SocketRef, ev: Arc<Events>) {
     s.on_disconnect(move |s: SocketRef| {
         drop(s.extensions.remove::<Arc<Slot>>());
-        let clients = state.health.socket_clients.load(Ordering::SeqCst);
+        let clients = ev.state.health.socket_clients.load(Ordering::SeqCst);
         tracing::debug!(sid = %s.id, clients, "client disconnected");
         async {}
     });
