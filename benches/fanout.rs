@@ -3,14 +3,16 @@
 //! other. Figures are printed; nothing is asserted (machines are noisy).
 //!
 //! `cargo bench --bench fanout -- [sweep] [stalled] [overload] [idle] [replay]` (all by default;
-//! `FANOUT_SWEEP=100x2000,10000x100` runs only those sweep points).
+//! `FANOUT_SWEEP=100x2000,10000x100` runs only those sweep points, `FANOUT_OVERLOAD=10000x100`
+//! only that overload run).
 //! - sweep: 100, 1000 and 10000 `all-devices` clients at rates up to and past saturation:
 //!   latency p50/p99/p999 (client receive time − reading timestamp), delivered ratio, gateway
 //!   CPU and RSS;
 //! - stalled: 100 reading clients at 2000 readings/s, without and with one client that reads
 //!   nothing, so the others' p99 can be compared;
-//! - overload: twice the saturating rate for 30 s, RSS every second;
-//! - idle: memory per idle client at 1000 and 10000 clients;
+//! - overload: twice the saturating rate for 30 s (100 clients at 20000 readings/s, 10000 at
+//!   100/s), RSS every second, and the peak with 10000 clients against the bound of issue 13;
+//! - idle: memory per idle client at 1000 and 10000 clients, against the bound of issue 13;
 //! - replay: a client 100,000 records behind resumes (`auth.after`) while 100 clients get
 //!   1000 readings/s live: its replay rate, and the others' p99 before and during it.
 //!
@@ -55,6 +57,8 @@ struct Outcome {
     sorted_ms: Vec<i64>,
     cpu_pct: f64,
     rss_kib: Vec<u64>,
+    /// The gateway's high-water mark (`VmHWM`) at the end of the run.
+    peak_rss_kib: u64,
     overflows: f64,
 }
 
@@ -80,7 +84,7 @@ impl Outcome {
             l.last().copied().unwrap_or(-1),
             self.cpu_pct,
             self.rss_kib.last().copied().unwrap_or(0),
-            self.rss_kib.iter().max().copied().unwrap_or(0),
+            self.peak_rss_kib,
             self.overflows
         )
     }
@@ -159,33 +163,39 @@ async fn run(load: &Load) -> Outcome {
         sorted_ms,
         cpu_pct: cpu / started.elapsed().as_secs_f64() * 100.0,
         rss_kib: rss,
+        peak_rss_kib: gw.peak_rss_kib(),
         overflows: gw.metric("edge_gateway_socketio_overflows_total"),
     }
 }
 
 /// The sweep's points: `FANOUT_SWEEP=100x2000,10000x100` (clients x readings/s) picks some.
 fn sweep_points() -> Vec<(usize, usize)> {
-    let all = [
-        (100, 500),
-        (100, 2_000),
-        (100, 5_000),
-        (100, 10_000),
-        (1_000, 200),
-        (1_000, 500),
-        (1_000, 1_000),
-        (10_000, 20),
-        (10_000, 50),
-        (10_000, 100),
-    ];
-    let Ok(picked) = std::env::var("FANOUT_SWEEP") else {
+    points(
+        "FANOUT_SWEEP",
+        &[
+            (100, 500),
+            (100, 2_000),
+            (100, 5_000),
+            (100, 10_000),
+            (1_000, 200),
+            (1_000, 500),
+            (1_000, 1_000),
+            (10_000, 20),
+            (10_000, 50),
+            (10_000, 100),
+        ],
+    )
+}
+
+/// `var` (clients x readings/s, comma-separated) if set, else `all`.
+fn points(var: &str, all: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let Ok(picked) = std::env::var(var) else {
         return all.to_vec();
     };
     picked
         .split(',')
         .map(|p| {
-            let (c, r) = p
-                .split_once('x')
-                .expect("FANOUT_SWEEP: clients x rate, e.g. 100x2000");
+            let (c, r) = p.split_once('x').expect("clients x rate, e.g. 100x2000");
             (
                 c.trim().parse().expect("clients"),
                 r.trim().parse().expect("rate"),
@@ -218,16 +228,33 @@ async fn stalled() {
     }
 }
 
+/// What issue 13 asks of memory: the gateway's peak RSS with 10000 clients under overload,
+/// and per idle client.
+const PEAK_RSS_BOUND_MIB: u64 = 256;
+const IDLE_CLIENT_BOUND_KIB: f64 = 12.0;
+
+fn bound(what: &str, figure: f64, bound: f64, unit: &str) -> String {
+    let verdict = if figure <= bound { "within" } else { "OVER" };
+    format!("{what} {figure:.1} {unit}: {verdict} the bound of {bound} {unit}")
+}
+
 async fn overload() {
-    let load = Load {
-        clients: 100,
-        stalled: 0,
-        rate: 20_000,
-        secs: 30,
-    };
-    let out = run(&load).await;
-    println!("overload: {}", out.line(&load));
-    println!("overload: RSS KiB every second: {:?}", out.rss_kib);
+    for (clients, rate) in points("FANOUT_OVERLOAD", &[(100, 20_000), (10_000, 100)]) {
+        let load = Load {
+            clients,
+            stalled: 0,
+            rate,
+            secs: 30,
+        };
+        let out = run(&load).await;
+        println!("overload: {}", out.line(&load));
+        println!("overload: RSS KiB every second: {:?}", out.rss_kib);
+        if clients == 10_000 {
+            let peak = out.peak_rss_kib as f64 / 1024.0;
+            let line = bound("peak RSS", peak, PEAK_RSS_BOUND_MIB as f64, "MiB");
+            println!("overload: {clients} clients at {rate} readings/s: {line}");
+        }
+    }
 }
 
 async fn idle(clients: usize) {
@@ -240,10 +267,9 @@ async fn idle(clients: usize) {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let with = gw.rss_kib();
-    println!(
-        "idle: {clients} clients: RSS {before} KiB → {with} KiB = {:.1} KiB per idle client",
-        with.saturating_sub(before) as f64 / clients as f64
-    );
+    let per_client = with.saturating_sub(before) as f64 / clients as f64;
+    let line = bound("per idle client", per_client, IDLE_CLIENT_BOUND_KIB, "KiB");
+    println!("idle: {clients} clients: RSS {before} KiB → {with} KiB; {line}");
 }
 
 /// Floods `n` QoS 0 readings and waits until the gateway accepted them all.
