@@ -115,18 +115,18 @@ impl From<&Error> for Option<DisconnectReason> {
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
-    inner: mpsc::Permit<'a, PacketBuf>,
+    inner: mpsc::Permit<'a, Queued>,
 }
 impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(smallvec![Packet::Message(msg)]);
+        self.inner.send(Queued::Message(msg));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(smallvec![Packet::Binary(data)]);
+        self.inner.send(Queued::Binary(data));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -138,7 +138,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(packets);
+        self.inner.send(Queued::Other(Box::new(packets)));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -150,24 +150,89 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(packets);
+        self.inner.send(Queued::Other(Box::new(packets)));
+    }
+}
+
+/// One entry of the internal channel (patched, see PATCHES.md): a [`PacketBuf`] is 168 bytes
+/// and tokio allocates a channel's slots 32 at a time, the first block with the channel. The
+/// packets a server sends are almost all one message, kept here in 40 bytes; the rest is boxed.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Message(Str),
+    Binary(Bytes),
+    Other(Box<PacketBuf>),
+}
+
+const _: () = assert!(std::mem::size_of::<Queued>() <= 40);
+
+impl From<Packet> for Queued {
+    fn from(packet: Packet) -> Self {
+        match packet {
+            Packet::Message(msg) => Queued::Message(msg),
+            Packet::Binary(data) => Queued::Binary(data),
+            packet => Queued::Other(Box::new(smallvec![packet])),
+        }
+    }
+}
+
+impl From<Queued> for PacketBuf {
+    fn from(queued: Queued) -> Self {
+        match queued {
+            Queued::Message(msg) => smallvec![Packet::Message(msg)],
+            Queued::Binary(data) => smallvec![Packet::Binary(data)],
+            Queued::Other(packets) => *packets,
+        }
+    }
+}
+
+impl Queued {
+    /// The packet of an entry made from one [`Packet`].
+    fn into_packet(self) -> Packet {
+        let mut packets = PacketBuf::from(self);
+        packets.pop().expect("an entry made from one packet")
+    }
+}
+
+/// The receiving end of the internal channel, handing out [`PacketBuf`]s as before the patch.
+#[derive(Debug)]
+pub(crate) struct QueueRx(Receiver<Queued>);
+
+impl QueueRx {
+    pub async fn recv(&mut self) -> Option<PacketBuf> {
+        self.0.recv().await.map(PacketBuf::from)
+    }
+
+    pub fn try_recv(&mut self) -> Result<PacketBuf, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(PacketBuf::from)
+    }
+
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<PacketBuf>> {
+        self.0.poll_recv(cx).map(|q| q.map(PacketBuf::from))
+    }
+
+    pub fn close(&mut self) {
+        self.0.close()
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct InternalRx {
-    pub buffered_rx: Receiver<PacketBuf>,
+    pub buffered_rx: QueueRx,
     pub peeked_packet: Option<PacketBuf>,
     pub volatile_rx: watch::Receiver<Option<PacketBuf>>,
 }
 
 impl InternalRx {
     fn new(
-        buffered_rx: Receiver<PacketBuf>,
+        buffered_rx: Receiver<Queued>,
         volatile_rx: watch::Receiver<Option<PacketBuf>>,
     ) -> Self {
         Self {
-            buffered_rx,
+            buffered_rx: QueueRx(buffered_rx),
             peeked_packet: None,
             volatile_rx,
         }
@@ -214,7 +279,7 @@ where
     pub(crate) internal_rx: Mutex<InternalRx>,
 
     /// Channel to send [PacketBuf] to the internal connection
-    pub(crate) internal_tx: mpsc::Sender<PacketBuf>,
+    pub(crate) internal_tx: mpsc::Sender<Queued>,
 
     /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
     /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
@@ -289,10 +354,10 @@ where
         tracing::debug!(?packet, "sending packet");
 
         self.internal_tx
-            .try_send(smallvec![packet])
+            .try_send(Queued::from(packet))
             .map_err(|p| match p {
-                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
-                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+                TrySendError::Full(p) => TrySendError::Full(p.into_packet()),
+                TrySendError::Closed(p) => TrySendError::Closed(p.into_packet()),
             })?;
         Ok(())
     }
@@ -371,7 +436,7 @@ where
             tracing::trace!(sid = ?self.id, "emitting ping");
 
             self.internal_tx
-                .try_send(smallvec![Packet::Ping])
+                .try_send(Queued::from(Packet::Ping))
                 .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
@@ -408,7 +473,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
             self.internal_tx
-                .try_send(smallvec![Packet::Pong])
+                .try_send(Queued::from(Packet::Pong))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
     }
