@@ -116,6 +116,50 @@ pub async fn on_init<H: EngineIoHandler, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (socket, ws) = Box::pin(open_ws(&engine, conn, protocol, sid, req_data)).await?;
+    let (tx, rx) = ws.split();
+
+    // Pipe between websocket and internal socket channel.
+    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+
+    // pipe between internal socket channel and websocket
+    match forward_to_handler(&engine, rx, &socket)
+        .with_cancellation_token(&socket.cancellation_token)
+        .await
+    {
+        Some(Err(ref e)) => {
+            let reason =
+                Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
+
+            #[cfg(feature = "tracing")]
+            tracing::debug!("error when handling packet: {:?}", e);
+            engine.close_session(socket.id, reason);
+        }
+        Some(Ok(())) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "ws transport was closed");
+            engine.close_session(socket.id, DisconnectReason::TransportClose);
+        }
+        None => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "socket is closing");
+        }
+    }
+    Ok(())
+}
+
+/// The handshake part of [`on_init`] (patched, see PATCHES.md): awaited boxed, so the
+/// handshake's state is freed once it is done instead of sizing the session's long-lived task.
+async fn open_ws<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(engine.config.ws_read_buffer_size)
         .write_buffer_size(engine.config.ws_write_buffer_size)
@@ -123,7 +167,7 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    let opened = if let Some(sid) = sid {
         match engine.get_socket(sid) {
             None => return Err(Error::UnknownSessionID(sid)),
             Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
@@ -164,35 +208,7 @@ where
             .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
         (socket, ws)
     };
-    let (tx, rx) = ws.split();
-
-    // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
-
-    // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    {
-        Some(Err(ref e)) => {
-            let reason =
-                Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
-
-            #[cfg(feature = "tracing")]
-            tracing::debug!("error when handling packet: {:?}", e);
-            engine.close_session(socket.id, reason);
-        }
-        Some(Ok(())) => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "ws transport was closed");
-            engine.close_session(socket.id, DisconnectReason::TransportClose);
-        }
-        None => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "socket is closing");
-        }
-    }
-    Ok(())
+    Ok(opened)
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
