@@ -82,7 +82,7 @@ pub struct SocketIoConfig {
     pub max_clients: usize,
     /// Largest websocket message or polling body a client may send; bigger closes that client.
     pub max_payload_bytes: u64,
-    /// Packets queued per client before emits to it fail; small keeps idle clients cheap.
+    /// Events queued per client before it is moved to a replay; up to ~0.34 KiB each.
     pub client_buffer_packets: usize,
     pub system_status_interval_ms: u64,
     pub history_default_limit: usize,
