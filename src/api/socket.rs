@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use socketioxide::BroadcastError;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
 /// A room name (socketioxide's `Room`).
@@ -223,7 +223,9 @@ fn connected(s: SocketRef, state: ApiState) {
     );
 }
 
-/// The client events, with the socket's own event budget.
+/// The client events, with the socket's own event budget: one fallback handler that
+/// dispatches by name (a handler per event cost socketioxide a map entry and a boxed closure
+/// each, ~1 KiB per idle client). Events of other names are ignored, as before.
 fn register_handlers(s: &SocketRef, state: &ApiState) {
     let ev = Arc::new(Events {
         state: state.clone(),
@@ -231,72 +233,120 @@ fn register_handlers(s: &SocketRef, state: &ApiState) {
         length: Duration::from_millis(state.config.rate_limit.window_ms),
         max: state.config.rate_limit.max_requests,
     });
-    on_room_events(s, &ev);
-    on_ping(s, ev.clone());
-    on_history(s, ev.clone());
-    on_alarm_events(s, &ev);
-    on_disconnect(s, ev);
-}
-
-/// `subscribe:device` / `unsubscribe:device` with a device id, and the fixed rooms.
-fn on_room_events(s: &SocketRef, ev: &Arc<Events>) {
-    let room_event = |prefix: &'static str, join: bool, ev: Arc<Events>| {
+    on_disconnect(s, ev.clone());
+    s.on_fallback(
         move |s: SocketRef,
-              TryData(id): TryData<Value>,
+              Event(name): Event,
+              TryData(data): TryData<Value>,
               WantsAck(wants_ack): WantsAck,
               ack: AckSender| {
             let ev = ev.clone();
             async move {
-                if !ev.allow() {
-                    return rate_limited(ack);
-                }
-                let id = match id {
-                    Ok(Value::String(id)) => id,
-                    Ok(Value::Number(n)) => n.to_string(),
-                    _ => {
-                        metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_event")
-                            .increment(1);
-                        return refuse_device_id(&s, wants_ack, ack, "must be a string");
-                    }
+                let call = Call {
+                    s,
+                    data: data.ok(),
+                    wants_ack,
+                    ack,
                 };
-                if let Err(e) = crate::ids::check_id(&id) {
-                    metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_device_id")
-                        .increment(1);
-                    return refuse_device_id(&s, wants_ack, ack, &e.to_string());
-                }
-                let room = Room::Owned(format!("{prefix}{id}"));
-                if join {
-                    join_room(&s, &ev.state, room)
-                } else {
-                    leave_room(&s, room)
-                }
-                let _ = ack.send(&json!({"success": true, "deviceId": id}));
+                ev.dispatch(&name, call).await
             }
-        }
-    };
-    s.on("subscribe:device", room_event("device:", true, ev.clone()));
-    s.on(
-        "unsubscribe:device",
-        room_event("device:", false, ev.clone()),
+        },
     );
+}
 
-    let fixed_room = |room: &'static str, ev: Arc<Events>| {
-        move |s: SocketRef, ack: AckSender| {
-            let ev = ev.clone();
-            async move {
-                if !ev.allow() {
-                    return rate_limited(ack);
-                }
-                join_room(&s, &ev.state, Room::Borrowed(room));
-            }
+/// One client event: its socket, its first argument, and how to answer it.
+struct Call {
+    s: SocketRef,
+    data: Option<Value>,
+    wants_ack: bool,
+    ack: AckSender,
+}
+
+/// The client events this API answers.
+const EVENTS: [&str; 11] = [
+    "subscribe:device",
+    "unsubscribe:device",
+    "subscribe-all-devices",
+    "subscribe-system",
+    "subscribe-alerts",
+    "ping",
+    "get:history",
+    "alarm:ack",
+    "alarm:shelve",
+    "alarm:unshelve",
+    "get:alarms",
+];
+
+impl Events {
+    async fn dispatch(&self, name: &str, call: Call) {
+        use super::alarms::ActionEvent;
+        if !EVENTS.contains(&name) {
+            return;
         }
-    };
-    s.on(
-        "subscribe-all-devices",
-        fixed_room("all-devices", ev.clone()),
-    );
-    s.on("subscribe-system", fixed_room("system-status", ev.clone()));
-    s.on("subscribe-alerts", fixed_room("alerts", ev.clone()));
+        if !self.allow() {
+            return rate_limited(call.ack);
+        }
+        match name {
+            "subscribe:device" => self.room_event("device:", true, call),
+            "unsubscribe:device" => self.room_event("device:", false, call),
+            "subscribe-all-devices" => {
+                join_room(&call.s, &self.state, Room::Borrowed("all-devices"))
+            }
+            "subscribe-system" => join_room(&call.s, &self.state, Room::Borrowed("system-status")),
+            "subscribe-alerts" => join_room(&call.s, &self.state, Room::Borrowed("alerts")),
+            "ping" => {
+                let _ = call.s.emit("pong", &NO_ARGS);
+            }
+            "get:history" => {
+                let _ = call.ack.send(&history(&self.state, call.data).await);
+            }
+            "alarm:ack" => self.alarm_action(ActionEvent::Ack, call).await,
+            "alarm:shelve" => self.alarm_action(ActionEvent::Shelve, call).await,
+            "alarm:unshelve" => self.alarm_action(ActionEvent::Unshelve, call).await,
+            "get:alarms" => {
+                let reply = super::alarms::list(&self.state.store, call.data.as_ref()).await;
+                let _ = call.ack.send(&reply);
+            }
+            _ => {}
+        }
+    }
+
+    /// `subscribe:device` / `unsubscribe:device` with a device id.
+    fn room_event(&self, prefix: &str, join: bool, call: Call) {
+        let Call {
+            s,
+            data,
+            wants_ack,
+            ack,
+        } = call;
+        let id = match data {
+            Some(Value::String(id)) => id,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_event").increment(1);
+                return refuse_device_id(&s, wants_ack, ack, "must be a string");
+            }
+        };
+        if let Err(e) = crate::ids::check_id(&id) {
+            metrics::counter!(t::SOCKETIO_REJECTED, "reason" => "bad_device_id").increment(1);
+            return refuse_device_id(&s, wants_ack, ack, &e.to_string());
+        }
+        let room = Room::Owned(format!("{prefix}{id}"));
+        if join {
+            join_room(&s, &self.state, room)
+        } else {
+            leave_room(&s, room)
+        }
+        let _ = ack.send(&json!({"success": true, "deviceId": id}));
+    }
+
+    /// `alarm:ack`, `alarm:shelve`, `alarm:unshelve` (see `alarms.rs`).
+    async fn alarm_action(&self, event: super::alarms::ActionEvent, call: Call) {
+        let user = call.s.extensions.get::<User>().and_then(|u| u.0);
+        let alarms = &self.state.alarms;
+        let reply = super::alarms::handle_action(alarms, event, call.data.as_ref(), user).await;
+        let _ = call.ack.send(&reply);
+    }
 }
 
 /// Joins `room`, unless the client is resuming: then the room is held until its replay
@@ -315,73 +365,6 @@ fn leave_room(s: &SocketRef, room: Room) {
         resume.release(&room);
     }
     s.leave(room);
-}
-
-fn on_ping(s: &SocketRef, ev: Arc<Events>) {
-    s.on("ping", move |s: SocketRef, ack: AckSender| {
-        let ev = ev.clone();
-        async move {
-            if !ev.allow() {
-                return rate_limited(ack);
-            }
-            let _ = s.emit("pong", &NO_ARGS);
-        }
-    });
-}
-
-fn on_history(s: &SocketRef, ev: Arc<Events>) {
-    s.on(
-        "get:history",
-        move |TryData(params): TryData<Value>, ack: AckSender| {
-            let ev = ev.clone();
-            async move {
-                if !ev.allow() {
-                    return rate_limited(ack);
-                }
-                let reply = history(&ev.state, params.ok()).await;
-                let _ = ack.send(&reply);
-            }
-        },
-    );
-}
-
-/// `alarm:ack`, `alarm:shelve`, `alarm:unshelve` and `get:alarms` (see `alarms.rs`).
-fn on_alarm_events(s: &SocketRef, ev: &Arc<Events>) {
-    use super::alarms::{ActionEvent, handle_action, list};
-    let action = |event: ActionEvent, ev: Arc<Events>| {
-        move |s: SocketRef, TryData(params): TryData<Value>, ack: AckSender| {
-            let ev = ev.clone();
-            async move {
-                if !ev.allow() {
-                    return rate_limited(ack);
-                }
-                let user = s.extensions.get::<User>().and_then(|u| u.0);
-                let reply =
-                    handle_action(&ev.state.alarms, event, params.ok().as_ref(), user).await;
-                let _ = ack.send(&reply);
-            }
-        }
-    };
-    for (name, event) in [
-        ("alarm:ack", ActionEvent::Ack),
-        ("alarm:shelve", ActionEvent::Shelve),
-        ("alarm:unshelve", ActionEvent::Unshelve),
-    ] {
-        s.on(name, action(event, ev.clone()));
-    }
-    let ev = ev.clone();
-    s.on(
-        "get:alarms",
-        move |TryData(params): TryData<Value>, ack: AckSender| {
-            let ev = ev.clone();
-            async move {
-                if !ev.allow() {
-                    return rate_limited(ack);
-                }
-                let _ = ack.send(&list(&ev.state.store, params.ok().as_ref()).await);
-            }
-        },
-    );
 }
 
 fn on_disconnect(s: &SocketRef, ev: Arc<Events>) {
