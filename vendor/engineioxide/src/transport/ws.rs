@@ -22,7 +22,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::future::FutureExt as _;
 
-use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
+use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
@@ -267,6 +267,10 @@ where
 /// Forwards all packets waiting to be sent to the websocket
 ///
 /// The websocket stream is flushed only when the internal channel is drained
+///
+/// Patched (see PATCHES.md): the same steps as 0.17.9, with the packets fed outside the
+/// `select!` by [`feed_packets`], so the writer's long-lived task is not sized by nine inlined
+/// `feed` states held next to the `select!`'s futures.
 async fn forward_to_socket<H: EngineIoHandler, S>(
     socket: Arc<Socket<H::Data>>,
     mut tx: SplitSink<WebSocketStream<S>, Message>,
@@ -275,8 +279,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 {
     // A polling request that was in progress during the upgrade may still hold the lock.
     let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
-        .with_cancellation_token(&socket.cancellation_token)
+    let Some(mut internal_rx) = Box::pin(lock.with_cancellation_token(&socket.cancellation_token))
         .await
     else {
         #[cfg(feature = "tracing")]
@@ -289,69 +292,29 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                }
-            };
-        }
-
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
-        tokio::select! {
+        let volatile = tokio::select! {
             biased;
             items = buffered_rx.recv() => {
                 match items {
                     Some(packets) => {
-                        for item in packets {
-                            map_fn!(item);
-                        }
+                        feed_packets(&socket, &mut tx, packets).await;
                         while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in packets {
-                                map_fn!(item);
-                            }
+                            feed_packets(&socket, &mut tx, packets).await;
                         }
+                        None
                     }
                     None => break
                 }
             }
             _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
-                        map_fn!(item);
-                    }
-                }
-            },
+            Ok(()) = volatile_rx.changed() => volatile_rx.borrow_and_update().clone(),
+        };
+        if let Some(packets) = volatile {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+            feed_packets(&socket, &mut tx, packets).await;
         }
 
         #[cfg(feature = "tracing")]
@@ -365,6 +328,51 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     tx.flush().await.ok();
     tx.close().await.ok();
 }
+
+/// Feeds `packets` to the websocket as messages (without flushing).
+async fn feed_packets<D, S>(
+    socket: &Socket<D>,
+    tx: &mut SplitSink<WebSocketStream<S>, Message>,
+    packets: PacketBuf,
+) where
+    D: Default + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    for item in packets {
+        let Some(msg) = ws_message(socket.protocol, item) else {
+            continue;
+        };
+        if let Err(_e) = tx.feed(msg).await {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+        }
+    }
+}
+
+/// A packet as a websocket message; `None` for a Noop, which the server may send to end a
+/// polling request during an upgrade: one left in the buffer is discarded here.
+fn ws_message(protocol: ProtocolVersion, item: Packet) -> Option<Message> {
+    match item {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        Packet::Noop => None,
+        item => {
+            let packet: String = item.try_into().unwrap();
+            Some(Message::Text(packet.into()))
+        }
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
