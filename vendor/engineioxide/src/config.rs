@@ -88,7 +88,7 @@ pub struct EngineIoConfig {
     /// has nothing more queued). Patched in (see PATCHES.md): tungstenite's default is 128 KiB,
     /// and its write buffer keeps its largest capacity for the connection's lifetime.
     ///
-    /// Defaults to 4 KiB.
+    /// Defaults to 16 KiB.
     pub ws_write_buffer_size: usize,
 
     /// Allowed transports on this server
@@ -108,7 +108,7 @@ impl Default for EngineIoConfig {
             ws_read_buffer_size: 4096,
             ws_max_message_size: 64 << 20,
             ws_max_frame_size: 16 << 20,
-            ws_write_buffer_size: 4096,
+            ws_write_buffer_size: 16384,
             transports: TransportType::Polling as u8 | TransportType::Websocket as u8,
         }
     }
@@ -248,7 +248,7 @@ impl EngineIoConfigBuilder {
     }
 
     /// The websocket writer writes to the socket once this many bytes are queued (and when it
-    /// has nothing more queued). Defaults to 4 KiB.
+    /// has nothing more queued). Defaults to 16 KiB.
     pub fn ws_write_buffer_size(mut self, ws_write_buffer_size: usize) -> Self {
         self.config.ws_write_buffer_size = ws_write_buffer_size;
         self
