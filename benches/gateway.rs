@@ -293,6 +293,7 @@ async fn wear(rate: u64, secs: u64, interval: Option<&str>) {
 async fn flood(connections: usize, total: usize) {
     let gw = Gw::start(&[("EDGE_GATEWAY_STORE__BYTE_BUDGET_BYTES", "2147483648")]);
     let per = total / connections;
+    let cpu_before = (gw.cpu_secs(), support::cpu_secs_of(std::process::id()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
@@ -325,12 +326,15 @@ async fn flood(connections: usize, total: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let committed_in = started.elapsed();
+    let gateway_cpu = gw.cpu_secs() - cpu_before.0;
+    let clients_cpu = support::cpu_secs_of(std::process::id()) - cpu_before.1;
     let accepted = gw.metric("edge_gateway_readings_accepted_total");
     let (p50, p99, _) = gw.histogram_ms("edge_gateway_mqtt_puback_seconds");
     println!(
         "flood: {want:.0} QoS 1 readings from {connections} connections: offered in {:.1}s ({:.0}/s), \
          {accepted:.0} committed in {:.1}s ({:.0}/s durable), loss {:.0}; longest publish call held back {} ms; \
-         PUBACK p50 <= {p50} ms p99 <= {p99} ms; {:.0} durable commits; gateway peak RSS {} KiB",
+         PUBACK p50 <= {p50} ms p99 <= {p99} ms; {:.0} durable commits; gateway peak RSS {} KiB; \
+         CPU: gateway {gateway_cpu:.1} s ({:.1} µs per reading), publishers {clients_cpu:.1} s",
         offered.as_secs_f64(),
         want / offered.as_secs_f64(),
         committed_in.as_secs_f64(),
@@ -339,6 +343,7 @@ async fn flood(connections: usize, total: usize) {
         slowest.as_millis(),
         gw.metric("edge_gateway_store_durable_commits_total"),
         gw.peak_rss_kib(),
+        gateway_cpu * 1e6 / accepted.max(1.0),
     );
     for c in clients {
         let _ = c.disconnect().await;

@@ -144,36 +144,24 @@ impl Gateway {
         let (write_tx, writer) =
             spawn_writer(store_writer, &config.store, &hub, &health, &sources_stop)?;
 
-        let sinks_stop = CancellationToken::new();
-        let mut sinks = sinks::spawn(
-            &config.sinks,
-            &gateway_id,
-            &health.sinks,
-            &store,
-            &hub,
-            &write_tx,
-            &sinks_stop,
-        );
-
         // The burst buffer in front of the pipeline, sized in config (see ARCHITECTURE.md on
         // the PUBACK-to-commit window for what a bigger one costs).
         let (ingest_tx, ingest_rx) = mpsc::channel(config.store.queue_capacity);
         // Operator actions on alarms (dashboards, the central side) go to the pipeline, which
         // owns the alarm state.
         let (alarm_tx, alarm_rx) = mpsc::channel(ALARM_COMMANDS);
-        let applier =
-            sinks::redis::commands::Applier::new(alarm_tx.clone(), store.clone(), write_tx.clone());
-        let commands =
-            sinks::redis::commands::spawn(&config.sinks, &gateway_id, applier, &sinks_stop);
-        sinks.extend(commands);
+        let sinks_stop = CancellationToken::new();
+        let upstream = Upstream {
+            gateway_id: &gateway_id,
+            health: &health,
+            store: &store,
+            hub: &hub,
+            write_tx: &write_tx,
+        };
+        let sinks = upstream.spawn(&config.sinks, &alarm_tx, &sinks_stop);
         let inputs = (ingest_rx, alarm_rx);
-        let pipeline = pipeline::spawn(
-            pipeline_sections(&config),
-            &store,
-            health.clone(),
-            inputs,
-            write_tx,
-        )?;
+        let sections = pipeline_sections(&config);
+        let pipeline = pipeline::spawn(sections, &store, health.clone(), inputs, write_tx)?;
 
         let sources = sources::spawn(
             source_sections(&config),
@@ -347,6 +335,48 @@ pub(crate) async fn bind_http(config: &ServerConfig) -> Result<HttpListener, Gat
 }
 
 pub(crate) type HttpListener = (TcpListener, SocketAddr, Option<Arc<tls::ServerTls>>);
+
+/// What the upstream sinks and the central alarm commands are started with.
+struct Upstream<'a> {
+    gateway_id: &'a str,
+    health: &'a Health,
+    store: &'a Store,
+    hub: &'a Hub,
+    write_tx: &'a mpsc::Sender<WriteRequest>,
+}
+
+impl Upstream<'_> {
+    /// The sinks, and the central alarm commands (handed to the pipeline like a local
+    /// action), all ending on `stop`.
+    fn spawn(
+        &self,
+        config: &crate::config::SinksConfig,
+        alarm_tx: &mpsc::Sender<pipeline::AlarmRequest>,
+        stop: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = sinks::spawn(
+            config,
+            self.gateway_id,
+            &self.health.sinks,
+            self.store,
+            self.hub,
+            self.write_tx,
+            stop,
+        );
+        let applier = sinks::redis::commands::Applier::new(
+            alarm_tx.clone(),
+            self.store.clone(),
+            self.write_tx.clone(),
+        );
+        tasks.extend(sinks::redis::commands::spawn(
+            config,
+            self.gateway_id,
+            applier,
+            stop,
+        ));
+        tasks
+    }
+}
 
 /// Starts the single store writer thread and returns the queue to it.
 pub(crate) fn spawn_writer(

@@ -82,6 +82,7 @@ pub async fn serve(
         out,
         throttle: LogThrottle::default(),
         wr,
+        puback_seconds: metrics::histogram!(t::MQTT_PUBACK_SECONDS),
     };
     let end = conn.run(&mut rd, &mut buf, keep_alive, &stop).await;
     closed(end.reason);
@@ -161,6 +162,8 @@ struct Connection<'a> {
     out: BytesMut,
     throttle: LogThrottle,
     wr: DeviceWriter,
+    /// `edge_gateway_mqtt_puback_seconds`, looked up once (one sample per QoS 1 publish).
+    puback_seconds: metrics::Histogram,
 }
 
 impl Connection<'_> {
@@ -475,7 +478,8 @@ impl Connection<'_> {
         let committed = self.cursor.committed();
         while self.pending.front().is_some_and(|p| p.upto <= committed) {
             let p = self.pending.pop_front().expect("front checked above");
-            metrics::histogram!(t::MQTT_PUBACK_SECONDS).record(p.received.elapsed().as_secs_f64());
+            self.puback_seconds
+                .record(p.received.elapsed().as_secs_f64());
             let reason = match self.codec.version {
                 Version::V4 => PubAckReason::Success,
                 Version::V5 => p.reason,

@@ -9,7 +9,8 @@
 //! site clients reach it.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use rumqttd::local::LinkTx;
 use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
@@ -76,6 +77,7 @@ impl SubscriberPort {
                 }
             })
             .map_err(MqttSourceError::Thread)?;
+        wait_listening(listen);
         tracing::info!(%listen, "MQTT subscriber port listening (committed readings and device status)");
         Ok(SubscriberPort { link })
     }
@@ -102,5 +104,32 @@ impl SubscriberPort {
                 metrics::counter!(t::MQTT_REPUBLISH_DROPPED).increment(1);
             }
         }
+    }
+}
+
+/// How long start waits for rumqttd's thread to bind the subscriber port.
+const BIND_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until rumqttd (which binds in its own thread and says nothing when it did) accepts
+/// connections, so a site client started once the gateway is ready is not refused. A
+/// connection opened and closed before CONNECT costs rumqttd nothing.
+fn wait_listening(listen: SocketAddr) {
+    if listen.port() == 0 {
+        return;
+    }
+    let mut to = listen;
+    if to.ip().is_unspecified() {
+        to.set_ip(match to.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let deadline = Instant::now() + BIND_WAIT;
+    while TcpStream::connect_timeout(&to, Duration::from_millis(100)).is_err() {
+        if Instant::now() >= deadline {
+            tracing::warn!(%listen, "MQTT subscriber port: rumqttd is not accepting connections yet");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

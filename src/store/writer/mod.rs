@@ -1,6 +1,8 @@
-//! The single store writer: a dedicated thread that turns queued batches into group commits.
-//! Whatever arrives at once (a sweep that marks 300k devices offline is one batch) is
-//! committed in slices of at most `store.batch_max_records`, each within the byte budget.
+//! The single store writer: two threads, the [stager](stager) that receives and numbers
+//! records as they arrive, and the committer (this module) that turns what is staged into
+//! group commits. Whatever arrives at once (a sweep that marks 300k devices offline is one
+//! batch) is committed in slices of at most `store.batch_max_records`, each within the byte
+//! budget.
 //!
 //! Every commit is durable (fsynced), and commits follow a cadence (flash wear, see
 //! ARCHITECTURE.md): records are *staged* as they arrive (numbered, published on the hub and
@@ -8,8 +10,12 @@
 //! passed since the last commit, at once for an urgent barrier (a source that cannot read on
 //! until it completes), at `batch_max_records` staged records and at shutdown. A record is
 //! accepted (PUBACK barriers, accepted counters, sinks) only once its commit returned.
+//! Staging goes on while a commit waits for its fsync, so records reach dashboards without
+//! waiting for the disk, and the next commit's records gather meanwhile.
 
-use std::collections::{BTreeMap, VecDeque};
+mod pending;
+mod stager;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,9 +35,11 @@ use crate::config::StoreConfig;
 use crate::health::Health;
 use crate::hub::{Hub, HubEvent};
 use crate::ingest::AckToken;
-use crate::record::{Alert, Committed, Level, Record, RecordKind};
+use crate::record::{Alert, Level, Record, RecordKind};
 use crate::telemetry as t;
 use crate::time::now_ms;
+use pending::{Pending, Slice};
+use stager::{Queue, Stager};
 
 /// Records from one source hand-off, with when the oldest of them was received.
 #[derive(Debug)]
@@ -54,155 +62,6 @@ pub enum WriteRequest {
     },
 }
 
-/// Everything gathered for the next commits: records in arrival order, first as received,
-/// then numbered (staged) in chunks of at most `store.batch_max_records`, and the newest
-/// cursor per sink.
-#[derive(Default)]
-struct Pending {
-    fresh: Vec<Record>,
-    staged: VecDeque<Arc<[Committed]>>,
-    staged_len: usize,
-    cursors: BTreeMap<Arc<str>, u64>,
-    oldest: Option<Instant>,
-    /// Records added and records taken into slices so far, so each ack token goes with the
-    /// slice holding the last record that arrived before it.
-    added: u64,
-    taken: u64,
-    /// Ack tokens and the `added` count when each arrived.
-    acks: VecDeque<(u64, AckToken)>,
-    /// An alarm transition waits: committed at once (rare, and operators, `get:alarms` and
-    /// the upstream alarm lane should not wait out the cadence for it).
-    alarm: bool,
-}
-
-impl Pending {
-    fn add(&mut self, request: WriteRequest) {
-        match request {
-            WriteRequest::Records(b) => {
-                self.oldest = Some(self.oldest.map_or(b.received, |o| o.min(b.received)));
-                self.added += b.records.len() as u64;
-                self.alarm |= b.records.iter().any(|r| r.kind() == RecordKind::Alarm);
-                self.fresh.extend(b.records);
-                let at = self.added;
-                self.acks.extend(b.acks.into_iter().map(|ack| (at, ack)));
-            }
-            WriteRequest::Cursor { sink, next_seq } => {
-                let slot = self.cursors.entry(sink).or_insert(next_seq);
-                *slot = (*slot).max(next_seq);
-            }
-        }
-    }
-
-    /// Records not committed yet.
-    fn len(&self) -> usize {
-        self.fresh.len() + self.staged_len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0 && self.cursors.is_empty() && self.acks.is_empty()
-    }
-
-    fn urgent(&self) -> bool {
-        self.alarm || self.acks.iter().any(|(_, ack)| ack.is_urgent())
-    }
-
-    /// Numbers the fresh records from `first_seq` into chunks of at most `max`; returns the
-    /// new chunks.
-    fn stage(&mut self, first_seq: u64, max: usize) -> Vec<Arc<[Committed]>> {
-        let mut seq = first_seq;
-        let mut fresh = std::mem::take(&mut self.fresh).into_iter().peekable();
-        let mut chunks = Vec::new();
-        while fresh.peek().is_some() {
-            let chunk: Arc<[Committed]> = fresh
-                .by_ref()
-                .take(max.max(1))
-                .map(|record| {
-                    seq += 1;
-                    Committed {
-                        seq: seq - 1,
-                        record,
-                    }
-                })
-                .collect();
-            self.staged_len += chunk.len();
-            self.staged.push_back(chunk.clone());
-            chunks.push(chunk);
-        }
-        chunks
-    }
-
-    /// Barriers whose records are all in slices taken so far.
-    fn settled_acks(&mut self) -> Vec<AckToken> {
-        let mut acks = Vec::new();
-        while self.acks.front().is_some_and(|(at, _)| *at <= self.taken) {
-            acks.extend(self.acks.pop_front().map(|(_, ack)| ack));
-        }
-        acks
-    }
-
-    /// The next commit: staged chunks up to `max` records (at least one chunk, in order, so
-    /// per-device order and `seq` stay as received) and every cursor; `None` when nothing
-    /// is left to commit.
-    fn next_slice(&mut self, max: usize) -> Option<Slice> {
-        if self.staged.is_empty() && self.cursors.is_empty() {
-            return None;
-        }
-        let mut batches = Vec::new();
-        let mut n = 0;
-        while let Some(chunk) = self.staged.front() {
-            if n > 0 && n + chunk.len() > max {
-                break;
-            }
-            n += chunk.len();
-            batches.extend(self.staged.pop_front());
-        }
-        self.staged_len -= n;
-        self.taken += n as u64;
-        self.alarm &= !self.fresh.is_empty() || self.staged_len != 0;
-        Some(Slice {
-            batches,
-            cursors: std::mem::take(&mut self.cursors),
-            oldest: self.oldest.take(),
-            acks: self.settled_acks(),
-        })
-    }
-}
-
-/// What one commit holds.
-struct Slice {
-    /// Staged records, numbered in order from the first one's `seq`.
-    batches: Vec<Arc<[Committed]>>,
-    cursors: BTreeMap<Arc<str>, u64>,
-    oldest: Option<Instant>,
-    /// PUBACK barriers completed once this commit returned (see [`AckToken`]).
-    acks: Vec<AckToken>,
-}
-
-impl Slice {
-    fn empty() -> Slice {
-        Slice {
-            batches: Vec::new(),
-            cursors: BTreeMap::new(),
-            oldest: None,
-            acks: Vec::new(),
-        }
-    }
-
-    fn first_seq(&self) -> Option<u64> {
-        self.batches.iter().find_map(|b| b.first()).map(|c| c.seq)
-    }
-
-    fn records(&self) -> impl Iterator<Item = &Record> {
-        self.batches
-            .iter()
-            .flat_map(|b| b.iter().map(|c| &c.record))
-    }
-
-    fn len(&self) -> usize {
-        self.batches.iter().map(|b| b.len()).sum()
-    }
-}
-
 /// The waits between attempts at a failing commit: 100 ms, doubling, at most 5 s.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -218,13 +77,14 @@ fn wait_to_retry(delay: Duration, runtime: &Handle, stop: &CancellationToken) {
     });
 }
 
-/// Starts the writer thread. `stop` is cancelled when shutdown begins: from then on a store
-/// that keeps failing is retried for `limits.shutdown_retry_ms` only, so stop ends in time
-/// even while the pipeline still waits to hand over records.
+/// Starts the writer's threads; the committer's handle is returned (it joins the stager).
+/// `stop` is cancelled when shutdown begins: from then on a store that keeps failing is
+/// retried for `limits.shutdown_retry_ms` only, so stop ends in time even while the pipeline
+/// still waits to hand over records.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     writer: StoreWriter,
-    mut rx: mpsc::Receiver<WriteRequest>,
+    rx: mpsc::Receiver<WriteRequest>,
     hub: Hub,
     config: StoreConfig,
     limits: StoreLimits,
@@ -232,51 +92,53 @@ pub fn spawn(
     runtime: Handle,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let linger = Duration::from_millis(config.commit_interval_ms);
     let max_records = config.batch_max_records.max(1);
     let interval = Duration::from_millis(config.durable_commit_interval_ms);
+    let mut committer = Committer {
+        retention: retention(&config),
+        linger: Duration::from_millis(config.commit_interval_ms),
+        writer,
+        hub,
+        health,
+        limits,
+        runtime,
+        stop,
+        pressure: DiskPressure::default(),
+        making_room: false,
+        stopping_since: None,
+        gave_up: false,
+        cadence: Cadence::new(interval),
+        max_records,
+    };
+    // The stager starts once the committer has prepared the store.
+    let (start_tx, start_rx) = std::sync::mpsc::channel::<Stager>();
+    let stager = std::thread::Builder::new()
+        .name("store-stager".into())
+        .spawn(move || {
+            if let Ok(stager) = start_rx.recv() {
+                stager.run(rx);
+            }
+        })?;
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            let _runtime = runtime.enter();
-            let mut committer = Committer {
-                retention: retention(&config),
-                gateway_id: writer.gateway_id().into(),
-                next_free: writer.next_seq(),
-                writer,
-                hub,
-                health,
-                limits,
-                runtime: runtime.clone(),
-                stop,
-                pressure: DiskPressure::default(),
-                making_room: false,
-                stopping_since: None,
-                gave_up: false,
-                cadence: Cadence::new(interval),
-                max_records,
+            let _runtime = committer.runtime.enter();
+            let queue = Arc::new(committer.prepare_store());
+            let start = Stager {
+                queue: queue.clone(),
+                store: committer.writer.store().clone(),
+                hub: committer.hub.clone(),
+                gateway_id: committer.writer.gateway_id().into(),
+                publish: committer.cadence.staging,
+                chunk: max_records,
             };
-            committer.report_recovery();
-            committer.start_staging();
-            // Written once, before records arrive, not by the first commit: 8 MiB of a store's
-            // life, not of its first readings' wear figures.
-            keep_reserve(committer.dir(), &committer.limits);
-            let mut pending = Pending::default();
-            while let Some(first) = committer.next_request(&mut rx, &mut pending) {
-                pending.add(first);
-                gather(&runtime, &mut rx, &mut pending, linger, max_records);
-                committer.stage(&mut pending);
-                if committer.commit_due(&pending, &rx) {
-                    committer.commit_all(&mut pending, &rx);
-                }
+            if start_tx.send(start).is_ok() {
+                committer.run(&queue);
             }
-            committer.commit_all(&mut pending, &rx);
-            if committer.gave_up {
-                tracing::warn!("store writer stopped; records were given up at shutdown");
-            } else {
-                committer.writer.store().close_cleanly();
-                tracing::info!("store writer stopped: all queued records committed");
+            if stager.join().is_err() {
+                tracing::error!("store stager thread panicked");
             }
+            committer.finish();
         })
 }
 
@@ -290,40 +152,12 @@ fn retention(config: &StoreConfig) -> Retention {
     }
 }
 
-/// Group commit: adds to `pending` what arrives within `linger`, up to `max_records`.
-fn gather(
-    runtime: &Handle,
-    rx: &mut mpsc::Receiver<WriteRequest>,
-    pending: &mut Pending,
-    linger: Duration,
-    max_records: usize,
-) {
-    let deadline = Instant::now() + linger;
-    while pending.len() < max_records {
-        match rx.try_recv() {
-            Ok(r) => pending.add(r),
-            Err(mpsc::error::TryRecvError::Empty) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                match runtime.block_on(tokio::time::timeout(deadline - now, rx.recv())) {
-                    Ok(Some(r)) => pending.add(r),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        }
-    }
-}
-
 /// The writer thread's state between commits.
 struct Committer {
     writer: StoreWriter,
-    gateway_id: Arc<str>,
-    /// The `seq` the next staged record gets: ahead of the writer's by the staged records,
-    /// and never behind a number once shown (records given up at shutdown keep theirs).
-    next_free: u64,
+    /// `store.commit_interval_ms`: how long a commit due for a barrier or the cadence waits
+    /// for companions of its first record.
+    linger: Duration,
     hub: Hub,
     health: Arc<Health>,
     /// As configured; the byte budget may be tightened per commit under disk pressure.
@@ -340,6 +174,15 @@ struct Committer {
     gave_up: bool,
     cadence: Cadence,
     max_records: usize,
+}
+
+/// Whether a commit is due.
+enum Due {
+    Now,
+    /// Due after this wait, unless something changes first.
+    After(Duration),
+    /// Nothing waits.
+    Idle,
 }
 
 /// When commits are made, and whether records are published before theirs.
@@ -365,10 +208,6 @@ impl Cadence {
         }
     }
 
-    fn due(&self) -> bool {
-        self.last_commit.elapsed() >= self.interval
-    }
-
     /// How long the writer may wait for work before the cadence's commit of `pending` is due.
     fn due_in(&self, pending: &Pending) -> Option<Duration> {
         (!pending.is_empty())
@@ -391,56 +230,101 @@ impl Committer {
         }
     }
 
-    /// The next request, or `None` once every sender is gone. While records wait, it waits
-    /// only until the cadence's commit is due, and makes it.
-    fn next_request(
-        &mut self,
-        rx: &mut mpsc::Receiver<WriteRequest>,
-        pending: &mut Pending,
-    ) -> Option<WriteRequest> {
+    /// Before the first record: a recovery notice, staging allowed, the disk reserve. Returns
+    /// the queue the stager numbers from.
+    fn prepare_store(&mut self) -> Queue {
+        self.report_recovery();
+        self.start_staging();
+        // Written once, before records arrive, not by the first commit: 8 MiB of a store's
+        // life, not of its first readings' wear figures.
+        keep_reserve(self.dir(), &self.limits);
+        Queue::new(self.writer.next_seq())
+    }
+
+    /// Commits as the cadence says until the stager closed the queue, then what is left.
+    fn run(&mut self, queue: &Queue) {
+        while self.wait_until_due(queue) {
+            self.commit_all(queue);
+        }
+        self.commit_all(queue);
+    }
+
+    /// After the last commit: a clean close, unless records were given up.
+    fn finish(&self) {
+        if self.gave_up {
+            tracing::warn!("store writer stopped; records were given up at shutdown");
+        } else {
+            self.writer.store().close_cleanly();
+            tracing::info!("store writer stopped: all queued records committed");
+        }
+    }
+
+    /// Waits until a commit is due (true) or the queue is closed (false). Meanwhile it
+    /// completes the barriers whose records were committed before they arrived.
+    fn wait_until_due(&mut self, queue: &Queue) -> bool {
+        let mut state = queue.lock();
         loop {
-            let Some(wait) = self.cadence.due_in(pending) else {
-                return self.runtime.block_on(rx.recv());
+            let settled = state.pending.settled_acks();
+            if !settled.is_empty() {
+                drop(state);
+                self.complete(settled);
+                state = queue.lock();
+                continue;
+            }
+            if state.closed {
+                return false;
+            }
+            let wait = match self.commit_due(&state.pending) {
+                Due::Now => return true,
+                Due::After(wait) => Some(wait),
+                Due::Idle => None,
             };
-            match self.runtime.block_on(tokio::time::timeout(wait, rx.recv())) {
-                Ok(request) => return request,
-                Err(_) => self.commit_all(pending, rx),
-            }
+            state = queue.wait(state, wait);
         }
     }
 
-    /// Numbers what was gathered, and publishes it when staging; completes the barriers
-    /// whose records are all committed.
-    fn stage(&mut self, pending: &mut Pending) {
-        let first = self.next_free.max(self.writer.next_seq());
-        let chunks = pending.stage(first, self.max_records);
-        self.next_free = first + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
-        if self.cadence.staging {
-            for chunk in chunks {
-                self.writer.store().stage(&self.gateway_id, chunk.clone());
-                self.hub.publish(HubEvent::Committed(chunk));
-            }
+    /// Whether `pending` is committed now (see the module doc); a commit due for a barrier
+    /// or the cadence first waits out `linger` after its oldest record.
+    fn commit_due(&self, pending: &Pending) -> Due {
+        let Some(wait) = self.cadence.due_in(pending) else {
+            return Due::Idle;
+        };
+        if pending.len() >= self.max_records.min(MAX_STAGED as usize) || self.stop.is_cancelled() {
+            return Due::Now;
         }
-        let settled = pending.settled_acks();
-        self.complete(settled);
+        if !wait.is_zero() && !pending.urgent() {
+            return Due::After(wait);
+        }
+        let companions = pending.oldest().map_or(Duration::ZERO, |at| {
+            self.linger.saturating_sub(at.elapsed())
+        });
+        if companions.is_zero() {
+            Due::Now
+        } else {
+            Due::After(companions)
+        }
     }
 
-    /// Whether `pending` is committed now (see the module doc).
-    fn commit_due(&self, pending: &Pending, rx: &mpsc::Receiver<WriteRequest>) -> bool {
-        self.cadence.due()
-            || pending.urgent()
-            || pending.len() >= self.max_records.min(MAX_STAGED as usize)
-            || rx.is_closed()
-            || self.stop.is_cancelled()
-    }
-
-    /// Commits everything pending, in slices.
-    fn commit_all(&mut self, pending: &mut Pending, rx: &mpsc::Receiver<WriteRequest>) {
+    /// Commits what is staged now, in slices (records staged meanwhile wait for the next
+    /// commit: one commit per cadence, not one per record that arrives during an fsync).
+    fn commit_all(&mut self, queue: &Queue) {
         self.cadence.last_commit = Instant::now();
-        while let Some(slice) = pending.next_slice(self.max_records) {
-            self.commit_with_retry(slice, rx);
+        let mut left = None;
+        loop {
+            let slice = {
+                let mut state = queue.lock();
+                let left = *left.get_or_insert(state.pending.staged_len());
+                state.pending.next_slice(self.max_records.min(left).max(1))
+            };
+            queue.notify();
+            let Some(slice) = slice else { break };
+            left = left.map(|l| l - slice.len());
+            self.commit_with_retry(slice, queue);
+            if left == Some(0) {
+                break;
+            }
         }
-        let settled = pending.settled_acks();
+        let settled = queue.lock().pending.settled_acks();
         self.complete(settled);
     }
 
@@ -474,7 +358,7 @@ impl Committer {
     /// Commits `slice`, retrying until it succeeds or, once shutdown began, until
     /// `limits.shutdown_retry_ms` has passed. Nothing is acknowledged before its commit
     /// returned.
-    fn commit_with_retry(&mut self, slice: Slice, rx: &mpsc::Receiver<WriteRequest>) {
+    fn commit_with_retry(&mut self, slice: Slice, queue: &Queue) {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let retention = self.prepare();
@@ -490,8 +374,9 @@ impl Committer {
                         self.pressure.set_full(true);
                     }
                     on_failed(&self.writer, &err, slice.len(), &self.hub, &self.health);
-                    if self.give_up_at_shutdown(rx, slice.len()) {
-                        self.writer.store().unstage(self.next_free);
+                    if self.give_up_at_shutdown(queue, slice.len()) {
+                        let next_free = queue.lock().next_free;
+                        self.writer.store().unstage(next_free);
                         return;
                     }
                     wait_to_retry(backoff.next_delay(), &self.runtime, &self.stop);
@@ -664,8 +549,8 @@ impl Committer {
     /// Once shutdown began, a store that keeps failing for `limits.shutdown_retry_ms` makes
     /// the writer drop what it holds (never acknowledged), and everything after it gets one
     /// attempt, so the pipeline can hand over its last batches and stop; true when it did.
-    fn give_up_at_shutdown(&mut self, rx: &mpsc::Receiver<WriteRequest>, count: usize) -> bool {
-        if !rx.is_closed() && !self.stop.is_cancelled() {
+    fn give_up_at_shutdown(&mut self, queue: &Queue, count: usize) -> bool {
+        if !self.stop.is_cancelled() && !queue.lock().closed {
             return false;
         }
         let since = *self.stopping_since.get_or_insert_with(Instant::now);
@@ -696,22 +581,26 @@ fn process_write_bytes() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Records that became durable: accepted.
+/// Records that became durable: accepted (counted per kind, one registry update each).
 fn count_accepted<'a>(records: impl IntoIterator<Item = &'a Record>) {
-    let mut readings = 0u64;
+    let mut counts = [0u64; 4];
     for record in records {
-        let kind = match record.kind() {
-            RecordKind::Reading => {
-                readings += 1;
-                "reading"
-            }
-            RecordKind::Status => "status",
-            RecordKind::Alert => "alert",
-            RecordKind::Alarm => "alarm",
-        };
-        metrics::counter!(t::RECORDS_COMMITTED, "kind" => kind).increment(1);
+        counts[match record.kind() {
+            RecordKind::Reading => 0,
+            RecordKind::Status => 1,
+            RecordKind::Alert => 2,
+            RecordKind::Alarm => 3,
+        }] += 1;
     }
-    metrics::counter!(t::READINGS_ACCEPTED).increment(readings);
+    for (kind, n) in ["reading", "status", "alert", "alarm"]
+        .into_iter()
+        .zip(counts)
+    {
+        if n > 0 {
+            metrics::counter!(t::RECORDS_COMMITTED, "kind" => kind).increment(n);
+        }
+    }
+    metrics::counter!(t::READINGS_ACCEPTED).increment(counts[0]);
 }
 
 /// `budget_reason` labels the budget's evictions: `budget`, or `disk` when the budget was
@@ -760,65 +649,4 @@ fn on_failed(writer: &StoreWriter, err: &StoreError, count: usize, hub: &Hub, he
 
 fn is_fatal(err: &StoreError) -> bool {
     matches!(err, StoreError::Corrupt { .. })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ingest::AckCursor;
-    use crate::store::test_support::reading;
-
-    fn batch(n: usize, acks: Vec<AckToken>) -> WriteRequest {
-        WriteRequest::Records(WriteBatch {
-            records: (0..n).map(|i| reading("d", "t", i as f64, 1)).collect(),
-            received: Instant::now(),
-            acks,
-        })
-    }
-
-    #[test]
-    fn an_alarm_transition_is_committed_at_once_then_the_cadence_resumes() {
-        let mut pending = Pending::default();
-        pending.add(batch(3, vec![]));
-        assert!(!pending.urgent(), "readings wait for the cadence");
-        pending.add(WriteRequest::Records(WriteBatch {
-            records: vec![super::super::test_support::alarm("active_unacked", 1)],
-            received: Instant::now(),
-            acks: vec![],
-        }));
-        assert!(pending.urgent());
-        pending.stage(1, 100);
-        while pending.next_slice(100).is_some() {}
-        pending.add(batch(1, vec![]));
-        assert!(!pending.urgent(), "committed: readings wait again");
-    }
-
-    #[test]
-    fn staged_records_keep_their_numbers_and_barriers_wait_for_their_slice() {
-        let cursor = Arc::new(AckCursor::default());
-        let mut pending = Pending::default();
-        pending.add(batch(5, vec![cursor.token(1, None, false)]));
-        let chunks = pending.stage(100, 2);
-        let seqs: Vec<Vec<u64>> = chunks
-            .iter()
-            .map(|c| c.iter().map(|r| r.seq).collect())
-            .collect();
-        assert_eq!(seqs, [vec![100, 101], vec![102, 103], vec![104]]);
-        pending.add(batch(1, vec![cursor.token(2, None, true)]));
-        assert!(pending.urgent());
-        assert!(pending.settled_acks().is_empty(), "nothing committed yet");
-        pending.stage(105, 2);
-        let first = pending.next_slice(4).unwrap();
-        assert_eq!(first.first_seq(), Some(100));
-        assert_eq!(first.len(), 4);
-        assert!(
-            first.acks.is_empty(),
-            "the first barrier covers record 104 too"
-        );
-        let second = pending.next_slice(4).unwrap();
-        assert_eq!((second.first_seq(), second.len()), (Some(104), 2));
-        assert_eq!(second.acks.len(), 2);
-        assert!(pending.next_slice(4).is_none());
-        assert!(pending.is_empty());
-    }
 }
