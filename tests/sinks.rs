@@ -840,17 +840,7 @@ async fn raise_upstream(
     device: &str,
     redis: &RedisServer,
 ) -> (rumqttc::AsyncClient, String) {
-    let (client, mut acks) = mqtt_client(mqtt, &format!("{device}-client")).await;
-    client
-        .publish(
-            format!("sensors/{device}/temperature"),
-            QoS::AtLeastOnce,
-            false,
-            "40",
-        )
-        .await
-        .unwrap();
-    acks.wait_for(|a| *a >= 1).await.unwrap();
+    let client = published_acked(mqtt, &format!("{device}-client"), device, "40").await;
     let id = format!("{device}/temperature/threshold");
     eventually("raise upstream", Duration::from_secs(20), || {
         (!upstream_transitions(redis, &id).is_empty()).then_some(())

@@ -174,17 +174,7 @@ async fn central_commands_come_over_the_sinks_mtls_link() {
     let config = redis_config(&certs, redis.tls_port, Some(certs.pair("client")));
     let mqtt = config.mqtt.listen;
     let gw = start(config, dir.path()).await;
-    let (client, mut acks) = mqtt_client(mqtt, "tls-alarm").await;
-    client
-        .publish(
-            "sensors/tls-alarm/temperature",
-            QoS::AtLeastOnce,
-            false,
-            "40",
-        )
-        .await
-        .unwrap();
-    acks.wait_for(|a| *a >= 1).await.unwrap();
+    let _client = published_acked(mqtt, "tls-alarm", "tls-alarm", "40").await;
     eventually("the raise upstream", Duration::from_secs(30), || {
         (alarm_transitions(&redis) == ["raise"]).then_some(())
     })

@@ -104,6 +104,28 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
     }
 }
 
+/// A client `id` that published `value` QoS 1 on `sensors/{device}/temperature` and got its
+/// PUBACK (the reading is committed); the client stays connected while the caller keeps it.
+pub async fn published_acked(
+    addr: std::net::SocketAddr,
+    id: &str,
+    device: &str,
+    value: &str,
+) -> AsyncClient {
+    let (client, mut acks) = mqtt_client(addr, id).await;
+    client
+        .publish(
+            format!("sensors/{device}/temperature"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            value.to_string(),
+        )
+        .await
+        .unwrap();
+    acks.wait_for(|a| *a >= 1).await.unwrap();
+    client
+}
+
 /// Value of an unlabelled or exactly-labelled sample in Prometheus text.
 pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
