@@ -552,16 +552,20 @@ fn spawn_binary(
 ) -> PeerProcess {
     let mut cmd = gateway_command(data, http, mqtt);
     cmd.env("EDGE_GATEWAY_GATEWAY_ID", "kill-gw")
+        .env(
+            "EDGE_GATEWAY_STORE__DURABLE_COMMIT_INTERVAL_MS",
+            KILL_CADENCE_MS.to_string(),
+        )
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis_port.to_string())
         .env("EDGE_GATEWAY_SINKS__REDIS__MODE", "stream")
         .env("KAFKA_BROKERS", kafka);
     for sink in ["REDIS", "KAFKA"] {
         for (key, value) in [
-            ("BATCH_MAX_RECORDS", "200"),
-            ("MAX_RECORDS_PER_SEC", "2000"),
-            ("BACKOFF_MAX_MS", "500"),
-            ("REQUEST_TIMEOUT_MS", "2000"),
+            ("BATCH_MAX_RECORDS", KILL_BATCH.to_string()),
+            ("MAX_RECORDS_PER_SEC", KILL_RATE.to_string()),
+            ("BACKOFF_MAX_MS", "500".into()),
+            ("REQUEST_TIMEOUT_MS", "2000".into()),
         ] {
             cmd.env(
                 format!("EDGE_GATEWAY_SINKS__{sink}__DELIVERY__{key}"),
@@ -586,6 +590,15 @@ fn both(http: u16, f: impl Fn(&Value) -> Option<bool>) -> Option<()> {
     let s = sinks_health(http)?;
     (f(&s["redis"])? && f(&s["kafka"])?).then_some(())
 }
+
+/// The kill -9 test's sinks: records per batch and per second, and the store's durable cadence.
+const KILL_BATCH: usize = 200;
+const KILL_RATE: usize = 2000;
+const KILL_CADENCE_MS: usize = 400;
+/// Sent but not yet recorded as sent when killed: a sink's cursor rides the next durable
+/// commit, so it lags the acknowledgement by up to one cadence of the drain, plus the batches
+/// in flight.
+const KILL_MAX_DUPS: usize = KILL_RATE * KILL_CADENCE_MS / 1000 + 3 * KILL_BATCH;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
@@ -689,9 +702,7 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
             (f["seq"].parse().unwrap(), f["deviceId"].clone())
         })
         .collect();
-    // Sent but not yet recorded as sent when killed: the cursor commit lags the
-    // acknowledgement by at most a batch or two.
-    check_delivery("redis stream after kill -9", &got, &want, 3 * 200);
+    check_delivery("redis stream after kill -9", &got, &want, KILL_MAX_DUPS);
     let records = kafka.read_all("sensors-data").await;
     for r in &records {
         assert_eq!(r.headers["gateway-id"], b"kill-gw");
@@ -700,7 +711,7 @@ async fn kill_9_in_the_middle_of_a_backlog_resumes_from_the_cursor() {
         .iter()
         .map(|r| seq_and_device(&serde_json::from_slice(&r.value).unwrap()))
         .collect();
-    check_delivery("kafka after kill -9", &got, &want, 3 * 200);
+    check_delivery("kafka after kill -9", &got, &want, KILL_MAX_DUPS);
 }
 
 /// XLEN of a Redis stream (0 when it does not exist).
