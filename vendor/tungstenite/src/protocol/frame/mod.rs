@@ -99,6 +99,10 @@ where
     }
 }
 
+/// The most capacity a written-out `out_buffer` keeps (patched, see PATCHES.md): a few frames,
+/// so small writes do not reallocate it.
+const KEPT_OUT_BUFFER: usize = 4096;
+
 /// A codec for WebSocket frames.
 #[derive(Debug)]
 pub(super) struct FrameCodec {
@@ -285,6 +289,12 @@ impl FrameCodec {
                 .into());
             }
             self.out_buffer.drain(0..len);
+        }
+        // Patched (see PATCHES.md): a buffer that grew (a backlog, a large frame) gives its
+        // memory back once it is written, instead of keeping its largest size for the
+        // connection's life.
+        if self.out_buffer.capacity() > KEPT_OUT_BUFFER {
+            self.out_buffer = Vec::new();
         }
 
         Ok(())
