@@ -60,6 +60,10 @@ struct Outcome {
     /// The gateway's high-water mark (`VmHWM`) at the end of the run.
     peak_rss_kib: u64,
     overflows: f64,
+    /// `edge_gateway_socketio_buffered_bytes_peak`: the most all clients' buffers held at once.
+    buffered_peak: f64,
+    /// Events refused because all clients' buffers together were full.
+    budget_refused: f64,
 }
 
 impl Outcome {
@@ -67,7 +71,8 @@ impl Outcome {
         let l = &self.sorted_ms;
         format!(
             "{} clients{} at {} readings/s: delivered {}/{} ({:.1} %), latency ms p50 {} p99 {} p999 {} max {}; \
-             gateway CPU {:.0} % of its core, RSS {} KiB (peak {} KiB); overflows {}",
+             gateway CPU {:.0} % of its core, RSS {} KiB (peak {} KiB); overflows {}; \
+             buffers together peaked at {:.1} MiB, {} events refused for it",
             load.clients,
             if load.stalled > 0 {
                 format!(" + {} stalled", load.stalled)
@@ -85,7 +90,9 @@ impl Outcome {
             self.cpu_pct,
             self.rss_kib.last().copied().unwrap_or(0),
             self.peak_rss_kib,
-            self.overflows
+            self.overflows,
+            self.buffered_peak / 1048576.0,
+            self.budget_refused
         )
     }
 }
@@ -165,6 +172,8 @@ async fn run(load: &Load) -> Outcome {
         rss_kib: rss,
         peak_rss_kib: gw.peak_rss_kib(),
         overflows: gw.metric("edge_gateway_socketio_overflows_total"),
+        buffered_peak: gw.metric("edge_gateway_socketio_buffered_bytes_peak"),
+        budget_refused: gw.metric("edge_gateway_socketio_budget_refused_total"),
     }
 }
 

@@ -45,7 +45,15 @@ pub const RELAY_GATEWAY_SEQ: &str = "edge_gateway_relay_gateway_last_seq";
 pub const RELAY_GATEWAY_LAG: &str = "edge_gateway_relay_gateway_lag_seconds";
 /// Clients whose buffer was full for a record and were moved to a replay from the store.
 pub const SOCKETIO_OVERFLOWS: &str = "edge_gateway_socketio_overflows_total";
-/// Events a client did not get, by reason (e.g. an unstored system alert while it replays).
+/// What all clients' buffers hold now (`socketio.total_buffer_bytes` bounds it), and the most
+/// they held at once since start.
+pub const SOCKETIO_BUFFERED: &str = "edge_gateway_socketio_buffered_bytes";
+pub const SOCKETIO_BUFFERED_PEAK: &str = "edge_gateway_socketio_buffered_bytes_peak";
+/// Events refused to a client because all buffers together were full (the client is then
+/// moved to a replay, like one whose own buffer is full).
+pub const SOCKETIO_BUDGET_REFUSED: &str = "edge_gateway_socketio_budget_refused_total";
+/// Events a client did not get, by reason: `replaying` (an unstored system alert while it
+/// replays), `reply_buffer_full` (an ack's reply that found the client's buffer full).
 pub const SOCKETIO_DROPPED: &str = "edge_gateway_socketio_events_dropped_total";
 /// Events sent a second time to clients with room, after a broadcast found a full buffer the
 /// probe could not find (it drained in between); clients drop them by `seq`.

@@ -37,7 +37,8 @@ impl Measure for GatewayProcess {
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
     }
 
     fn histogram_ms(&self, name: &str) -> (f64, f64, f64) {

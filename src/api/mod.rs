@@ -75,9 +75,15 @@ impl ApiState {
 /// 4 KiB is socketioxide's default; 256 bytes saves ~0.8 KiB per idle client against 1 KiB.
 const WS_READ_BUFFER: usize = 256;
 
+/// Events a client may always hold while all buffers together are full: its acks and a few
+/// events still reach it (see `socketio.total_buffer_bytes`).
+const BUFFER_FLOOR_PACKETS: usize = 8;
+
 /// Builds the router and the Socket.IO handle (used to broadcast).
 pub fn app(state: ApiState) -> (Router, SocketIo) {
     let c = &state.config.socketio;
+    // Process-wide: socketioxide builds engineioxide's configuration itself.
+    engineioxide::budget::set_queue_budget(c.total_buffer_bytes, BUFFER_FLOOR_PACKETS);
     let (layer, io) = SocketIo::builder()
         .req_path(c.path.clone())
         .ping_interval(Duration::from_millis(c.ping_interval_ms))

@@ -99,6 +99,10 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
     metrics::gauge!(t::STORE_FILE_BYTES).set(file_bytes as f64);
     metrics::gauge!(t::SOCKETIO_CLIENTS)
         .set(state.health.socket_clients.load(Ordering::Relaxed) as f64);
+    metrics::gauge!(t::SOCKETIO_BUFFERED).set(engineioxide::budget::queued_bytes() as f64);
+    metrics::gauge!(t::SOCKETIO_BUFFERED_PEAK)
+        .set(engineioxide::budget::peak_queued_bytes() as f64);
+    metrics::counter!(t::SOCKETIO_BUDGET_REFUSED).absolute(engineioxide::budget::refused());
     let handle = t::prometheus();
     handle.run_upkeep();
     (

@@ -189,12 +189,23 @@ impl Events {
     }
 }
 
+/// Sends an ack's reply. One that finds the client's buffer full (or all clients' buffers
+/// together, `socketio.total_buffer_bytes`) is dropped, counted: the client's call times out.
+fn answer<T: Serialize + ?Sized>(ack: AckSender, reply: &T) {
+    if let Err(SendError::Socket(SocketError::InternalChannelFull)) = ack.send(reply) {
+        metrics::counter!(t::SOCKETIO_DROPPED, "reason" => "reply_buffer_full").increment(1);
+    }
+}
+
 fn rate_limited(ack: AckSender) {
-    let _ = ack.send(&json!({
-        "success": false,
-        "message": "Rate limit exceeded",
-        "error": "too many events: RATE_LIMIT_MAX_REQUESTS per RATE_LIMIT_WINDOW",
-    }));
+    answer(
+        ack,
+        &json!({
+            "success": false,
+            "message": "Rate limit exceeded",
+            "error": "too many events: RATE_LIMIT_MAX_REQUESTS per RATE_LIMIT_WINDOW",
+        }),
+    );
 }
 
 /// The reference answers bad input through the ack (`{success: false, message, error}`); a
@@ -206,7 +217,7 @@ fn refuse_device_id(s: &SocketRef, wants_ack: bool, ack: AckSender, why: &str) {
         "error": format!("deviceId {why}"),
     });
     if wants_ack {
-        let _ = ack.send(&reply);
+        answer(ack, &reply);
     } else {
         let _ = s.emit("error", &reply);
     }
@@ -298,14 +309,14 @@ impl Events {
                 let _ = call.s.emit("pong", &NO_ARGS);
             }
             "get:history" => {
-                let _ = call.ack.send(&history(&self.state, call.data).await);
+                answer(call.ack, &history(&self.state, call.data).await);
             }
             "alarm:ack" => self.alarm_action(ActionEvent::Ack, call).await,
             "alarm:shelve" => self.alarm_action(ActionEvent::Shelve, call).await,
             "alarm:unshelve" => self.alarm_action(ActionEvent::Unshelve, call).await,
             "get:alarms" => {
                 let reply = super::alarms::list(&self.state.store, call.data.as_ref()).await;
-                let _ = call.ack.send(&reply);
+                answer(call.ack, &reply);
             }
             _ => {}
         }
@@ -337,7 +348,7 @@ impl Events {
         } else {
             leave_room(&s, room)
         }
-        let _ = ack.send(&json!({"success": true, "deviceId": id}));
+        answer(ack, &json!({"success": true, "deviceId": id}));
     }
 
     /// `alarm:ack`, `alarm:shelve`, `alarm:unshelve` (see `alarms.rs`).
@@ -345,7 +356,7 @@ impl Events {
         let user = call.s.extensions.get::<User>().and_then(|u| u.0);
         let alarms = &self.state.alarms;
         let reply = super::alarms::handle_action(alarms, event, call.data.as_ref(), user).await;
-        let _ = call.ack.send(&reply);
+        answer(call.ack, &reply);
     }
 }
 

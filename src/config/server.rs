@@ -84,6 +84,9 @@ pub struct SocketIoConfig {
     pub max_payload_bytes: u64,
     /// Events queued per client before it is moved to a replay; up to ~0.34 KiB each.
     pub client_buffer_packets: usize,
+    /// What all clients' buffers hold together, queued and being written, at most (a client
+    /// that holds a few events more than that while it is spent is moved to a replay).
+    pub total_buffer_bytes: usize,
     pub system_status_interval_ms: u64,
     pub history_default_limit: usize,
     pub history_max_limit: usize,
@@ -103,6 +106,7 @@ impl Default for SocketIoConfig {
             max_clients: 10_000,
             max_payload_bytes: 65_536,
             client_buffer_packets: 1024,
+            total_buffer_bytes: 32 << 20,
             system_status_interval_ms: 5_000,
             history_default_limit: 1_000,
             history_max_limit: 10_000,
@@ -124,6 +128,12 @@ impl SocketIoConfig {
             "socketio.client_buffer_packets",
             self.client_buffer_packets as u64,
         )?;
+        if self.total_buffer_bytes < 1 << 20 {
+            return Err(check.fail(
+                "socketio.total_buffer_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
         check.positive(
             "socketio.system_status_interval_ms",
             self.system_status_interval_ms,

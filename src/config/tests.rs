@@ -52,6 +52,18 @@ fn reference_env_names_override() {
 }
 
 #[test]
+fn the_total_client_buffer_is_at_least_a_mebibyte() {
+    let c = load(None, env(&[])).unwrap();
+    assert_eq!(c.config.socketio.total_buffer_bytes, 32 << 20);
+    let key = "EDGE_GATEWAY_SOCKETIO__TOTAL_BUFFER_BYTES";
+    let err = load(None, env(&[(key, "65536")])).unwrap_err().to_string();
+    assert!(
+        err.contains("socketio.total_buffer_bytes") && err.contains("at least 1048576"),
+        "{err}"
+    );
+}
+
+#[test]
 fn dashboard_switch_is_a_boolean() {
     let c = load(None, env(&[("EDGE_GATEWAY_DASHBOARD__ENABLED", "false")])).unwrap();
     assert!(!c.config.dashboard.enabled);

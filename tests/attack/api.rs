@@ -577,6 +577,84 @@ fn publish_lines(gw: &GatewayProcess, from: usize, count: usize) {
     assert!(child.wait().unwrap().success());
 }
 
+/// Stalled clients whose own buffers never fill (`client_buffer_packets` is huge) must not
+/// hold the gateway's memory either: all buffers together stay within
+/// `socketio.total_buffer_bytes`, give or take the few events and the one websocket write a
+/// client may always hold. Those refused for it are replayed to and lose nothing, like a
+/// client whose own buffer is full; the reading client loses nothing either.
+#[test]
+fn all_buffers_together_stay_within_total_buffer_bytes_and_nobody_loses_a_reading() {
+    // ~10 MB per client: more than the kernel's socket buffers take (4 MB by default).
+    const READINGS: usize = 30_000;
+    const STALLED: usize = 16;
+    const TOTAL: f64 = 1_048_576.0;
+    let gw = GatewayProcess::start(&[
+        ("EDGE_GATEWAY_SOCKETIO__CLIENT_BUFFER_PACKETS", "1000000"),
+        ("EDGE_GATEWAY_SOCKETIO__TOTAL_BUFFER_BYTES", "1048576"),
+        // The stalled clients do not answer the ping sent as they connect while the reader
+        // takes its 30,000 readings (slow in a debug build).
+        ("SOCKET_IO_PING_TIMEOUT", "300000"),
+        ("EDGE_GATEWAY_SOCKETIO__RESUME_RECORDS_PER_SEC", "0"),
+        ("EDGE_GATEWAY_DEVICES__OFFLINE_AFTER_MS", "600000"),
+    ]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use crate::common::socketio::{connect, connect_small_window};
+        let mut stalled = Vec::new();
+        for _ in 0..STALLED {
+            stalled.push(connect_small_window(gw.http, &["subscribe-all-devices"], 16_384).await);
+        }
+        let mut reader = connect(gw.http, &["subscribe-all-devices"]).await;
+        let reading = tokio::spawn(async move {
+            seqs_until(&mut reader, 120, |s| {
+                s.len() >= READINGS && unique(s).len() >= READINGS
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        publish_lines(&gw, 0, READINGS);
+        let Some(live) = reading.await.unwrap() else {
+            panic!("the reading client missed readings: {}", gw.peer.log_tail());
+        };
+        let live = unique(&live);
+        assert_eq!(live.len(), READINGS);
+        let m = metrics_of(&gw);
+        // Without the bound the stalled clients held what the kernel did not take, ~16 × 20,000
+        // slots of 40 bytes. A client may pass the bound by 8 events (~0.4 KiB each when its own) and
+        // one websocket write (16 KiB and a frame).
+        let peak = metric(&m, "edge_gateway_socketio_buffered_bytes_peak").expect("peak");
+        let slack = (STALLED + 1) as f64 * (8.0 * 512.0 + 17.0 * 1024.0);
+        assert!(
+            peak <= TOTAL + slack,
+            "peak {peak} > {TOTAL} + {slack}\n{m}"
+        );
+        assert!(
+            metric(&m, "edge_gateway_socketio_budget_refused_total").is_some_and(|n| n >= 1.0),
+            "{m}"
+        );
+        // Each stalled client reads again: everything, in order.
+        for ws in stalled.iter_mut().take(3) {
+            let Some(missed) = seqs_until(ws, 120, |s| {
+                s.len() >= READINGS && unique(s).len() >= READINGS
+            })
+            .await
+            else {
+                panic!("a stalled client missed readings: {}", gw.peer.log_tail());
+            };
+            assert_eq!(unique(&missed), live, "in order, none missing");
+        }
+    });
+}
+
+/// Each `seq` once, in the order first seen (a replay may repeat what was already sent).
+fn unique(seqs: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    seqs.iter().copied().filter(|s| seen.insert(*s)).collect()
+}
+
 /// A dashboard that stops reading must neither slow the others nor grow without bound, and
 /// once it reads again it gets everything it missed: when its buffer is full it leaves its
 /// rooms and is replayed to from the store (the resume path). The old room broadcast dropped

@@ -64,6 +64,7 @@ use std::{
     time::Duration,
 };
 
+use crate::budget::Charge;
 use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
@@ -121,12 +122,12 @@ impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(Queued::Message(msg));
+        self.inner.send(Queued::message(msg));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(Queued::Binary(data));
+        self.inner.send(Queued::binary(data));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -138,7 +139,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Queued::Other(Box::new(packets)));
+        self.inner.send(Queued::other(packets));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -150,38 +151,67 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Queued::Other(Box::new(packets)));
+        self.inner.send(Queued::other(packets));
     }
 }
 
 /// One entry of the internal channel (patched, see PATCHES.md): a [`PacketBuf`] is 168 bytes
 /// and tokio allocates a channel's slots 32 at a time, the first block with the channel. The
 /// packets a server sends are almost all one message, kept here in 40 bytes; the rest is boxed.
+/// Each entry holds its [`Charge`] against the queue budget until it leaves the channel.
 #[derive(Debug)]
 pub(crate) enum Queued {
-    Message(Str),
-    Binary(Bytes),
-    Other(Box<PacketBuf>),
+    Message(Str, Charge),
+    Binary(Bytes, Charge),
+    Other(Box<PacketBuf>, Charge),
 }
 
 const _: () = assert!(std::mem::size_of::<Queued>() <= 40);
 
+/// What an entry costs: its slot, and its payload if nothing else holds it (a packet encoded
+/// for this session alone; a broadcast's payload is shared by every session it went to).
+fn cost(payload: &Bytes) -> usize {
+    let own = if payload.is_unique() { payload.len() } else { 0 };
+    std::mem::size_of::<Queued>() + own
+}
+
+impl Queued {
+    fn message(msg: Str) -> Queued {
+        let bytes = Bytes::from(msg);
+        let charge = Charge::new(cost(&bytes));
+        // SAFETY: the bytes were a `Str` a moment ago.
+        Queued::Message(unsafe { Str::from_bytes_unchecked(bytes) }, charge)
+    }
+
+    fn binary(data: Bytes) -> Queued {
+        let charge = Charge::new(cost(&data));
+        Queued::Binary(data, charge)
+    }
+
+    fn other(packets: PacketBuf) -> Queued {
+        let own: usize = packets.iter().map(|p| p.get_size_hint(false)).sum();
+        let charge = Charge::new(std::mem::size_of::<Queued>() + size_of::<PacketBuf>() + own);
+        Queued::Other(Box::new(packets), charge)
+    }
+}
+
 impl From<Packet> for Queued {
     fn from(packet: Packet) -> Self {
         match packet {
-            Packet::Message(msg) => Queued::Message(msg),
-            Packet::Binary(data) => Queued::Binary(data),
-            packet => Queued::Other(Box::new(smallvec![packet])),
+            Packet::Message(msg) => Queued::message(msg),
+            Packet::Binary(data) => Queued::binary(data),
+            packet => Queued::other(smallvec![packet]),
         }
     }
 }
 
+/// Takes the packets out of an entry; its charge is given back here.
 impl From<Queued> for PacketBuf {
     fn from(queued: Queued) -> Self {
         match queued {
-            Queued::Message(msg) => smallvec![Packet::Message(msg)],
-            Queued::Binary(data) => smallvec![Packet::Binary(data)],
-            Queued::Other(packets) => *packets,
+            Queued::Message(msg, _charge) => smallvec![Packet::Message(msg)],
+            Queued::Binary(data, _charge) => smallvec![Packet::Binary(data)],
+            Queued::Other(packets, _charge) => *packets,
         }
     }
 }
@@ -506,7 +536,14 @@ where
     /// If the internal chan is full, the function will return a [`TrySendError::Full`] error.
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
     #[inline]
+    ///
+    /// Patched (see PATCHES.md): also full while the process-wide queue budget is spent and
+    /// this socket holds at least the budget's floor of entries (see [`crate::budget`]).
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
+        let held = self.internal_tx.max_capacity() - self.internal_tx.capacity();
+        if !crate::budget::admits(held) {
+            return Err(TrySendError::Full(()));
+        }
         let permit = self.internal_tx.try_reserve()?;
         Ok(Permit { inner: permit })
     }

@@ -291,6 +291,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         volatile_rx,
         ..
     } = &mut *internal_rx;
+    let mut unflushed = Unflushed(0);
 
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
@@ -299,9 +300,9 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
             items = buffered_rx.recv() => {
                 match items {
                     Some(packets) => {
-                        feed_packets(&socket, &mut tx, packets).await;
+                        feed_packets(&socket, &mut tx, packets, &mut unflushed).await;
                         while let Ok(packets) = buffered_rx.try_recv() {
-                            feed_packets(&socket, &mut tx, packets).await;
+                            feed_packets(&socket, &mut tx, packets, &mut unflushed).await;
                         }
                         None
                     }
@@ -314,12 +315,13 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         if let Some(packets) = volatile {
             #[cfg(feature = "tracing")]
             tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-            feed_packets(&socket, &mut tx, packets).await;
+            feed_packets(&socket, &mut tx, packets, &mut unflushed).await;
         }
 
         #[cfg(feature = "tracing")]
         tracing::trace!(sid = %socket.id, "ws flush");
         tx.flush().await.ok();
+        unflushed.flushed();
     }
 
     #[cfg(feature = "tracing")]
@@ -329,11 +331,38 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     tx.close().await.ok();
 }
 
-/// Feeds `packets` to the websocket as messages (without flushing).
+/// How much the writer flushes at a time while the queue budget is spent (patched, see
+/// PATCHES.md): the websocket otherwise buffers up to `ws_write_buffer_size` before it writes,
+/// which a session whose client reads slowly then holds while the packets behind it wait in
+/// the channel, where they cost a slot and a shared payload.
+const SPENT_FLUSH_BYTES: usize = 4096;
+
+/// The bytes fed to the websocket since its last flush, charged to the queue budget.
+struct Unflushed(usize);
+
+impl Unflushed {
+    fn add(&mut self, bytes: usize) {
+        crate::budget::charge(bytes);
+        self.0 += bytes;
+    }
+
+    fn flushed(&mut self) {
+        crate::budget::discharge(std::mem::take(&mut self.0));
+    }
+}
+
+impl Drop for Unflushed {
+    fn drop(&mut self) {
+        self.flushed();
+    }
+}
+
+/// Feeds `packets` to the websocket as messages, flushing only while the queue budget is spent.
 async fn feed_packets<D, S>(
     socket: &Socket<D>,
     tx: &mut SplitSink<WebSocketStream<S>, Message>,
     packets: PacketBuf,
+    unflushed: &mut Unflushed,
 ) where
     D: Default + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -342,9 +371,14 @@ async fn feed_packets<D, S>(
         let Some(msg) = ws_message(socket.protocol, item) else {
             continue;
         };
+        unflushed.add(msg.len());
         if let Err(_e) = tx.feed(msg).await {
             #[cfg(feature = "tracing")]
             tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+        }
+        if unflushed.0 >= SPENT_FLUSH_BYTES && crate::budget::spent() {
+            tx.flush().await.ok();
+            unflushed.flushed();
         }
     }
 }
