@@ -646,6 +646,18 @@ fn all_buffers_together_stay_within_total_buffer_bytes_and_nobody_loses_a_readin
             };
             assert_eq!(unique(&missed), live, "in order, none missing");
         }
+        // Every charge is given back: the 13 that never read again leave with events queued.
+        drop(stalled);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let buffered = loop {
+            let m = metrics_of(&gw);
+            let buffered = metric(&m, "edge_gateway_socketio_buffered_bytes");
+            if buffered == Some(0.0) || Instant::now() > deadline {
+                break buffered;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(buffered, Some(0.0), "{}", metrics_of(&gw));
     });
 }
 
