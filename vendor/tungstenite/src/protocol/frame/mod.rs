@@ -99,9 +99,12 @@ where
     }
 }
 
-/// The most capacity a written-out `out_buffer` keeps (patched, see PATCHES.md): a few frames,
-/// so small writes do not reallocate it.
+/// The capacity a written-out `out_buffer` keeps at most (patched, see PATCHES.md): a few
+/// frames, so small writes do not reallocate it.
 const KEPT_OUT_BUFFER: usize = 4096;
+/// The most `out_buffer` grows ahead of need at once (patched): `write_buffer_size` may be set
+/// to many MiB (its default is 128 KiB).
+const MAX_OUT_BUFFER_RESERVE: usize = 64 << 10;
 
 /// A codec for WebSocket frames.
 #[derive(Debug)]
@@ -261,7 +264,13 @@ impl FrameCodec {
 
         trace!("writing frame {frame}");
 
-        self.out_buffer.reserve(frame.len());
+        if self.out_buffer.capacity() - self.out_buffer.len() < frame.len() {
+            // Patched (see PATCHES.md): grow once to what is buffered before a write-out
+            // (`out_buffer_write_len` and this frame), not by doubling from a small buffer:
+            // the buffer is freed after each write-out, so doubling would repeat every time.
+            let upto = self.out_buffer_write_len.min(MAX_OUT_BUFFER_RESERVE);
+            self.out_buffer.reserve(frame.len() + upto.saturating_sub(self.out_buffer.len()));
+        }
         frame.format_into_buf(&mut self.out_buffer).expect("Bug: can't write to vector");
 
         if self.out_buffer.len() > self.out_buffer_write_len {
