@@ -32,8 +32,13 @@ use super::{ApiState, Room, routes};
 use crate::store::StoredRecord;
 use crate::telemetry as t;
 
-/// Records per store read.
+/// Records per store read, at most.
 const CHUNK: usize = 500;
+/// Records per store read, at least: a worker whose client filled its buffer after `n` records
+/// reads `2 n` next (doubling again while they all go), so a client that takes a few at a time
+/// (all buffers together full, see `socketio.total_buffer_bytes`) does not cost a read of
+/// `CHUNK` records for every few it is sent.
+const MIN_CHUNK: usize = 16;
 /// The most records the handoff sends while the emitter waits; further behind, keep replaying.
 const HANDOFF_MAX: u64 = 2_000;
 /// How long a worker first waits for a full client buffer to drain (after one yield, which is
@@ -235,9 +240,10 @@ async fn replay_until_live(
     let mut pace = Pace::new(config.resume_records_per_sec);
     let mut sent = 0u64;
     let mut first = true;
+    let mut want = CHUNK;
     loop {
         let slot = state.replay_chunks.0.acquire().await.map_err(|_| Closed)?;
-        let chunk = read(state, cursor + 1, CHUNK).await?;
+        let chunk = read(state, cursor + 1, want).await?;
         if first && resume.origins.is_none() {
             tell_truncated(s, resume.after, chunk.first().map(|r| r.seq))?;
         }
@@ -250,13 +256,22 @@ async fn replay_until_live(
         }
         metrics::counter!(t::SOCKETIO_REPLAYED).increment(records.len() as u64);
         pace.wait(records.len() as u64).await;
-        if records.len() == n && n < CHUNK {
+        let asked = want;
+        want = next_chunk(want, n, records.len());
+        if records.len() == n && n < asked {
             match handoff(s, state, resume, cursor).await? {
                 Handoff::Done => return Ok((cursor, sent)),
                 Handoff::Behind(c) => cursor = c,
             }
         }
     }
+}
+
+/// The size of the next store read after `went` of the `read` records went to the client
+/// (all, or until its buffer filled) from a read of `want`: see `MIN_CHUNK`.
+fn next_chunk(want: usize, read: usize, went: usize) -> usize {
+    let base = if went < read { went } else { want };
+    (base * 2).clamp(MIN_CHUNK, CHUNK)
 }
 
 /// Sends a chunk until the client's buffer is full; then gives the chunk and its slot back,
@@ -459,6 +474,20 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_that_takes_a_few_at_a_time_is_read_a_few_at_a_time() {
+        assert_eq!(next_chunk(CHUNK, CHUNK, CHUNK), CHUNK);
+        assert_eq!(next_chunk(CHUNK, CHUNK, 9), 18);
+        assert_eq!(next_chunk(18, 18, 18), 36);
+        assert_eq!(
+            next_chunk(36, 20, 20),
+            72,
+            "a short read (the store's end) keeps growing"
+        );
+        assert_eq!(next_chunk(16, 16, 1), MIN_CHUNK);
+        assert_eq!(next_chunk(400, 400, 400), CHUNK);
+    }
 
     #[test]
     fn after_from_auth_and_query() {
