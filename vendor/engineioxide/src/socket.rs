@@ -535,16 +535,17 @@ where
     ///
     /// If the internal chan is full, the function will return a [`TrySendError::Full`] error.
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
-    #[inline]
     ///
     /// Patched (see PATCHES.md): also full while the process-wide queue budget is spent and
     /// this socket holds at least the budget's floor of entries (see [`crate::budget`]).
+    #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
-        let held = self.internal_tx.max_capacity() - self.internal_tx.capacity();
+        let permit = self.internal_tx.try_reserve()?;
+        // What the socket holds besides this permit's slot (dropped, given back, if refused).
+        let held = self.internal_tx.max_capacity() - self.internal_tx.capacity() - 1;
         if !crate::budget::admits(held) {
             return Err(TrySendError::Full(()));
         }
-        let permit = self.internal_tx.try_reserve()?;
         Ok(Permit { inner: permit })
     }
 
