@@ -62,6 +62,15 @@ impl StoreLimits {
         Duration::from_millis(self.disk_full_grace_ms)
     }
 
+    /// What one round of making room on a full disk evicts from a log of `logical_bytes`: a
+    /// quarter of the reserve, at least 64 KiB, and never more than a sixteenth of the log
+    /// (a store under 1 MiB gives up a little at a time rather than most of itself).
+    pub(super) fn room_step(&self, logical_bytes: u64) -> u64 {
+        (self.reserve_bytes / 4)
+            .max(64 * 1024)
+            .min(logical_bytes / 16 + 1)
+    }
+
     /// The free bytes to keep on a file system of `total` bytes.
     pub(super) fn watermark(&self, total: u64) -> u64 {
         let share = total / 100 * u64::from(self.min_free_percent.min(100));
@@ -169,5 +178,28 @@ mod tests {
         assert_eq!(l.watermark(32 << 30), 64 << 20);
         assert_eq!(l.watermark(100 << 20), 5 << 20);
         assert_eq!(l.watermark(0), 0);
+    }
+
+    #[test]
+    fn a_room_step_fits_any_log_size() {
+        let l = StoreLimits::default();
+        assert_eq!(
+            l.room_step(256 << 20),
+            2 << 20,
+            "a quarter of the 8 MiB reserve"
+        );
+        assert_eq!(
+            l.room_step(16 << 20),
+            (1 << 20) + 1,
+            "a sixteenth of the log"
+        );
+        // Under 1 MiB the sixteenth is below the 64 KiB floor (this used to panic).
+        assert_eq!(l.room_step(100_000), 6_251);
+        assert_eq!(l.room_step(0), 1);
+        let none = StoreLimits {
+            reserve_bytes: 0,
+            ..l
+        };
+        assert_eq!(none.room_step(256 << 20), 64 * 1024);
     }
 }

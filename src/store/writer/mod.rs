@@ -423,8 +423,7 @@ impl Committer {
                     tracing::warn!("disk full: released the store's disk reserve to make room");
                 }
                 let now = self.writer.logical_bytes();
-                let step = (self.limits.reserve_bytes / 4).clamp(64 * 1024, now / 16 + 1);
-                self.evict_down_to(now.saturating_sub(step));
+                self.evict_down_to(now.saturating_sub(self.limits.room_step(now)));
             }
             // New data replaces old: the store stops growing.
             retention.byte_budget = retention.byte_budget.min(self.writer.logical_bytes());
