@@ -262,7 +262,17 @@ async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
     // Something else takes the rest of the disk; stop while it is full.
     let filler = fs.path().join("filler");
     let _ = std::fs::write(&filler, vec![0u8; fs.available() as usize]);
-    publish(2_000).await;
+    // rumqttc's publish waits for room in its queue once PUBACKs stop: a writer that no
+    // longer commits must fail the test here, not hang it.
+    tokio::time::timeout(Duration::from_secs(60), publish(2_000))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the store stopped committing on the full disk: {} committed, health {:?}",
+                committed(&store),
+                http_get(gw.http_addr(), "/health")
+            )
+        });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stopping = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(20), gw.stop())
