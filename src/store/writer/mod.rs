@@ -407,7 +407,8 @@ impl Committer {
             .parent()
             .unwrap_or(Path::new("."));
         let make_room = self.pressure.must_make_room(dir, &self.limits);
-        if !make_room {
+        if !self.pressure.is_full() {
+            // Also while making room: the next full disk needs one to release.
             keep_reserve(dir, &self.limits);
         }
         if make_room != self.making_room {
