@@ -172,7 +172,8 @@ async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
 
 /// The store itself fills a small disk (its byte budget is larger than the disk): it makes
 /// room by evicting its oldest readings, keeps committing everything it is given without a
-/// restart, and a stop while the disk is full ends within the deadline.
+/// restart, keeps a reserve for the next full disk, takes readings while something else fills
+/// the rest, and a stop while the disk is full ends within the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
     let Some(fs) = Tmpfs::mount_or_skip("24m") else {
@@ -259,10 +260,31 @@ async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
         "evictions for free space are counted"
     );
 
+    // It has a reserve again for the next full disk: without one, redb could not even evict
+    // (its file is sparse; the pages it sees free are holes that need new blocks), and the
+    // store stayed wedged until space came back.
+    eventually("a disk reserve again", Duration::from_secs(20), || {
+        fs.path()
+            .join("store/edge-gateway.reserve")
+            .exists()
+            .then_some(())
+    })
+    .await;
+
     // Something else takes the rest of the disk; stop while it is full.
     let filler = fs.path().join("filler");
     let _ = std::fs::write(&filler, vec![0u8; fs.available() as usize]);
-    publish(2_000).await;
+    // rumqttc's publish waits for room in its queue once PUBACKs stop: a writer that no
+    // longer commits must fail the test here, not hang it.
+    tokio::time::timeout(Duration::from_secs(60), publish(2_000))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the store stopped committing on the full disk: {} committed, health {:?}",
+                committed(&store),
+                http_get(gw.http_addr(), "/health")
+            )
+        });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stopping = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(20), gw.stop())
@@ -270,4 +292,74 @@ async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
         .expect("stop ends within 20 s on a full disk")
         .unwrap();
     eprintln!("stopped in {:?}", stopping.elapsed());
+}
+
+/// A small store (well under 1 MiB) on a disk something else fills: past the grace period it
+/// gives up its reserve and evicts into it, so the writer keeps committing while the disk
+/// stays full (it used to panic computing how much to evict from a log under 1 MiB), and
+/// stop ends in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_store_makes_room_on_a_disk_filled_by_something_else() {
+    let Some(fs) = Tmpfs::mount_or_skip("16m") else {
+        return;
+    };
+    let data = fs.path().join("store");
+    let mut config = test_config();
+    config.store.byte_budget_bytes = 1 << 20;
+    config.store.disk_full_grace_ms = 0;
+    let mqtt = config.mqtt.listen;
+    let gw = start(config, &data).await;
+    let (client, mut acks) = mqtt_client(mqtt, "small").await;
+    let store = gw.store().clone();
+    let mut published = 0u64;
+    let mut publish = async |n: u64| {
+        for _ in 0..n {
+            let payload = format!(r#"{{"value": 21, "location": "{}"}}"#, "x".repeat(200));
+            client
+                .publish(
+                    "sensors/small-1/temperature",
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .unwrap();
+            published += 1;
+        }
+        published
+    };
+    let total = publish(200).await;
+    tokio::time::timeout(Duration::from_secs(20), acks.wait_for(|n| *n >= total))
+        .await
+        .expect("the first readings are acknowledged")
+        .unwrap();
+    assert!(store.stats().unwrap().logical_bytes < 512 * 1024);
+
+    // Something else takes the rest of the disk; the store has to grow into it.
+    let filler = fs.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; fs.available() as usize]);
+    // Bounded as a whole: a writer that stopped committing holds PUBACKs back, and rumqttc's
+    // publish then waits for room in its queue.
+    let healed = tokio::time::timeout(Duration::from_secs(60), async {
+        let total = publish(2_000).await;
+        acks.wait_for(|n| *n >= total).await.map(|_| total)
+    })
+    .await;
+    let Ok(Ok(total)) = healed else {
+        panic!(
+            "the store did not make room on the full disk: {} acknowledged, {} bytes free, health {:?}",
+            *acks.borrow(),
+            fs.available(),
+            http_get(gw.http_addr(), "/health")
+        );
+    };
+    assert_eq!(
+        store.next_seq().unwrap().saturating_sub(2),
+        total,
+        "every acknowledged reading committed (one status record besides)"
+    );
+    tokio::time::timeout(Duration::from_secs(20), gw.stop())
+        .await
+        .expect("stop ends within 20 s on a full disk")
+        .unwrap();
 }

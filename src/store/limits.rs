@@ -31,7 +31,7 @@ pub struct StoreLimits {
     /// Size of the reserve file (`edge-gateway.reserve`) kept next to the store, at most
     /// `min_free_percent` of the file system: redb needs free pages even to delete (copy on
     /// write), so on a disk already full the writer deletes the reserve, then evicts into
-    /// the room it made. Recreated once free space is back above watermark + reserve.
+    /// the room it made. Recreated after the next commit that succeeds (see `reserve_size`).
     pub reserve_bytes: u64,
     /// Once shutdown began, how long a failing store is retried before unacknowledged
     /// records are given up; later batches get one attempt each, so stop ends in time.
@@ -62,6 +62,15 @@ impl StoreLimits {
         Duration::from_millis(self.disk_full_grace_ms)
     }
 
+    /// What one round of making room on a full disk evicts from a log of `logical_bytes`: a
+    /// quarter of the reserve, at least 64 KiB, and never more than a sixteenth of the log
+    /// (a store under 1 MiB gives up a little at a time rather than most of itself).
+    pub(super) fn room_step(&self, logical_bytes: u64) -> u64 {
+        (self.reserve_bytes / 4)
+            .max(64 * 1024)
+            .min(logical_bytes / 16 + 1)
+    }
+
     /// The free bytes to keep on a file system of `total` bytes.
     pub(super) fn watermark(&self, total: u64) -> u64 {
         let share = total / 100 * u64::from(self.min_free_percent.min(100));
@@ -86,8 +95,31 @@ fn space(dir: &Path) -> Option<(u64, u64)> {
     }
 }
 
-/// Creates the reserve file if it is missing and the disk has room for it above the
-/// watermark; deletes it on a full disk. Written with real bytes so it holds blocks.
+/// The smallest reserve worth keeping: room for an eviction-only commit and a slice after it.
+const MIN_RESERVE: u64 = 64 * 1024;
+
+/// How big a reserve to create with `free` of `total` bytes free: the configured size (at most
+/// the watermark) where that leaves the watermark free; on a disk already under it, half of
+/// what is free. A full disk wedges a store without one for good: redb's file is sparse, its
+/// free pages are mostly holes that need new blocks to be written, so not even an eviction
+/// commits. The other half is left to the store file's own copy-on-write.
+pub(super) fn reserve_size(limits: &StoreLimits, free: u64, total: u64) -> u64 {
+    let size = limits.reserve_bytes.min(limits.watermark(total));
+    let size = if free >= size + limits.watermark(total) {
+        size
+    } else {
+        size.min(free / 2)
+    };
+    if size < MIN_RESERVE.min(limits.reserve_bytes) || size == 0 {
+        0
+    } else {
+        size
+    }
+}
+
+/// Creates the reserve file if it is missing (see [`reserve_size`]); the writer deletes it on
+/// a full disk and calls this again once a commit succeeded. Written with real bytes so it
+/// holds blocks.
 pub(super) fn keep_reserve(dir: &Path, limits: &StoreLimits) {
     use std::io::Write;
     let path = dir.join(RESERVE_FILE);
@@ -97,8 +129,8 @@ pub(super) fn keep_reserve(dir: &Path, limits: &StoreLimits) {
     let Some((free, total)) = space(dir) else {
         return;
     };
-    let size = limits.reserve_bytes.min(limits.watermark(total));
-    if size == 0 || free < size + limits.watermark(total) {
+    let size = reserve_size(limits, free, total);
+    if size == 0 {
         return;
     }
     let written = std::fs::File::create(&path).and_then(|mut f| {
@@ -169,5 +201,67 @@ mod tests {
         assert_eq!(l.watermark(32 << 30), 64 << 20);
         assert_eq!(l.watermark(100 << 20), 5 << 20);
         assert_eq!(l.watermark(0), 0);
+    }
+
+    #[test]
+    fn a_reserve_is_kept_on_a_disk_under_the_watermark_too() {
+        let l = StoreLimits::default();
+        let gib = 1u64 << 30;
+        assert_eq!(
+            reserve_size(&l, 10 * gib, 32 * gib),
+            8 << 20,
+            "plenty of room"
+        );
+        // Under watermark + reserve (64 + 8 MiB free here): half of what is free.
+        assert_eq!(reserve_size(&l, 20 << 20, 32 * gib), 8 << 20);
+        assert_eq!(reserve_size(&l, 6 << 20, 32 * gib), 3 << 20);
+        // A 24 MiB disk the store filled itself: the reserve it released, less what it used.
+        assert_eq!(reserve_size(&l, 1_241_088, 24 << 20), 620_544);
+        assert_eq!(
+            reserve_size(&l, 100 * 1024, 24 << 20),
+            0,
+            "too little to help"
+        );
+        let none = StoreLimits {
+            reserve_bytes: 0,
+            ..l.clone()
+        };
+        assert_eq!(
+            reserve_size(&none, 10 * gib, 32 * gib),
+            0,
+            "reserve_bytes = 0: none"
+        );
+        let small = StoreLimits {
+            reserve_bytes: 16 * 1024,
+            ..l
+        };
+        assert_eq!(
+            reserve_size(&small, 10 * gib, 32 * gib),
+            16 * 1024,
+            "as configured"
+        );
+    }
+
+    #[test]
+    fn a_room_step_fits_any_log_size() {
+        let l = StoreLimits::default();
+        assert_eq!(
+            l.room_step(256 << 20),
+            2 << 20,
+            "a quarter of the 8 MiB reserve"
+        );
+        assert_eq!(
+            l.room_step(16 << 20),
+            (1 << 20) + 1,
+            "a sixteenth of the log"
+        );
+        // Under 1 MiB the sixteenth is below the 64 KiB floor (this used to panic).
+        assert_eq!(l.room_step(100_000), 6_251);
+        assert_eq!(l.room_step(0), 1);
+        let none = StoreLimits {
+            reserve_bytes: 0,
+            ..l
+        };
+        assert_eq!(none.room_step(256 << 20), 64 * 1024);
     }
 }

@@ -407,7 +407,8 @@ impl Committer {
             .parent()
             .unwrap_or(Path::new("."));
         let make_room = self.pressure.must_make_room(dir, &self.limits);
-        if !make_room {
+        if !self.pressure.is_full() {
+            // Also while making room: the next full disk needs one to release.
             keep_reserve(dir, &self.limits);
         }
         if make_room != self.making_room {
@@ -423,8 +424,7 @@ impl Committer {
                     tracing::warn!("disk full: released the store's disk reserve to make room");
                 }
                 let now = self.writer.logical_bytes();
-                let step = (self.limits.reserve_bytes / 4).clamp(64 * 1024, now / 16 + 1);
-                self.evict_down_to(now.saturating_sub(step));
+                self.evict_down_to(now.saturating_sub(self.limits.room_step(now)));
             }
             // New data replaces old: the store stops growing.
             retention.byte_budget = retention.byte_budget.min(self.writer.logical_bytes());
