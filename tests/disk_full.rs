@@ -170,6 +170,20 @@ async fn disk_full_stops_accepting_alerts_and_recovers_when_space_returns() {
     gw.stop().await.unwrap();
 }
 
+/// Publishes `n` QoS 1 temperature readings of `device` (~250 bytes each, never over a
+/// threshold); `n`.
+async fn publish_readings(client: &rumqttc::AsyncClient, device: &str, n: u64) -> u64 {
+    let payload = format!(r#"{{"value": 21, "location": "{}"}}"#, "x".repeat(200));
+    let topic = format!("sensors/{device}/temperature");
+    for _ in 0..n {
+        client
+            .publish(&topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    n
+}
+
 /// The store itself fills a small disk (its byte budget is larger than the disk): it makes
 /// room by evicting its oldest readings, keeps committing everything it is given without a
 /// restart, keeps a reserve for the next full disk, takes readings while something else fills
@@ -186,22 +200,9 @@ async fn a_disk_filled_by_the_store_heals_and_stop_ends_in_time_while_full() {
     let gw = start(config, &data).await;
     let (client, _acks) = mqtt_client(mqtt, "fill").await;
     let store = gw.store().clone();
-    let location = "x".repeat(200);
     let mut published = 0u64;
     let mut publish = async |n: u64| {
-        for _ in 0..n {
-            let payload = format!(r#"{{"value": 21, "location": "{location}"}}"#);
-            client
-                .publish(
-                    "sensors/fill-1/temperature",
-                    QoS::AtLeastOnce,
-                    false,
-                    payload,
-                )
-                .await
-                .unwrap();
-            published += 1;
-        }
+        published += publish_readings(&client, "fill-1", n).await;
         published
     };
     // Committed readings: every record but the device's one online status (the value never
@@ -313,19 +314,7 @@ async fn a_small_store_makes_room_on_a_disk_filled_by_something_else() {
     let store = gw.store().clone();
     let mut published = 0u64;
     let mut publish = async |n: u64| {
-        for _ in 0..n {
-            let payload = format!(r#"{{"value": 21, "location": "{}"}}"#, "x".repeat(200));
-            client
-                .publish(
-                    "sensors/small-1/temperature",
-                    QoS::AtLeastOnce,
-                    false,
-                    payload,
-                )
-                .await
-                .unwrap();
-            published += 1;
-        }
+        published += publish_readings(&client, "small-1", n).await;
         published
     };
     let total = publish(200).await;

@@ -588,19 +588,13 @@ fn all_buffers_together_stay_within_total_buffer_bytes_and_nobody_loses_a_readin
     const READINGS: usize = 30_000;
     const STALLED: usize = 16;
     const TOTAL: f64 = 1_048_576.0;
-    let gw = GatewayProcess::start(&[
+    let (gw, rt) = replaying_gateway(&[
         ("EDGE_GATEWAY_SOCKETIO__CLIENT_BUFFER_PACKETS", "1000000"),
         ("EDGE_GATEWAY_SOCKETIO__TOTAL_BUFFER_BYTES", "1048576"),
         // The stalled clients do not answer the ping sent as they connect while the reader
         // takes its 30,000 readings (slow in a debug build).
         ("SOCKET_IO_PING_TIMEOUT", "300000"),
-        ("EDGE_GATEWAY_SOCKETIO__RESUME_RECORDS_PER_SEC", "0"),
-        ("EDGE_GATEWAY_DEVICES__OFFLINE_AFTER_MS", "600000"),
     ]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(async {
         use crate::common::socketio::{connect, connect_small_window};
         let mut stalled = Vec::new();
@@ -661,6 +655,21 @@ fn all_buffers_together_stay_within_total_buffer_bytes_and_nobody_loses_a_readin
     });
 }
 
+/// The binary with `env`, replays unpaced and devices that stay online through a test, and a
+/// runtime for its clients.
+fn replaying_gateway(env: &[(&str, &str)]) -> (GatewayProcess, tokio::runtime::Runtime) {
+    let mut all = vec![
+        ("EDGE_GATEWAY_SOCKETIO__RESUME_RECORDS_PER_SEC", "0"),
+        ("EDGE_GATEWAY_DEVICES__OFFLINE_AFTER_MS", "600000"),
+    ];
+    all.extend_from_slice(env);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (GatewayProcess::start(&all), rt)
+}
+
 /// Each `seq` once, in the order first seen (a replay may repeat what was already sent).
 fn unique(seqs: &[u64]) -> Vec<u64> {
     let mut seen = std::collections::HashSet::new();
@@ -674,15 +683,7 @@ fn unique(seqs: &[u64]) -> Vec<u64> {
 #[test]
 fn a_client_that_stops_reading_is_replayed_to_and_loses_nothing() {
     const READINGS: usize = 3_000;
-    let gw = GatewayProcess::start(&[
-        ("EDGE_GATEWAY_SOCKETIO__CLIENT_BUFFER_PACKETS", "64"),
-        ("EDGE_GATEWAY_SOCKETIO__RESUME_RECORDS_PER_SEC", "0"),
-        ("EDGE_GATEWAY_DEVICES__OFFLINE_AFTER_MS", "600000"),
-    ]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (gw, rt) = replaying_gateway(&[("EDGE_GATEWAY_SOCKETIO__CLIENT_BUFFER_PACKETS", "64")]);
     rt.block_on(async {
         use crate::common::socketio::{connect, connect_small_window};
         let mut stalled = connect_small_window(gw.http, &["subscribe-all-devices"], 32_768).await;
