@@ -84,8 +84,8 @@ pub struct SocketIoConfig {
     pub max_payload_bytes: u64,
     /// Events queued per client before it is moved to a replay; up to ~0.34 KiB each.
     pub client_buffer_packets: usize,
-    /// What all clients' buffers hold together, queued and being written, at most (a client
-    /// that holds a few events more than that while it is spent is moved to a replay).
+    /// What all clients' buffers hold together, queued and being written, at most: once they
+    /// do, a client holding 8 events or more is moved to a replay, as when its own is full.
     pub total_buffer_bytes: usize,
     pub system_status_interval_ms: u64,
     pub history_default_limit: usize,
